@@ -1,0 +1,166 @@
+"""The ansatz library: circuit descriptions shared by the native engine and the PennyLane reference.
+
+An ansatz is a frozen description, not code that runs: an angle encoding of the features, then
+`num_layers` layers, each a rotation on every qubit followed by an entangling pattern of CNOTs. The
+engine (`engine.py`) compiles it into fast statevector operations; `reference.py` builds the same
+circuit from PennyLane gates or templates for cross-checks.
+
+Wires are numbered 0..n-1, wire 0 the most significant bit of a basis index (PennyLane's order).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from qcxr.quantum import gates
+
+#: name -> (rotation gate of the trainable layers, entangling pattern). Names are the ids of
+#: `conf/ansatz/*.yaml`.
+ANSATZE: dict[str, tuple[str, str]] = {
+    # The paper's (section III-B): H + RY(x) encoding, then layers of RY(theta) and a CNOT ring
+    # CNOT(0,1), CNOT(1,2), ..., CNOT(n-1,0).
+    "ry_cnot_ring": ("ry", "ring"),
+    # The same without CNOTs: the no-entanglement ablation.
+    "ry_separable": ("ry", "none"),
+    # PennyLane's BasicEntanglerLayers: RX layers + CNOT ring (one CNOT for 2 wires).
+    "basic_entangler": ("rx", "basic"),
+    # PennyLane's StronglyEntanglingLayers: Rot layers + CNOT(i, i+r) with r = (l mod (n-1)) + 1.
+    "strongly_entangling": ("rot", "strong"),
+}
+#: Angle encodings: h_ry = H then RY(x) (the paper's), ry = RY(x), rx = RX(x).
+ENCODINGS = ("h_ry", "ry", "rx")
+#: Initialisations of the circuit weights: normal_2pi = N(0, (2 pi)^2) (the paper's code),
+#: uniform_2pi = U[0, 2 pi) (the paper's first text), small = N(0, 0.01^2) (near identity).
+INITS = ("normal_2pi", "uniform_2pi", "small")
+
+
+@dataclass(frozen=True)
+class Ansatz:
+    """A layered variational circuit on `num_qubits` wires.
+
+    Attributes:
+        name: the library name (a key of ANSATZE).
+        num_qubits: wires, one per feature (and per label in the DQC head).
+        num_layers: trainable layers.
+        init: weight initialisation, one of INITS.
+        encoding: angle encoding of the features, one of ENCODINGS.
+    """
+
+    name: str
+    num_qubits: int
+    num_layers: int = 3
+    init: str = "normal_2pi"
+    encoding: str = "h_ry"
+
+    def __post_init__(self):
+        if self.name not in ANSATZE:
+            raise ValueError(f"unknown ansatz {self.name!r}; choose one of {sorted(ANSATZE)}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {self.encoding!r}; choose one of {ENCODINGS}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose one of {INITS}")
+        if self.num_qubits < 1 or self.num_layers < 1:
+            raise ValueError(
+                f"ansatz needs num_qubits >= 1 and num_layers >= 1, got {self.num_qubits} "
+                f"qubits and {self.num_layers} layers"
+            )
+
+    @property
+    def rotation(self) -> str:
+        """Gate kind of the trainable layers: "ry", "rx" or "rot"."""
+        return ANSATZE[self.name][0]
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """Shape of the trainable weights: (layers, qubits) or (layers, qubits, 3) for Rot."""
+        p = gates.GATE_NUM_PARAMS[self.rotation]
+        base = (self.num_layers, self.num_qubits)
+        return base if p == 1 else (*base, p)
+
+    @property
+    def num_params(self) -> int:
+        """Number of trainable circuit parameters."""
+        return math.prod(self.weight_shape)
+
+    @property
+    def is_real(self) -> bool:
+        """Whether every gate is real, so the state may stay real (half the memory and work)."""
+        return self.rotation in gates.REAL_GATES and self.encoding in ("h_ry", "ry")
+
+    def entangling_pairs(self, layer: int) -> tuple[tuple[int, int], ...]:
+        """CNOTs (control, target) applied, in order, after the rotations of `layer` (0-based)."""
+        n, pattern = self.num_qubits, ANSATZE[self.name][1]
+        if pattern == "none" or n == 1:
+            return ()
+        if pattern == "basic" and n == 2:
+            return ((0, 1),)
+        if pattern == "strong":
+            r = layer % (n - 1) + 1
+            return tuple((i, (i + r) % n) for i in range(n))
+        return tuple((i, (i + 1) % n) for i in range(n))
+
+    def init_weights(self, key: jax.Array, dtype=jnp.float32) -> jnp.ndarray:
+        """Draw initial weights.
+
+        Args:
+            key: PRNG key.
+            dtype: float dtype.
+
+        Returns:
+            f[*weight_shape].
+        """
+        shape = self.weight_shape
+        if self.init == "normal_2pi":
+            return 2 * jnp.pi * jax.random.normal(key, shape, dtype)
+        if self.init == "uniform_2pi":
+            return jax.random.uniform(key, shape, dtype, 0.0, 2 * jnp.pi)
+        return 0.01 * jax.random.normal(key, shape, dtype)
+
+
+def make_ansatz(
+    name: str,
+    num_qubits: int,
+    num_layers: int = 3,
+    init: str = "normal_2pi",
+    encoding: str = "h_ry",
+) -> Ansatz:
+    """Build a library ansatz (the `_target_` of `conf/ansatz/*.yaml`).
+
+    Args:
+        name: a key of ANSATZE.
+        num_qubits: wires.
+        num_layers: trainable layers.
+        init: one of INITS.
+        encoding: one of ENCODINGS.
+
+    Returns:
+        The Ansatz description.
+    """
+    return Ansatz(name, int(num_qubits), int(num_layers), init, encoding)
+
+
+def encoding_vectors(encoding: str, x: jnp.ndarray) -> jnp.ndarray:
+    """Single-qubit states of the angle encoding, one per wire.
+
+    Args:
+        encoding: one of ENCODINGS.
+        x: f[..., n] angles (already scaled).
+
+    Returns:
+        [..., n, 2] amplitudes, real for h_ry and ry, complex for rx.
+    """
+    c, s = jnp.cos(x / 2), jnp.sin(x / 2)
+    if encoding == "h_ry":
+        # RY(x) H|0> = RY(x)|+> = ((c - s), (s + c)) / sqrt(2)
+        r = 1.0 / jnp.sqrt(jnp.asarray(2.0, x.dtype))
+        return jnp.stack([(c - s) * r, (s + c) * r], -1)
+    if encoding == "ry":
+        return jnp.stack([c, s], -1)
+    if encoding == "rx":
+        ct = jnp.complex128 if x.dtype == jnp.float64 else jnp.complex64
+        return jnp.stack([c.astype(ct), (-1j * s).astype(ct)], -1)
+    raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
