@@ -459,9 +459,13 @@ def folder_csv(
     full = SplitIndex(names, list(names), y, patients, source=str(path))
     if split_col is not None:
         split_of = np.array([r[split_col].strip().lower() for r in rows])
-        bad = sorted(set(split_of) - set(SPLITS))
+        bad = sorted(str(x) for x in set(split_of.tolist()) - set(SPLITS))
         if bad:
-            raise DataError(f"{path}: column {header[split_col]!r} has values {bad}; use {SPLITS}")
+            count = int((~np.isin(split_of, SPLITS)).sum())
+            raise DataError(
+                f"{path}: column {header[split_col]!r} has values {bad} in {count} row(s); "
+                f"fix: use only {', '.join(SPLITS)}"
+            )
         splits = {s: full.take(split_of == s) for s in SPLITS}
     else:
         part = patient_split(patients, y, fractions, split_seed)
