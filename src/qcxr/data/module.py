@@ -297,18 +297,24 @@ class DataModule:
 
     def _host_batch(self, split, rows, params) -> dict:
         size, index = self.image_size, self._index[split]
-        images = np.zeros((self.batch_size, size, size, 3), np.float32)
+        crops = [None] * len(rows)
         for j, i in enumerate(rows):
             if i < 0:
                 continue
             cached = self._fetch(split, int(i))
             if params is None:
-                crop = center_crop(cached, size)
+                crops[j] = center_crop(cached, size)
             else:
-                crop = augment_host(
+                crops[j] = augment_host(
                     cached, params.flip[j], params.angle[j], params.top[j], params.left[j], size
                 )
-            normalise(crop, self._table, out=images[j])
+        channels = max(c.shape[2] for c in crops if c is not None)
+        batch = np.zeros((self.batch_size, size, size, channels), np.uint8)
+        for j, crop in enumerate(crops):
+            if crop is not None:
+                batch[j] = crop
+        images = normalise(batch, self._table)
+        images[rows < 0] = 0.0
         return self._finish(index, rows, images)
 
     def _raw_batch(self, split, rows) -> np.ndarray:
