@@ -17,9 +17,24 @@ from qcxr.data.labels import CXR19
 from qcxr.data.preprocess import normalisation_table
 
 NIH_LT_HEADER_LABELS = (  # column order of miccai2023_nih-cxr-lt_labels_*.csv as released
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
-    "Hernia", "Infiltration", "Mass", "Nodule", "Pleural Thickening", "Pneumonia", "Pneumothorax",
-    "Pneumoperitoneum", "Pneumomediastinum", "Subcutaneous Emphysema", "Tortuous Aorta",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural Thickening",
+    "Pneumonia",
+    "Pneumothorax",
+    "Pneumoperitoneum",
+    "Pneumomediastinum",
+    "Subcutaneous Emphysema",
+    "Tortuous Aorta",
     "Calcification of the Aorta",
 )
 
@@ -48,7 +63,9 @@ def write_image(path: Path, k: int, mode: str = "L", size=(12, 10)) -> None:
     if mode == "I;16":
         Image.fromarray(np.full((h, w), g * 257, np.uint16)).save(path)
     elif mode == "RGBA":
-        Image.fromarray(np.dstack([np.full((h, w), g, np.uint8)] * 3 + [np.full((h, w), 255, np.uint8)])).save(path)
+        Image.fromarray(
+            np.dstack([np.full((h, w), g, np.uint8)] * 3 + [np.full((h, w), 255, np.uint8)])
+        ).save(path)
     else:
         Image.new(mode, (w, h), (g, g, g) if mode == "RGB" else g).save(path)
 
@@ -71,18 +88,26 @@ def nih_cxr_lt_fixture(root: Path, per_split=(8, 4, 4)) -> tuple[Path, Path]:
         rows = []
         for _ in range(n):
             name = f"{k:08d}_000.png"
-            write_image(image_dir / f"images_{k % 2 + 1:03d}" / "images" / name, k,
-                        mode=("L", "RGB", "RGBA", "I;16")[k % 4])
+            write_image(
+                image_dir / f"images_{k % 2 + 1:03d}" / "images" / name,
+                k,
+                mode=("L", "RGB", "RGBA", "I;16")[k % 4],
+            )
             y = dict(zip(CXR19, label_row(k), strict=True))
             flags = [int(y[n_]) for n_ in NIH_LT_HEADER_LABELS]
             rows.append([name, *flags, int(not any(flags)), str(k // 2 + 100 * (split != "train"))])
             k += 1
-        write_csv(label_dir / f"miccai2023_nih-cxr-lt_labels_{split}.csv",
-                  ["id", *NIH_LT_HEADER_LABELS, "No Finding", "subj_id"], rows)
+        write_csv(
+            label_dir / f"miccai2023_nih-cxr-lt_labels_{split}.csv",
+            ["id", *NIH_LT_HEADER_LABELS, "No Finding", "subj_id"],
+            rows,
+        )
     return image_dir, label_dir
 
 
-def mimic_fixture(root: Path, n: int = 8, view_column: bool = False, offset: int = 60) -> tuple[Path, Path]:
+def mimic_fixture(
+    root: Path, n: int = 8, view_column: bool = False, offset: int = 60
+) -> tuple[Path, Path]:
     """MIMIC-CXR-JPG folders + a CXR-LT MIMIC label CSV (+ metadata), one lateral per 5 rows."""
     image_dir, label_dir = root / "mimic-cxr-jpg", root / "mimic-labels"
     mimic_spelling = {"Effusion": "Pleural Effusion"}
@@ -104,6 +129,9 @@ def mimic_fixture(root: Path, n: int = 8, view_column: bool = False, offset: int
     header = ["path", "subject_id", "study_id", *names] + (["view"] if view_column else [])
     write_csv(label_dir / "miccai2023_mimic-cxr-lt_labels_test.csv", header, rows)
     if not view_column:
-        write_csv(label_dir / "mimic-cxr-2.0.0-metadata.csv.gz",
-                  ["dicom_id", "subject_id", "study_id", "ViewPosition"], meta)
+        write_csv(
+            label_dir / "mimic-cxr-2.0.0-metadata.csv.gz",
+            ["dicom_id", "subject_id", "study_id", "ViewPosition"],
+            meta,
+        )
     return image_dir, label_dir

@@ -7,8 +7,16 @@ from qcxr.data import LABEL_SETS, synthetic
 from qcxr.data.augment import augment_device, augment_host, augment_params, epoch_order
 from qcxr.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalisation_table, normalise
 
-TINY = dict(num_train=10, num_val=6, num_test=5, num_external=3, image_size=8, batch_size=4,
-            num_threads=2, min_positives=0)
+TINY = dict(
+    num_train=10,
+    num_val=6,
+    num_test=5,
+    num_external=3,
+    image_size=8,
+    batch_size=4,
+    num_threads=2,
+    min_positives=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,16 +96,33 @@ def test_host_and_device_augmentation_agree():
     image = (128 + 90 * np.sin(x / 4.0) * np.cos(y / 6.0)).clip(0, 255).astype(np.uint8)
     images = np.stack([np.dstack([image, image[::-1], image.T]), np.dstack([image] * 3)])
     params = augment_params(0, 0, np.arange(2), 32, 40)
-    params = type(params)(np.array([True, False]), np.array([11.0, -7.5], np.float32), params.top, params.left)
+    params = type(params)(
+        np.array([True, False]), np.array([11.0, -7.5], np.float32), params.top, params.left
+    )
     table = normalisation_table()
-    host = np.stack([
-        normalise(augment_host(images[j], params.flip[j], params.angle[j], params.top[j], params.left[j], 32), table)
-        for j in range(2)
-    ])
-    device = np.asarray(augment_device(
-        images, params.flip, params.angle, params.top, params.left,
-        np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32), size=32,
-    ))
+    host = np.stack(
+        [
+            normalise(
+                augment_host(
+                    images[j], params.flip[j], params.angle[j], params.top[j], params.left[j], 32
+                ),
+                table,
+            )
+            for j in range(2)
+        ]
+    )
+    device = np.asarray(
+        augment_device(
+            images,
+            params.flip,
+            params.angle,
+            params.top,
+            params.left,
+            np.asarray(IMAGENET_MEAN, np.float32),
+            np.asarray(IMAGENET_STD, np.float32),
+            size=32,
+        )
+    )
     diff = np.abs(host - device)
     # Interpolation tolerance: uint8 rounding (0.5/255/0.225 = 0.009) inside; the rotated border
     # (where Pillow fills with black and dm-pix blends with it) differs more.
@@ -138,7 +163,9 @@ def test_synthetic_is_deterministic_and_findings_are_visible(tmp_path):
 
     anatomy = np.full(6, 0.5)
     healthy = render(np.zeros(19, bool), anatomy, 64, np.random.default_rng(0))
-    np.testing.assert_array_equal(healthy, render(np.zeros(19, bool), anatomy, 64, np.random.default_rng(0)))
+    np.testing.assert_array_equal(
+        healthy, render(np.zeros(19, bool), anatomy, 64, np.random.default_rng(0))
+    )
     for j, name in enumerate(CXR19):
         labels = np.zeros(19, bool)
         labels[j] = True

@@ -11,7 +11,10 @@ from qcxr.data.synthetic import synthetic
 
 def test_encode_round_trip_bit_exact():
     rng = np.random.default_rng(0)
-    for array in (rng.integers(0, 256, (9, 9, 1)).astype(np.uint8), rng.normal(size=(4, 5, 3)).astype(np.float32)):
+    for array in (
+        rng.integers(0, 256, (9, 9, 1)).astype(np.uint8),
+        rng.normal(size=(4, 5, 3)).astype(np.float32),
+    ):
         back = decode(encode(array))
         assert back.dtype == array.dtype and back.shape == array.shape
         assert back.tobytes() == array.tobytes()
@@ -33,8 +36,16 @@ def test_cache_round_trip_and_config_miss(tmp_path):
 
 def _module(cache_dir, **kw):
     return synthetic(
-        num_train=12, num_val=6, num_test=6, num_external=0, image_size=8, batch_size=4,
-        cache_dir=cache_dir, num_threads=1, min_positives=0, **kw,
+        num_train=12,
+        num_val=6,
+        num_test=6,
+        num_external=0,
+        image_size=8,
+        batch_size=4,
+        cache_dir=cache_dir,
+        num_threads=1,
+        min_positives=0,
+        **kw,
     )
 
 

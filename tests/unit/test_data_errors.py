@@ -122,8 +122,14 @@ def test_mimic_without_view_information(tmp_path):
     (label_dir / "mimic-cxr-2.0.0-metadata.csv.gz").unlink()
     with pytest.raises(DataError, match="lateral views cannot be dropped.*frontal_only=false"):
         mimic_cxr_lt("cxr8", image_dir=image_dir, label_dir=label_dir, cache_dir=tmp_path, **SMALL)
-    dm = mimic_cxr_lt("cxr8", image_dir=image_dir, label_dir=label_dir, frontal_only=False,
-                      cache_dir=tmp_path, **SMALL)
+    dm = mimic_cxr_lt(
+        "cxr8",
+        image_dir=image_dir,
+        label_dir=label_dir,
+        frontal_only=False,
+        cache_dir=tmp_path,
+        **SMALL,
+    )
     assert dm.num_examples("test") == 11
 
 
@@ -131,7 +137,9 @@ def test_folder_csv_bad_split_values_and_no_image_column(tmp_path):
     write_csv(tmp_path / "a" / "labels.csv", ["file_name", "Mass"], [["x.png", "1"]])
     with pytest.raises(DataError, match="no image column.*data.image_column"):
         folder_csv("cxr8", image_dir=tmp_path, label_dir=tmp_path / "a", **SMALL)
-    write_csv(tmp_path / "b" / "labels.csv", ["image", "split", "Mass"], [["x.png", "training", "1"]])
+    write_csv(
+        tmp_path / "b" / "labels.csv", ["image", "split", "Mass"], [["x.png", "training", "1"]]
+    )
     with pytest.raises(DataError, match="values \\['training'\\]"):
         folder_csv(["Mass"], image_dir=tmp_path, label_dir=tmp_path / "b", **SMALL)
 

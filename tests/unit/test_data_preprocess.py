@@ -31,7 +31,11 @@ def _hf(processor, image):
 def _fixed_image(h, w, channels):
     """A fixed synthetic image: gradients, a disc and deterministic noise."""
     y, x = np.mgrid[0:h, 0:w]
-    base = 120 + 80 * np.sin(x / 9.0) * np.cos(y / 13.0) + 40 * ((x - w / 3) ** 2 + (y - h / 2) ** 2 < (h / 5) ** 2)
+    base = (
+        120
+        + 80 * np.sin(x / 9.0) * np.cos(y / 13.0)
+        + 40 * ((x - w / 3) ** 2 + (y - h / 2) ** 2 < (h / 5) ** 2)
+    )
     noise = np.random.default_rng(0).integers(-20, 21, (h, w, channels))
     return np.clip(base[..., None] + noise, 0, 255).astype(np.uint8)
 

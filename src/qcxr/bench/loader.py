@@ -51,9 +51,16 @@ def _write_images(root: Path, num_images: int, size: int) -> None:
 
 def _module(root, cache_dir, threads, augment_on, image_size, batch_size):
     return folder_csv(
-        ["Finding"], image_dir=root, label_dir=root / "labels.csv", cache_dir=cache_dir,
-        batch_size=batch_size, image_size=image_size, num_threads=threads, augment=True,
-        augment_on=augment_on, min_positives=0,
+        ["Finding"],
+        image_dir=root,
+        label_dir=root / "labels.csv",
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        image_size=image_size,
+        num_threads=threads,
+        augment=True,
+        augment_on=augment_on,
+        min_positives=0,
     )
 
 
@@ -95,8 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", default="1,2,4")
-    p.add_argument("--device-images", type=int, default=64,
-                   help="images for the device path when JAX runs on the CPU (it is slow there)")
+    p.add_argument(
+        "--device-images",
+        type=int,
+        default=64,
+        help="images for the device path when JAX runs on the CPU (it is slow there)",
+    )
     p.add_argument("--workdir", default=None, help="where to write images and caches (temp)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -122,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         n_dev = args.num_images if backend != "cpu" else min(args.device_images, args.num_images)
         dev_root = tmp / "images"
         for t in threads[:2] if backend == "cpu" else threads:
-            dm = _module(dev_root, tmp / f"cache-{t}", t, "device", args.image_size, args.batch_size)
-            dm._index["train"] = dm._index["train"].take(np.arange(dm.num_examples("train")) < n_dev)
+            dm = _module(
+                dev_root, tmp / f"cache-{t}", t, "device", args.image_size, args.batch_size
+            )
+            dm._index["train"] = dm._index["train"].take(
+                np.arange(dm.num_examples("train")) < n_dev
+            )
             dm._images["train"].paths = dm._images["train"].paths[:n_dev]
             dm._keys.pop("train", None)
             _epoch(dm, 0)  # compile

@@ -168,8 +168,11 @@ def augment_host(
     if flip:
         a, b, c = -a, -b, w - c
     out = im.transform(
-        (size, size), Image.Transform.AFFINE, (a, b, c, d, e, f),
-        resample=Image.Resampling.BILINEAR, fillcolor=0,
+        (size, size),
+        Image.Transform.AFFINE,
+        (a, b, c, d, e, f),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=0,
     )
     out = np.asarray(out)
     return out[:, :, None] if channels == 1 else out
@@ -197,10 +200,10 @@ def augment_device(images, flip, angle, top, left, mean, std, *, size: int):
     """
     x = images.astype(jnp.float32)
 
-    def one(img, f, a, t, l):
+    def one(img, f, a, t, left_):
         img = jnp.where(f, img[:, ::-1, :], img)
         img = pix.rotate(img, jnp.deg2rad(a), order=1, mode="constant", cval=0.0)
-        return jax.lax.dynamic_slice(img, (t, l, 0), (size, size, img.shape[-1]))
+        return jax.lax.dynamic_slice(img, (t, left_, 0), (size, size, img.shape[-1]))
 
     x = jax.vmap(one)(x, flip, angle, top, left)
     x = jnp.broadcast_to(x, x.shape[:3] + (3,))

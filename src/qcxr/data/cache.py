@@ -87,7 +87,8 @@ class ImageCache:
             directory = self._tmp.name
             log.warning(
                 "no data cache_dir configured: preprocessed images go to %s and are lost at exit "
-                "(set QCXR_CACHE_DIR or data.cache_dir to keep them)", directory,
+                "(set QCXR_CACHE_DIR or data.cache_dir to keep them)",
+                directory,
             )
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -128,7 +129,9 @@ class ImageCache:
         except ValueError as err:
             log.warning(
                 "cache entry %s in %s is corrupt (%s): dropping and rebuilding it",
-                key, self.directory, err,
+                key,
+                self.directory,
+                err,
             )
             self._cache.delete(key)
             return None

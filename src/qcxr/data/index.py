@@ -139,7 +139,10 @@ def require_columns(
 
 
 def parse_binary(
-    path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[str]], cols: Sequence[int]
+    path: str | os.PathLike,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    cols: Sequence[int],
 ) -> np.ndarray:
     """Parse label columns holding 0/1 into bool[N, L], or fail naming column, count and values.
 
@@ -155,7 +158,9 @@ def parse_binary(
     Raises:
         DataError: a value other than 0/1 (e.g. -1 or blank, the CheXpert "uncertain").
     """
-    table = np.array([[r[c].strip() if c < len(r) else "" for c in cols] for r in rows], dtype=object)
+    table = np.array(
+        [[r[c].strip() if c < len(r) else "" for c in cols] for r in rows], dtype=object
+    )
     table = table.reshape(len(rows), len(cols))
     ones = np.isin(table, ("1", "1.0", "True", "true"))
     zeros = np.isin(table, ("0", "0.0", "False", "false"))
@@ -177,7 +182,9 @@ def parse_binary(
     return ones
 
 
-def check_split(split: str, index: SplitIndex, label_names: Sequence[str], min_positives: int) -> None:
+def check_split(
+    split: str, index: SplitIndex, label_names: Sequence[str], min_positives: int
+) -> None:
     """Fail on an empty split or a label with fewer than `min_positives` positives in it.
 
     Args:
@@ -197,10 +204,13 @@ def check_split(split: str, index: SplitIndex, label_names: Sequence[str], min_p
     if min_positives <= 0:
         return
     counts = index.labels.sum(axis=0)
-    short = [f"{n}: {int(c)}" for n, c in zip(label_names, counts, strict=True) if c < min_positives]
+    short = [
+        f"{n}: {int(c)}" for n, c in zip(label_names, counts, strict=True) if c < min_positives
+    ]
     if short:
         raise DataError(
-            f"split {split!r} ({len(index)} images, labels from {index.source or 'the source'}) has "
+            f"split {split!r} ({len(index)} images, labels from {index.source or 'the source'}) "
+            "has "
             f"fewer than {min_positives} positive(s) for {len(short)} label(s):{_listing(short)}\n"
             "AUROC is undefined and the label cannot be learned there. Fix: use more data, a "
             "task without these labels (task=cxr8 / cxr14 or a shorter label list), or "
@@ -314,7 +324,9 @@ def resolve_images(
     paths, keep = [], np.ones(len(index), bool)
     for i, ref in enumerate(index.refs):
         ref = str(ref).replace("\\", "/").removeprefix("./").lstrip("/")
-        hit = files.get(ref) or files.get(ref.split("/", 1)[-1]) or files.get(ref.rsplit("/", 1)[-1])
+        hit = (
+            files.get(ref) or files.get(ref.split("/", 1)[-1]) or files.get(ref.rsplit("/", 1)[-1])
+        )
         keep[i] = hit is not None
         paths.append(hit)
     missing = [index.ids[i] for i in np.flatnonzero(~keep)]
@@ -327,8 +339,13 @@ def resolve_images(
         )
     if missing:
         log.warning(
-            "split %s: skipped %d of %d images listed in %s but missing from %s (data.on_missing=skip)",
-            split, len(missing), len(index), index.source, image_dir,
+            "split %s: skipped %d of %d images listed in %s but missing from %s "
+            "(data.on_missing=skip)",
+            split,
+            len(missing),
+            len(index),
+            index.source,
+            image_dir,
         )
     out = index.take(keep)
     out.refs = [p for p, k in zip(paths, keep, strict=True) if k]

@@ -37,7 +37,7 @@ def _closing(generator):
     """Yield from a joblib generator; when the consumer stops early, cancel the prefetched
     batches quietly (joblib warns about cancelled tasks, which is expected here)."""
     try:
-        for item in generator:  # not `yield from`: that would close the generator unguarded
+        for item in generator:  # noqa: UP028 - `yield from` would close it before we can guard
             yield item
     except GeneratorExit:
         with warnings.catch_warnings():
@@ -193,9 +193,15 @@ class DataModule:
         self._prepared: set[str] = set()
         log.info(
             "%s: %s; %d labels; batch %d; %d px (from %d); augment %s on %s; cache %s",
-            name, ", ".join(f"{s} {len(self._index[s])}" for s in self.splits), self.num_labels,
-            self.batch_size, self.image_size, self.preprocess.resize_size,
-            self.augment, self.augment_on, self.cache.directory,
+            name,
+            ", ".join(f"{s} {len(self._index[s])}" for s in self.splits),
+            self.num_labels,
+            self.batch_size,
+            self.image_size,
+            self.preprocess.resize_size,
+            self.augment,
+            self.augment_on,
+            self.cache.directory,
         )
 
     # ---- sizes and metadata -------------------------------------------------------------------
@@ -271,7 +277,9 @@ class DataModule:
             todo = [i for i, k in enumerate(keys) if k not in self.cache]
             if todo:
                 start = time.perf_counter()
-                log.info("%s/%s: preprocessing %d images into the cache", self.name, split, len(todo))
+                log.info(
+                    "%s/%s: preprocessing %d images into the cache", self.name, split, len(todo)
+                )
                 with Parallel(n_jobs=self.num_threads, prefer="threads") as parallel:
                     errors = parallel(delayed(self._try_build)(split, i, keys[i]) for i in todo)
                 errors = [e for e in errors if e]
@@ -282,7 +290,10 @@ class DataModule:
                         "remove their rows from the label file."
                     )
                 log.info(
-                    "%s/%s: cached %d images in %.1f s", self.name, split, len(todo),
+                    "%s/%s: cached %d images in %.1f s",
+                    self.name,
+                    split,
+                    len(todo),
                     time.perf_counter() - start,
                 )
             self._prepared.add(split)
@@ -379,7 +390,13 @@ class DataModule:
             for rows, raw in zip(chunks, raws, strict=False):
                 p = params.take(np.where(rows >= 0, rows, 0))
                 images = augment_device(
-                    jnp.asarray(raw), p.flip, p.angle, p.top, p.left, mean, std,
+                    jnp.asarray(raw),
+                    p.flip,
+                    p.angle,
+                    p.top,
+                    p.left,
+                    mean,
+                    std,
                     size=self.image_size,
                 )
                 yield self._finish(index, rows, images)

@@ -120,8 +120,10 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
         a = np.clip(np.rint(a.astype(np.float64) * scale), 0, 255).astype(np.uint8)
     else:
         a = np.clip(a, 0, 255).astype(np.uint8)
-    if a.shape[2] == 3 and np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(
-        a[:, :, 0], a[:, :, 2]
+    if (
+        a.shape[2] == 3
+        and np.array_equal(a[:, :, 0], a[:, :, 1])
+        and np.array_equal(a[:, :, 0], a[:, :, 2])
     ):
         a = a[:, :, :1]
     return np.ascontiguousarray(a)

@@ -60,8 +60,14 @@ def _module(name, splits, labels, *, external_image_dir, external_label_dir, on_
     if external_image_dir is not None:
         test_file = _find_label_file(external_label_dir, "*mimic-cxr-lt_labels_test.csv", "test")
         splits["external"] = _mimic_split(
-            "external", test_file, external_image_dir, external_label_dir, labels, on_missing,
-            frontal_only=True, metadata_file=None,
+            "external",
+            test_file,
+            external_image_dir,
+            external_label_dir,
+            labels,
+            on_missing,
+            frontal_only=True,
+            metadata_file=None,
         )
     stores = {}
     for s, index in splits.items():
@@ -90,12 +96,27 @@ def _label_columns(path, header, labels: Sequence[str]) -> list[int]:
     return [cols[n] for n in labels]
 
 
-def _common(batch_size, seed, image_size, resize_size, cache_dir, num_threads, augment,
-            augment_on, min_positives):
+def _common(
+    batch_size,
+    seed,
+    image_size,
+    resize_size,
+    cache_dir,
+    num_threads,
+    augment,
+    augment_on,
+    min_positives,
+):
     return {
-        "batch_size": batch_size, "seed": seed, "image_size": image_size,
-        "resize_size": resize_size, "cache_dir": cache_dir, "num_threads": num_threads,
-        "augment": augment, "augment_on": augment_on, "min_positives": min_positives,
+        "batch_size": batch_size,
+        "seed": seed,
+        "image_size": image_size,
+        "resize_size": resize_size,
+        "cache_dir": cache_dir,
+        "num_threads": num_threads,
+        "augment": augment,
+        "augment_on": augment_on,
+        "min_positives": min_positives,
     }
 
 
@@ -123,8 +144,13 @@ def _nih_data_entry(path: Path, labels, split_seed: int) -> dict[str, SplitIndex
         )
     header, rows = read_csv(path)
     cols = require_columns(
-        path, header, {"Image Index": ("Image Index",), "Finding Labels": ("Finding Labels",),
-                       "Patient ID": ("Patient ID",)},
+        path,
+        header,
+        {
+            "Image Index": ("Image Index",),
+            "Finding Labels": ("Finding Labels",),
+            "Patient ID": ("Patient ID",),
+        },
     )
     keys = [label_key(n) for n in labels]
     found = [{label_key(f) for f in r[cols["Finding Labels"]].split("|")} for r in rows]
@@ -138,8 +164,11 @@ def _nih_data_entry(path: Path, labels, split_seed: int) -> dict[str, SplitIndex
         is_test = np.array([n in official for n in names])
         trainval = full.take(~is_test)
         part = patient_split(trainval.patients, trainval.labels, (7 / 8, 1 / 8), split_seed)
-        out = {"train": trainval.take(part == 0), "val": trainval.take(part == 1),
-               "test": full.take(is_test)}
+        out = {
+            "train": trainval.take(part == 0),
+            "val": trainval.take(part == 1),
+            "test": full.take(is_test),
+        }
         log.info("NIH: official test list %s; train/val split by patient", test_list)
     else:
         part = patient_split(patients, y, (0.7, 0.1, 0.2), split_seed)
@@ -208,7 +237,9 @@ def nih_cxr_lt(
     if len(lt_files) == 3:
         splits = {s: _nih_lt_split(p, labels) for s, p in lt_files.items()}
     else:
-        entry = root if root.is_file() else next(iter(sorted(root.rglob("Data_Entry_2017*.csv"))), None)
+        entry = (
+            root if root.is_file() else next(iter(sorted(root.rglob("Data_Entry_2017*.csv"))), None)
+        )
         if entry is None:
             have = ", ".join(str(p) for p in lt_files.values()) or "none"
             raise DataError(
@@ -220,18 +251,32 @@ def nih_cxr_lt(
     files = index_images(image_dir)
     splits = {s: resolve_images(s, ix, files, image_dir, on_missing) for s, ix in splits.items()}
     return _module(
-        "nih_cxr_lt", splits, labels, external_image_dir=external_image_dir,
-        external_label_dir=external_label_dir, on_missing=on_missing,
-        **_common(batch_size, seed, image_size, resize_size, cache_dir, num_threads, augment,
-                  augment_on, min_positives),
+        "nih_cxr_lt",
+        splits,
+        labels,
+        external_image_dir=external_image_dir,
+        external_label_dir=external_label_dir,
+        on_missing=on_missing,
+        **_common(
+            batch_size,
+            seed,
+            image_size,
+            resize_size,
+            cache_dir,
+            num_threads,
+            augment,
+            augment_on,
+            min_positives,
+        ),
     )
 
 
 # ---- MIMIC-CXR-LT ------------------------------------------------------------------------------
 def _read_views(metadata_file: Path) -> dict[str, str]:
     header, rows = read_csv(metadata_file)
-    cols = require_columns(metadata_file, header, {"dicom_id": ("dicom_id",),
-                                                  "ViewPosition": _VIEW_COLUMNS})
+    cols = require_columns(
+        metadata_file, header, {"dicom_id": ("dicom_id",), "ViewPosition": _VIEW_COLUMNS}
+    )
     return {r[cols["dicom_id"]]: r[cols["ViewPosition"]] for r in rows}
 
 
@@ -240,8 +285,9 @@ def _is_frontal(view: str) -> bool:
     return any(v == f or v.startswith(f + " ") for f in _FRONTAL_VIEWS)
 
 
-def _mimic_split(split, path, image_dir, label_dir, labels, on_missing, *, frontal_only,
-                 metadata_file) -> SplitIndex:
+def _mimic_split(
+    split, path, image_dir, label_dir, labels, on_missing, *, frontal_only, metadata_file
+) -> SplitIndex:
     header, rows = read_csv(path)
     cols = require_columns(path, header, {"image": ("path", "fpath")})
     label_cols = _label_columns(path, header, labels)
@@ -250,9 +296,16 @@ def _mimic_split(split, path, image_dir, label_dir, labels, on_missing, *, front
     if pcol is not None:
         patients = [r[pcol] for r in rows]
     else:
-        patients = [(re.search(r"/(p\d+)/", "/" + p) or re.search(r"(.*)", p)).group(1) for p in refs]
-    index = SplitIndex(list(refs), list(refs), parse_binary(path, header, rows, label_cols),
-                       patients, source=str(path))
+        patients = [
+            (re.search(r"/(p\d+)/", "/" + p) or re.search(r"(.*)", p)).group(1) for p in refs
+        ]
+    index = SplitIndex(
+        list(refs),
+        list(refs),
+        parse_binary(path, header, rows, label_cols),
+        patients,
+        source=str(path),
+    )
     if frontal_only:
         vcol = find_column(header, _VIEW_COLUMNS)
         if vcol is not None:
@@ -276,11 +329,18 @@ def _mimic_split(split, path, image_dir, label_dir, labels, on_missing, *, front
                 )
             dcol = find_column(header, ("dicom_id",))
             view_of = _read_views(meta)
-            dicoms = [r[dcol] if dcol is not None else Path(p).stem for r, p in zip(rows, refs, strict=True)]
+            dicoms = [
+                r[dcol] if dcol is not None else Path(p).stem
+                for r, p in zip(rows, refs, strict=True)
+            ]
             views = [view_of.get(d, "") for d in dicoms]
         keep = np.array([_is_frontal(v) for v in views], bool)
-        log.info("MIMIC %s: kept %d frontal of %d images (lateral and other views dropped)",
-                 split, int(keep.sum()), len(keep))
+        log.info(
+            "MIMIC %s: kept %d frontal of %d images (lateral and other views dropped)",
+            split,
+            int(keep.sum()),
+            len(keep),
+        )
         index = index.take(keep)
     return resolve_images(split, index, index_images(image_dir), image_dir, on_missing)
 
@@ -353,15 +413,36 @@ def mimic_cxr_lt(
     if not files:
         raise DataError(f"no *mimic-cxr-lt_labels_{{train,val,test}}.csv under {root}")
     splits = {
-        s: _mimic_split(s, p, image_dir, label_dir, labels, on_missing,
-                        frontal_only=frontal_only, metadata_file=metadata_file)
+        s: _mimic_split(
+            s,
+            p,
+            image_dir,
+            label_dir,
+            labels,
+            on_missing,
+            frontal_only=frontal_only,
+            metadata_file=metadata_file,
+        )
         for s, p in files.items()
     }
     return _module(
-        "mimic_cxr_lt", splits, labels, external_image_dir=external_image_dir,
-        external_label_dir=external_label_dir, on_missing=on_missing,
-        **_common(batch_size, seed, image_size, resize_size, cache_dir, num_threads, augment,
-                  augment_on, min_positives),
+        "mimic_cxr_lt",
+        splits,
+        labels,
+        external_image_dir=external_image_dir,
+        external_label_dir=external_label_dir,
+        on_missing=on_missing,
+        **_common(
+            batch_size,
+            seed,
+            image_size,
+            resize_size,
+            cache_dir,
+            num_threads,
+            augment,
+            augment_on,
+            min_positives,
+        ),
     )
 
 
@@ -428,7 +509,8 @@ def folder_csv(
         csvs = sorted(path.glob("*.csv"))
         if len(csvs) != 1:
             raise DataError(
-                f"{path} holds {len(csvs)} CSV files; fix: set data.label_dir to the label CSV itself"
+                f"{path} holds {len(csvs)} CSV files; fix: set data.label_dir to the label CSV "
+                "itself"
             )
         path = csvs[0]
     header, rows = read_csv(path)
@@ -452,7 +534,9 @@ def folder_csv(
     y = parse_binary(path, header, rows, label_cols)
     names = [r[image_col] for r in rows]
     if patient_col is None:
-        log.warning("%s has no patient column: splitting by image (each image its own patient)", path)
+        log.warning(
+            "%s has no patient column: splitting by image (each image its own patient)", path
+        )
         patients = list(names)
     else:
         patients = [r[patient_col] for r in rows]
@@ -473,10 +557,23 @@ def folder_csv(
     files = index_images(image_dir)
     splits = {s: resolve_images(s, ix, files, image_dir, on_missing) for s, ix in splits.items()}
     return _module(
-        "folder_csv", splits, labels, external_image_dir=external_image_dir,
-        external_label_dir=external_label_dir, on_missing=on_missing,
-        **_common(batch_size, seed, image_size, resize_size, cache_dir, num_threads, augment,
-                  augment_on, min_positives),
+        "folder_csv",
+        splits,
+        labels,
+        external_image_dir=external_image_dir,
+        external_label_dir=external_label_dir,
+        on_missing=on_missing,
+        **_common(
+            batch_size,
+            seed,
+            image_size,
+            resize_size,
+            cache_dir,
+            num_threads,
+            augment,
+            augment_on,
+            min_positives,
+        ),
     )
 
 
@@ -569,7 +666,11 @@ def medmnist(
         arrays = {s: (f[f"{s}_images"], f[f"{s}_labels"]) for s in SPLITS}
     raw = {s: np.asarray(y).reshape(len(y), -1) for s, (_, y) in arrays.items()}
     if flavor == "chestmnist" or raw["train"].shape[1] > 1:
-        names = CXR14 if flavor == "chestmnist" else tuple(f"label {i}" for i in range(raw["train"].shape[1]))
+        names = (
+            CXR14
+            if flavor == "chestmnist"
+            else tuple(f"label {i}" for i in range(raw["train"].shape[1]))
+        )
         labels = resolve_labels(task) if task is not None else names
         keys = [label_key(n) for n in names]
         absent = [n for n in labels if label_key(n) not in keys]
@@ -598,8 +699,21 @@ def medmnist(
         index.extra["store"] = ArrayImages(images, prefix)
         splits[s] = index
     return _module(
-        f"medmnist/{flavor}", splits, labels, external_image_dir=external_image_dir,
-        external_label_dir=external_label_dir, on_missing=on_missing,
-        **_common(batch_size, seed, image_size, resize_size, cache_dir, num_threads, augment,
-                  augment_on, min_positives),
+        f"medmnist/{flavor}",
+        splits,
+        labels,
+        external_image_dir=external_image_dir,
+        external_label_dir=external_label_dir,
+        on_missing=on_missing,
+        **_common(
+            batch_size,
+            seed,
+            image_size,
+            resize_size,
+            cache_dir,
+            num_threads,
+            augment,
+            augment_on,
+            min_positives,
+        ),
     )

@@ -95,7 +95,10 @@ def _ellipse(u, v, cu, cv, ru, rv):
 
 
 def render(
-    labels: np.ndarray, anatomy: np.ndarray, resolution: int, rng: np.random.Generator,
+    labels: np.ndarray,
+    anatomy: np.ndarray,
+    resolution: int,
+    rng: np.random.Generator,
     shift: bool = False,
 ) -> np.ndarray:
     """Draw one chest-X-ray-like image with the findings of its labels.
@@ -142,7 +145,9 @@ def render(
         heart_r = rng.uniform(0.34, 0.39)
     img += 0.20 * _soft(_ellipse(u, v, 0.06, 0.27, heart_r, 0.75 * heart_r), 4 * edge)
     knob_u, knob_v, knob_r = 0.13, -0.33, 0.055
-    if has["Tortuous Aorta"]:  # bulging, laterally displaced aortic knob and a wavy descending aorta
+    if has[
+        "Tortuous Aorta"
+    ]:  # bulging, laterally displaced aortic knob and a wavy descending aorta
         knob_u, knob_r = 0.20 + rng.uniform(0, 0.04), 0.08
         wave = 0.12 + 0.05 * np.sin((v + 0.3) * 9.0)
         img += 0.12 * _soft(np.abs(u - wave) - 0.025, edge) * _soft(np.abs(v + 0.05) - 0.3, edge)
@@ -156,7 +161,7 @@ def render(
     if has["Effusion"]:  # basal opacity with a meniscus rising laterally
         s2 = side if rng.random() < 0.7 else -side
         both = rng.random() < 0.3
-        for sd in ((-1.0, 1.0) if both else (s2,)):
+        for sd in (-1.0, 1.0) if both else (s2,):
             level = 0.18 + rng.uniform(0, 0.15) - 0.5 * ((u - sd * 0.37) * sd).clip(0)
             lung_sd = lung_r if sd > 0 else lung_l
             img += 0.34 * _soft(level - v, 2 * edge) * lung_sd
@@ -170,7 +175,11 @@ def render(
             s = rng.uniform(0.05, 0.09)
             img += 0.10 * np.exp(-((u - cu) ** 2 + (v - cv) ** 2) / (2 * s * s)) * lung_any
     if has["Mass"]:  # large round density
-        cu, cv, rad = side * rng.uniform(0.28, 0.45), rng.uniform(-0.35, 0.2), rng.uniform(0.10, 0.14)
+        cu, cv, rad = (
+            side * rng.uniform(0.28, 0.45),
+            rng.uniform(-0.35, 0.2),
+            rng.uniform(0.10, 0.14),
+        )
         img += 0.30 * _soft(_ellipse(u, v, cu, cv, rad, rad), 2 * edge)
     if has["Nodule"]:  # small, well-defined round density
         for _ in range(rng.integers(1, 3)):
@@ -234,7 +243,10 @@ class SyntheticImages(ImageStore):
     def __init__(self, labels, anatomy, patient_of, resolution, data_seed, split, identity):
         self.labels, self.anatomy, self.patient_of = labels, anatomy, patient_of
         self.resolution, self.data_seed, self.split, self.prefix = (
-            resolution, data_seed, split, identity,
+            resolution,
+            data_seed,
+            split,
+            identity,
         )
 
     def __len__(self) -> int:
@@ -246,7 +258,10 @@ class SyntheticImages(ImageStore):
     def read(self, i: int) -> np.ndarray:
         rng = np.random.default_rng([self.data_seed, _SPLIT_CODES[self.split], i, 1])
         img = render(
-            self.labels[i], self.anatomy[self.patient_of[i]], self.resolution, rng,
+            self.labels[i],
+            self.anatomy[self.patient_of[i]],
+            self.resolution,
+            rng,
             shift=self.split == "external",
         )
         return img[:, :, None]
@@ -342,9 +357,19 @@ def synthetic(
         index.extra["store"] = store
         splits[split] = index
     return _module(
-        "synthetic", splits, labels, external_image_dir=external_image_dir,
-        external_label_dir=external_label_dir, on_missing=on_missing,
-        batch_size=batch_size, seed=seed, image_size=image_size, resize_size=resize_size,
-        cache_dir=cache_dir, num_threads=num_threads, augment=augment, augment_on=augment_on,
+        "synthetic",
+        splits,
+        labels,
+        external_image_dir=external_image_dir,
+        external_label_dir=external_label_dir,
+        on_missing=on_missing,
+        batch_size=batch_size,
+        seed=seed,
+        image_size=image_size,
+        resize_size=resize_size,
+        cache_dir=cache_dir,
+        num_threads=num_threads,
+        augment=augment,
+        augment_on=augment_on,
         min_positives=min_positives,
     )
