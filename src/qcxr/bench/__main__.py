@@ -1,0 +1,26 @@
+"""`python -m qcxr.bench <subcommand> [args]`: benchmarks, one module per subcommand."""
+
+import importlib
+import logging
+import sys
+
+# Subcommand -> module with a `main(argv)`.
+SUBCOMMANDS = {
+    "loader": "qcxr.bench.loader",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a benchmark's main(argv)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in SUBCOMMANDS:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        logging.getLogger(__name__).error(
+            "usage: python -m qcxr.bench {%s} [args]", ",".join(sorted(SUBCOMMANDS))
+        )
+        return 2
+    return int(importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Label sets of the paper's tasks (section III-C): the one source of truth for label lists.
+
+Canonical spellings are those of the NIH-CXR-LT label files (`Pleural Thickening`, `Effusion`, ...).
+Each set extends the previous one in the paper's order, so CXR-8 is a prefix of CXR-14, which is a
+prefix of CXR-19: column `i` of a CXR-8 model is the same finding as column `i` of a CXR-19 model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+CXR8 = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+)
+CXR14 = CXR8 + (
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural Thickening",
+    "Hernia",
+)
+CXR19 = CXR14 + (
+    "Calcification of the Aorta",
+    "Pneumomediastinum",
+    "Pneumoperitoneum",
+    "Subcutaneous Emphysema",
+    "Tortuous Aorta",
+)
+
+LABEL_SETS: dict[str, tuple[str, ...]] = {"cxr8": CXR8, "cxr14": CXR14, "cxr19": CXR19}
+
+# Positives per label in the NIH-CXR-LT train split (paper, Table II, column "NIH Train"); the
+# synthetic task draws its long-tailed label frequencies in these proportions.
+NIH_CXR_LT_TRAIN_COUNTS: dict[str, int] = {
+    "Infiltration": 12739,
+    "Effusion": 7919,
+    "Atelectasis": 7587,
+    "Nodule": 4359,
+    "Mass": 3689,
+    "Pneumothorax": 2432,
+    "Consolidation": 2626,
+    "Pleural Thickening": 1998,
+    "Cardiomegaly": 1590,
+    "Emphysema": 1327,
+    "Edema": 1283,
+    "Subcutaneous Emphysema": 957,
+    "Fibrosis": 1138,
+    "Pneumonia": 806,
+    "Tortuous Aorta": 598,
+    "Calcification of the Aorta": 368,
+    "Pneumoperitoneum": 214,
+    "Pneumomediastinum": 88,
+    "Hernia": 130,
+}
+NIH_CXR_LT_TRAIN_SIZE = 78605  # images in the NIH-CXR-LT train split (paper, section IV-B)
+
+# Positives per label in the MIMIC-CXR-LT test set (paper, Table II, column "MIMIC"), frontal views
+# only; the synthetic task's external split draws its label frequencies in these proportions.
+MIMIC_CXR_LT_TEST_COUNTS: dict[str, int] = {
+    "Infiltration": 1781,
+    "Effusion": 14586,
+    "Atelectasis": 14014,
+    "Nodule": 1309,
+    "Mass": 1006,
+    "Pneumothorax": 3282,
+    "Consolidation": 3232,
+    "Pleural Thickening": 590,
+    "Cardiomegaly": 14703,
+    "Emphysema": 649,
+    "Edema": 8444,
+    "Subcutaneous Emphysema": 572,
+    "Fibrosis": 271,
+    "Pneumonia": 8242,
+    "Tortuous Aorta": 547,
+    "Calcification of the Aorta": 704,
+    "Pneumoperitoneum": 136,
+    "Pneumomediastinum": 176,
+    "Hernia": 739,
+}
+MIMIC_CXR_LT_TEST_SIZE = 48860  # frontal images in the MIMIC-CXR-LT test split (section IV-B)
+
+# Spellings found in the wild, after normalisation (lower case, `_`/`-` as spaces, single spaces).
+# NIH ChestX-ray14 writes `Pleural_Thickening`; MIMIC-CXR (CheXpert labeller) writes
+# `Pleural Effusion` for NIH's `Effusion`.
+_ALIASES: dict[str, str] = {
+    "pleural effusion": "Effusion",
+    "effusions": "Effusion",
+    "infiltrate": "Infiltration",
+    "infiltrates": "Infiltration",
+    "aortic calcification": "Calcification of the Aorta",
+    "calcification of aorta": "Calcification of the Aorta",
+    "aorta calcification": "Calcification of the Aorta",
+    "aortic tortuosity": "Tortuous Aorta",
+    "subcutaneous emphysema": "Subcutaneous Emphysema",
+    "no findings": "No Finding",
+}
+_CANONICAL: dict[str, str] = {}
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[_\-]", " ", name)).strip().casefold()
+
+
+for _name in CXR19 + ("No Finding",):
+    _CANONICAL[_normalise(_name)] = _name
+for _alias, _name in _ALIASES.items():
+    _CANONICAL[_normalise(_alias)] = _name
+
+
+def canonical_label(name: str) -> str:
+    """The canonical (NIH-CXR-LT) spelling of a label name.
+
+    Args:
+        name: a label as spelled in some file, e.g. `Pleural_Thickening` or `Pleural Effusion`.
+
+    Returns:
+        The canonical spelling, e.g. `Pleural Thickening` or `Effusion`.
+
+    Raises:
+        ValueError: the name is not a known chest X-ray label.
+    """
+    try:
+        return _CANONICAL[_normalise(name)]
+    except KeyError:
+        raise ValueError(
+            f"unknown chest X-ray label {name!r}; known labels: {', '.join(CXR19)} "
+            "(plus 'No Finding' and aliases such as 'Pleural_Thickening', 'Pleural Effusion')"
+        ) from None
+
+
+def label_key(name: str) -> str:
+    """A spelling-insensitive key for matching a label to a file's column.
+
+    Args:
+        name: a label or a column header.
+
+    Returns:
+        The canonical label for known chest X-ray labels, else the normalised name, so that
+        user-defined labels (folder_csv) still match across case and `_`/space differences.
+    """
+    return _CANONICAL.get(_normalise(name), _normalise(name))
+
+
+def resolve_labels(task: str | Sequence[str]) -> tuple[str, ...]:
+    """The ordered label names of a task.
+
+    Args:
+        task: a label-set name (`cxr8`, `cxr14`, `cxr19`) or a sequence of label names.
+
+    Returns:
+        The label names; known chest X-ray labels in their canonical spelling.
+
+    Raises:
+        ValueError: unknown label-set name, empty or duplicated labels.
+    """
+    if isinstance(task, str):
+        key = task.strip().lower().replace("-", "")
+        if key not in LABEL_SETS:
+            raise ValueError(
+                f"unknown label set {task!r}; choose one of {sorted(LABEL_SETS)} or pass a list "
+                "of label names"
+            )
+        return LABEL_SETS[key]
+    labels = tuple(_CANONICAL.get(_normalise(str(n)), str(n)) for n in task)
+    if not labels:
+        raise ValueError("the task has no labels; pass a label-set name or a non-empty list")
+    if len(set(map(label_key, labels))) != len(labels):
+        raise ValueError(f"duplicated labels in task {list(task)}")
+    return labels

@@ -1,0 +1,402 @@
+"""`DataModule`: cached, keyed, fixed-size masked batches for every split of a task."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from joblib import Parallel, delayed
+
+from qcxr.data.augment import augment_device, augment_host, augment_params, epoch_order
+from qcxr.data.cache import ImageCache, cache_key
+from qcxr.data.index import DataError, SplitIndex, _listing, check_split
+from qcxr.data.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    center_crop,
+    decode_image,
+    make_preprocess_config,
+    normalisation_table,
+    normalise,
+    preprocess_uint8,
+    to_uint8,
+)
+
+log = logging.getLogger(__name__)
+
+SPLIT_ORDER = ("train", "val", "test", "external")
+
+
+def _closing(generator):
+    """Yield from a joblib generator; when the consumer stops early, cancel the prefetched
+    batches quietly (joblib warns about cancelled tasks, which is expected here)."""
+    try:
+        for item in generator:  # noqa: UP028 - `yield from` would close it before we can guard
+            yield item
+    except GeneratorExit:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tasks which were still being processed")
+            generator.close()
+        raise
+
+
+class ImageStore:
+    """Where a split's images come from: an identity for the cache key and a decoder."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def identity(self, i: int) -> str:
+        """A string that changes whenever image i's content may change."""
+        raise NotImplementedError
+
+    def read(self, i: int) -> np.ndarray:
+        """Image i decoded to uint8 [H, W, C], C in {1, 3}; raises OSError/ValueError if bad."""
+        raise NotImplementedError
+
+    def describe(self, i: int) -> str:
+        """Image i for messages (its path)."""
+        return self.identity(i)
+
+
+class FileImages(ImageStore):
+    """Image files; identity = absolute path, size and modification time.
+
+    Args:
+        paths: one path per image.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike]):
+        self.paths = [os.fspath(p) for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def identity(self, i: int) -> str:
+        path = os.path.abspath(self.paths[i])
+        try:
+            st = os.stat(path)
+        except OSError:
+            return f"file:{path}:missing"
+        return f"file:{path}:{st.st_size}:{st.st_mtime_ns}"
+
+    def read(self, i: int) -> np.ndarray:
+        return decode_image(self.paths[i])
+
+    def describe(self, i: int) -> str:
+        return self.paths[i]
+
+
+class ArrayImages(ImageStore):
+    """Images held in an array (MedMNIST npz); identity = a prefix naming the array + index.
+
+    Args:
+        images: [N, H, W(, C)] array (memory-mapped or loaded).
+        identity_prefix: names the array's source, e.g. "npz:/path:size:mtime:train_images".
+    """
+
+    def __init__(self, images: np.ndarray, identity_prefix: str):
+        self.images = images
+        self.prefix = identity_prefix
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def identity(self, i: int) -> str:
+        return f"{self.prefix}:{i}"
+
+    def read(self, i: int) -> np.ndarray:
+        return to_uint8(np.asarray(self.images[i]))
+
+
+class DataModule:
+    """Every split of a task as fixed-size, masked, cached and (for train) augmented batches.
+
+    Images are preprocessed once (the backbone's image processor up to the crop), cached as
+    zstd-compressed safetensors in diskcache, fetched by joblib threads and augmented at run time
+    from keys derived only from (seed, epoch, sample index), so two runs with the same seed and
+    different heads see identical batches. Built by the factories in `qcxr.data`.
+
+    Args:
+        splits: split name -> (index, image store); names from train, val, test, external.
+        label_names: the task's labels, in order (columns of every index's labels).
+        batch_size: examples per batch B; the last batch is padded to B and masked.
+        seed: run seed; data order and augmentation derive from it only.
+        image_size: crop size fed to the backbone (224 for ResNet50).
+        resize_size: shortest side before cropping; default follows the processor (256 for 224).
+        cache_dir: preprocessed-image cache folder (None: a temporary folder).
+        num_threads: joblib threads that fetch, decode and augment.
+        augment: augment the train split (flip, rotation, random crop); val/test never are.
+        augment_on: "host" (Pillow in the loader threads), "device" (dm-pix, batched, jitted on
+            the accelerator) or "auto" (device when JAX's default backend is not the CPU).
+        min_positives: positives each label needs in every split (0 disables the check).
+        name: source name for logs.
+    """
+
+    def __init__(
+        self,
+        splits: Mapping[str, tuple[SplitIndex, ImageStore]],
+        label_names: Sequence[str],
+        *,
+        batch_size: int,
+        seed: int,
+        image_size: int,
+        resize_size: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        num_threads: int = 2,
+        augment: bool = True,
+        augment_on: str = "auto",
+        min_positives: int = 1,
+        name: str = "data",
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if augment_on not in ("auto", "host", "device"):
+            raise ValueError(f"augment_on must be auto, host or device, got {augment_on!r}")
+        unknown = set(splits) - set(SPLIT_ORDER)
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; use {SPLIT_ORDER}")
+        self.label_names = tuple(label_names)
+        self.num_labels = len(self.label_names)
+        self.splits = tuple(s for s in SPLIT_ORDER if s in splits)
+        self._index = {s: splits[s][0] for s in self.splits}
+        self._images = {s: splits[s][1] for s in self.splits}
+        for s in self.splits:
+            index = self._index[s]
+            if index.labels.shape != (len(index), self.num_labels):
+                raise ValueError(
+                    f"split {s}: labels have shape {index.labels.shape}, expected "
+                    f"({len(index)}, {self.num_labels})"
+                )
+            if len(self._images[s]) != len(index):
+                raise ValueError(f"split {s}: {len(self._images[s])} images for {len(index)} rows")
+            check_split(s, index, self.label_names, min_positives)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.preprocess = make_preprocess_config(image_size, resize_size)
+        self.image_size = self.preprocess.image_size
+        self.num_threads = max(1, int(num_threads))
+        self.augment = bool(augment)
+        if augment_on == "auto":
+            augment_on = "device" if jax.default_backend() != "cpu" else "host"
+        self.augment_on = augment_on
+        self.name = name
+        self.cache = ImageCache(cache_dir)
+        self._table = normalisation_table(IMAGENET_MEAN, IMAGENET_STD)
+        self._keys: dict[str, list[str]] = {}
+        self._prepared: set[str] = set()
+        log.info(
+            "%s: %s; %d labels; batch %d; %d px (from %d); augment %s on %s; cache %s",
+            name,
+            ", ".join(f"{s} {len(self._index[s])}" for s in self.splits),
+            self.num_labels,
+            self.batch_size,
+            self.image_size,
+            self.preprocess.resize_size,
+            self.augment,
+            self.augment_on,
+            self.cache.directory,
+        )
+
+    # ---- sizes and metadata -------------------------------------------------------------------
+    def _check(self, split: str) -> None:
+        if split not in self._index:
+            raise KeyError(f"no split {split!r}; this data has {self.splits}")
+
+    def num_examples(self, split: str) -> int:
+        """Examples in a split."""
+        self._check(split)
+        return len(self._index[split])
+
+    def num_batches(self, split: str) -> int:
+        """Batches per pass over a split (the last one padded)."""
+        return -(-self.num_examples(split) // self.batch_size)
+
+    def image_ids(self, split: str) -> list[str]:
+        """Image identifiers of a split, in index order (for prediction CSVs)."""
+        self._check(split)
+        return list(self._index[split].ids)
+
+    def labels(self, split: str) -> np.ndarray:
+        """bool[N, L] labels of a split, in index order."""
+        self._check(split)
+        return self._index[split].labels.copy()
+
+    def patients(self, split: str) -> list[str]:
+        """Patient identifier per image of a split, in index order."""
+        self._check(split)
+        return list(self._index[split].patients)
+
+    def train_label_counts(self) -> dict[str, int]:
+        """Positives per label in the train split."""
+        counts = self._index["train"].labels.sum(axis=0) if "train" in self._index else None
+        if counts is None:
+            raise KeyError(f"no train split; this data has {self.splits}")
+        return {n: int(c) for n, c in zip(self.label_names, counts, strict=True)}
+
+    # ---- cache --------------------------------------------------------------------------------
+    def _split_keys(self, split: str) -> list[str]:
+        if split not in self._keys:
+            store, digest = self._images[split], self.preprocess.digest()
+            self._keys[split] = [cache_key(store.identity(i), digest) for i in range(len(store))]
+        return self._keys[split]
+
+    def _build(self, split: str, i: int) -> np.ndarray:
+        return preprocess_uint8(self._images[split].read(i), self.preprocess)
+
+    def _fetch(self, split: str, i: int) -> np.ndarray:
+        return self.cache.get_or_build(self._split_keys(split)[i], lambda: self._build(split, i))
+
+    def _try_build(self, split: str, i: int, key: str) -> str | None:
+        try:
+            self.cache.put(key, self._build(split, i))
+        except (OSError, ValueError, SyntaxError) as err:
+            return f"{self._images[split].describe(i)}: {type(err).__name__}: {err}"
+        return None
+
+    def prepare(self, splits: Sequence[str] | None = None) -> None:
+        """Preprocess and cache every image of the splits not cached yet (the cold pass).
+
+        Args:
+            splits: which splits; default all.
+
+        Raises:
+            DataError: unreadable images, all named at once; nothing partial is cached.
+        """
+        for split in splits or self.splits:
+            self._check(split)
+            if split in self._prepared:
+                continue
+            keys = self._split_keys(split)
+            todo = [i for i, k in enumerate(keys) if k not in self.cache]
+            if todo:
+                start = time.perf_counter()
+                log.info(
+                    "%s/%s: preprocessing %d images into the cache", self.name, split, len(todo)
+                )
+                with Parallel(n_jobs=self.num_threads, prefer="threads") as parallel:
+                    errors = parallel(delayed(self._try_build)(split, i, keys[i]) for i in todo)
+                errors = [e for e in errors if e]
+                if errors:
+                    raise DataError(
+                        f"{len(errors)} of {len(keys)} images of split {split!r} could not be "
+                        f"read:{_listing(errors)}\nFix: re-download or replace these files, or "
+                        "remove their rows from the label file."
+                    )
+                log.info(
+                    "%s/%s: cached %d images in %.1f s",
+                    self.name,
+                    split,
+                    len(todo),
+                    time.perf_counter() - start,
+                )
+            self._prepared.add(split)
+
+    # ---- batches ------------------------------------------------------------------------------
+    def order(self, split: str, epoch: int) -> np.ndarray:
+        """The sample order of a pass: a (seed, epoch) permutation for train, else identity."""
+        n = self.num_examples(split)
+        if split == "train":
+            return epoch_order(self.seed, epoch, n)
+        return np.arange(n, dtype=np.int64)
+
+    def _host_batch(self, split, rows, params) -> dict:
+        size, index = self.image_size, self._index[split]
+        crops = [None] * len(rows)
+        for j, i in enumerate(rows):
+            if i < 0:
+                continue
+            cached = self._fetch(split, int(i))
+            if params is None:
+                crops[j] = center_crop(cached, size)
+            else:
+                crops[j] = augment_host(
+                    cached, params.flip[j], params.angle[j], params.top[j], params.left[j], size
+                )
+        channels = max(c.shape[2] for c in crops if c is not None)
+        batch = np.zeros((self.batch_size, size, size, channels), np.uint8)
+        for j, crop in enumerate(crops):
+            if crop is not None:
+                batch[j] = crop
+        images = normalise(batch, self._table)
+        images[rows < 0] = 0.0
+        return self._finish(index, rows, images)
+
+    def _raw_batch(self, split, rows) -> np.ndarray:
+        arrays = [self._fetch(split, int(i)) if i >= 0 else None for i in rows]
+        channels = max(a.shape[2] for a in arrays if a is not None)
+        r = self.preprocess.resize_size
+        out = np.zeros((self.batch_size, r, r, channels), np.uint8)
+        for j, a in enumerate(arrays):
+            if a is not None:
+                out[j] = a
+        return out
+
+    def _finish(self, index: SplitIndex, rows: np.ndarray, images) -> dict:
+        mask = rows >= 0
+        labels = np.zeros((self.batch_size, self.num_labels), bool)
+        labels[mask] = index.labels[rows[mask]]
+        return {"image": images, "labels": labels, "mask": mask, "index": rows.astype(np.int64)}
+
+    def batches(self, split: str, epoch: int = 0) -> Iterator[dict]:
+        """Fixed-size batches of one pass over a split.
+
+        Train is shuffled and (if `augment`) augmented from keys derived only from
+        (seed, epoch, sample index); val/test/external are neither. The first call per split
+        preprocesses whatever is not cached yet.
+
+        Args:
+            split: train, val, test or external.
+            epoch: epoch number (selects the order and augmentation of train).
+
+        Yields:
+            {"image": float32[B, S, S, 3] normalised (a jax.Array on the device path),
+             "labels": bool[B, L], "mask": bool[B], "index": int64[B] (-1 for padding)}.
+        """
+        self.prepare([split])
+        order = self.order(split, epoch)
+        n, b = len(order), self.batch_size
+        padded = np.full(self.num_batches(split) * b, -1, np.int64)
+        padded[:n] = order
+        chunks = padded.reshape(-1, b)
+        params = None
+        if split == "train" and self.augment:
+            params = augment_params(
+                self.seed, epoch, np.arange(n), self.image_size, self.preprocess.resize_size
+            )
+        if params is not None and self.augment_on == "device":
+            yield from self._device_batches(split, chunks, params)
+            return
+
+        def task(rows):
+            p = params.take(np.where(rows >= 0, rows, 0)) if params is not None else None
+            return self._host_batch(split, rows, p)
+
+        with Parallel(n_jobs=self.num_threads, prefer="threads", return_as="generator") as par:
+            yield from _closing(par(delayed(task)(rows) for rows in chunks))
+
+    def _device_batches(self, split, chunks, params) -> Iterator[dict]:
+        mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
+        std = jnp.asarray(IMAGENET_STD, jnp.float32)
+        index = self._index[split]
+        with Parallel(n_jobs=self.num_threads, prefer="threads", return_as="generator") as par:
+            raws = _closing(par(delayed(self._raw_batch)(split, rows) for rows in chunks))
+            for rows, raw in zip(chunks, raws, strict=False):
+                p = params.take(np.where(rows >= 0, rows, 0))
+                images = augment_device(
+                    jnp.asarray(raw),
+                    p.flip,
+                    p.angle,
+                    p.top,
+                    p.left,
+                    mean,
+                    std,
+                    size=self.image_size,
+                )
+                yield self._finish(index, rows, images)

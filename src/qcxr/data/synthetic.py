@@ -1,0 +1,375 @@
+"""The embedded default task: procedurally generated chest-X-ray-like images, long-tailed labels.
+
+With no data and no internet a newcomer still gets a meaningful run. Each image is a frontal
+"radiograph" (body, lungs, heart, mediastinum, spine, ribs, aortic knob, noise) whose anatomy is
+shared by the images of a patient; each of the 19 CXR-19 labels is drawn as its own finding
+(an enlarged heart shadow, a basal opacity with a meniscus, small or large round densities, an
+apical lucency with a pleural line, patchy or reticular opacities, ...), so a model can learn
+every label while the rare ones stay hard for lack of examples. Label frequencies follow the
+NIH-CXR-LT train column of the paper's Table II (at least 2 positives per label per split), with
+co-occurrence (e.g. effusion with atelectasis, pneumothorax with subcutaneous emphysema). An
+optional external split draws its frequencies from Table II's MIMIC column and shifts the
+image statistics, like the paper's external test set.
+
+Everything is deterministic from `data_seed`; images are generated on first use into the cache
+and nothing is shipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from qcxr.data.index import SplitIndex
+from qcxr.data.labels import (
+    CXR19,
+    MIMIC_CXR_LT_TEST_COUNTS,
+    MIMIC_CXR_LT_TEST_SIZE,
+    NIH_CXR_LT_TRAIN_COUNTS,
+    NIH_CXR_LT_TRAIN_SIZE,
+    resolve_labels,
+)
+from qcxr.data.module import DataModule, ImageStore
+from qcxr.data.preprocess import make_preprocess_config
+
+GENERATOR_VERSION = 1  # bump when the images for the same parameters change
+MIN_POSITIVES_PER_SPLIT = 2
+_SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "external": 3}
+
+# Findings that tend to appear together (child: parents); a parent's positives make the child
+# four times as likely to be drawn for that image.
+_COOCCURS = {
+    "Atelectasis": ("Effusion",),
+    "Effusion": ("Infiltration",),
+    "Pneumonia": ("Infiltration", "Consolidation"),
+    "Consolidation": ("Infiltration",),
+    "Nodule": ("Mass",),
+    "Cardiomegaly": ("Effusion",),
+    "Edema": ("Cardiomegaly", "Effusion"),
+    "Subcutaneous Emphysema": ("Pneumothorax",),
+    "Pneumomediastinum": ("Subcutaneous Emphysema", "Pneumothorax"),
+    "Emphysema": ("Pneumothorax",),
+    "Calcification of the Aorta": ("Tortuous Aorta",),
+    "Fibrosis": ("Pleural Thickening",),
+}
+
+
+def draw_labels(
+    num_images: int, counts: dict[str, int], total: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Long-tailed, co-occurring CXR-19 labels with exact per-label positive counts.
+
+    Args:
+        num_images: N.
+        counts: positives per label in the reference data.
+        total: images in the reference data.
+        rng: random generator.
+
+    Returns:
+        bool[N, 19] in CXR-19 order; label l has max(2, round(N * counts[l] / total)) positives.
+    """
+    y = np.zeros((num_images, len(CXR19)), bool)
+    col = {n: j for j, n in enumerate(CXR19)}
+    # A latent "how sick" score: most images healthy, a few with several findings.
+    sickness = rng.gamma(0.5, 1.0, num_images)
+    for name in sorted(CXR19, key=lambda n: -counts[n]):
+        k = min(num_images, max(MIN_POSITIVES_PER_SPLIT, round(num_images * counts[name] / total)))
+        weight = 0.1 + sickness
+        for parent in _COOCCURS.get(name, ()):
+            weight = weight * np.where(y[:, col[parent]], 4.0, 1.0)
+        chosen = rng.choice(num_images, size=k, replace=False, p=weight / weight.sum())
+        y[chosen, col[name]] = True
+    return y
+
+
+def _soft(d: np.ndarray, edge: float) -> np.ndarray:
+    """1 inside (d < 0), 0 outside, a smooth ramp of width `edge`."""
+    return np.clip(0.5 - d / edge, 0.0, 1.0)
+
+
+def _ellipse(u, v, cu, cv, ru, rv):
+    return np.sqrt(((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2) - 1.0
+
+
+def render(
+    labels: np.ndarray,
+    anatomy: np.ndarray,
+    resolution: int,
+    rng: np.random.Generator,
+    shift: bool = False,
+) -> np.ndarray:
+    """Draw one chest-X-ray-like image with the findings of its labels.
+
+    Args:
+        labels: bool[19], CXR-19 order.
+        anatomy: float[6] patient anatomy in [0, 1) (body width, lung size, heart size, ...).
+        resolution: image side in pixels.
+        rng: random generator of this image (finding positions, sizes, noise).
+        shift: apply the external split's domain shift (contrast, gamma, blur-like noise).
+
+    Returns:
+        uint8 [resolution, resolution].
+    """
+    r = resolution
+    g = (np.arange(r) + 0.5) / r * 2.0 - 1.0
+    u, v = np.meshgrid(g, g)  # u: left-right, v: top-down, both in [-1, 1]
+    px = 2.0 / r
+    edge = max(2 * px, 0.02)
+    has = {n: bool(x) for n, x in zip(CXR19, labels, strict=True)}
+    a = anatomy
+    du, dv = rng.normal(0, 0.015, 2)  # patient positioning
+    u, v = u - du, v - dv
+
+    img = np.full((r, r), 0.06)
+    img += 0.42 * _soft(_ellipse(u, v, 0.0, 0.12, 0.80 + 0.1 * a[0], 1.02), 4 * edge)
+    lung_ru, lung_rv = 0.25 + 0.04 * a[1], 0.50 + 0.06 * a[1]
+    if has["Emphysema"]:  # hyperinflated, hyperlucent lungs, flattened diaphragm
+        lung_ru, lung_rv = lung_ru * 1.08, lung_rv * 1.14
+    lungs = []
+    for side in (-1.0, 1.0):
+        lung = _soft(_ellipse(u, v, side * 0.37, -0.05, lung_ru, lung_rv), 3 * edge)
+        lungs.append(lung)
+    lung_l, lung_r = lungs
+    lung_any = np.maximum(lung_l, lung_r)
+    darkness = 0.30 + (0.10 if has["Emphysema"] else 0.0)
+    img -= darkness * lung_any
+    ribs = 0.05 * np.clip(np.sin(v * np.pi * 7.0 + 2.5 * u**2 + a[4] * 6), 0, 1) * lung_any
+    img += ribs
+    img += 0.12 * _soft(np.abs(u) - 0.11, 2 * edge) * _soft(v - 0.45, 2 * edge)  # mediastinum
+    img += 0.10 * _soft(np.abs(u) - 0.045, edge)  # spine
+    heart_r = 0.22 + 0.03 * a[2]
+    if has["Cardiomegaly"]:  # cardiothoracic ratio well above 0.5
+        heart_r = rng.uniform(0.34, 0.39)
+    img += 0.20 * _soft(_ellipse(u, v, 0.06, 0.27, heart_r, 0.75 * heart_r), 4 * edge)
+    knob_u, knob_v, knob_r = 0.13, -0.33, 0.055
+    if has[
+        "Tortuous Aorta"
+    ]:  # bulging, laterally displaced aortic knob and a wavy descending aorta
+        knob_u, knob_r = 0.20 + rng.uniform(0, 0.04), 0.08
+        wave = 0.12 + 0.05 * np.sin((v + 0.3) * 9.0)
+        img += 0.12 * _soft(np.abs(u - wave) - 0.025, edge) * _soft(np.abs(v + 0.05) - 0.3, edge)
+    img += 0.18 * _soft(_ellipse(u, v, knob_u, knob_v, knob_r, knob_r), edge)
+    if has["Calcification of the Aorta"]:  # thin bright rim of the aortic knob
+        ring = np.abs(_ellipse(u, v, knob_u, knob_v, knob_r * 0.9, knob_r * 0.9)) * knob_r
+        img += 0.35 * _soft(ring - max(0.012, px), px)
+
+    side = rng.choice([-1.0, 1.0])
+    lung_side = lung_r if side > 0 else lung_l
+    if has["Effusion"]:  # basal opacity with a meniscus rising laterally
+        s2 = side if rng.random() < 0.7 else -side
+        both = rng.random() < 0.3
+        for sd in (-1.0, 1.0) if both else (s2,):
+            level = 0.18 + rng.uniform(0, 0.15) - 0.5 * ((u - sd * 0.37) * sd).clip(0)
+            lung_sd = lung_r if sd > 0 else lung_l
+            img += 0.34 * _soft(level - v, 2 * edge) * lung_sd
+    if has["Atelectasis"]:  # plate-like band, oblique, lower zone
+        v0, slope = rng.uniform(0.05, 0.3), rng.uniform(-0.3, 0.3)
+        band = np.abs((v - v0) - slope * (u - side * 0.37)) - 0.025
+        img += 0.22 * _soft(band, edge) * lung_side
+    if has["Infiltration"]:  # patchy opacities scattered over both lungs
+        for _ in range(rng.integers(4, 8)):
+            cu, cv = rng.choice([-0.37, 0.37]) + rng.normal(0, 0.1), rng.uniform(-0.4, 0.3)
+            s = rng.uniform(0.05, 0.09)
+            img += 0.10 * np.exp(-((u - cu) ** 2 + (v - cv) ** 2) / (2 * s * s)) * lung_any
+    if has["Mass"]:  # large round density
+        cu, cv, rad = (
+            side * rng.uniform(0.28, 0.45),
+            rng.uniform(-0.35, 0.2),
+            rng.uniform(0.10, 0.14),
+        )
+        img += 0.30 * _soft(_ellipse(u, v, cu, cv, rad, rad), 2 * edge)
+    if has["Nodule"]:  # small, well-defined round density
+        for _ in range(rng.integers(1, 3)):
+            cu, cv = rng.choice([-1, 1]) * rng.uniform(0.25, 0.5), rng.uniform(-0.45, 0.25)
+            rad = rng.uniform(0.035, 0.05)
+            img += 0.32 * _soft(_ellipse(u, v, cu, cv, rad, rad), edge)
+    if has["Pneumonia"]:  # one dense, cloudy, textured lower-zone opacity
+        cu, cv, s = side * rng.uniform(0.3, 0.42), rng.uniform(0.0, 0.25), rng.uniform(0.12, 0.16)
+        cloud = np.exp(-((u - cu) ** 2 + (v - cv) ** 2) / (2 * s * s))
+        texture = 0.75 + 0.25 * np.sin(u * 31 + a[5] * 5) * np.sin(v * 27)
+        img += 0.28 * cloud * texture * lung_side
+    if has["Pneumothorax"]:  # apical lucency without lung markings, bounded by a pleural line
+        cu, rad = side * 0.37, rng.uniform(0.18, 0.26)
+        pleura = _ellipse(u, v, cu + side * 0.06, -0.55, lung_ru * 0.95, rad + 0.2)
+        region = _soft(-pleura, edge) * lung_side * _soft(v + 0.15, 2 * edge)
+        img = img - region * (0.14 + ribs)
+        img += 0.2 * _soft(np.abs(pleura) - 0.03, px) * lung_side * _soft(v + 0.15, 2 * edge)
+    if has["Consolidation"]:  # homogeneous dense upper/mid-zone opacity, sharp lower border
+        cv = rng.uniform(-0.35, -0.05)
+        block = _soft(_ellipse(u, v, side * 0.37, cv, 0.2, 0.17), 2 * edge)
+        img += 0.30 * block * lung_side
+    if has["Edema"]:  # bilateral, symmetric perihilar haze ("bat wings")
+        for sd in (-1.0, 1.0):
+            img += 0.16 * np.exp(-((u - sd * 0.22) ** 2 / 0.03 + (v - 0.0) ** 2 / 0.06)) * lung_any
+    if has["Fibrosis"]:  # reticular net in the lower, peripheral zones
+        net = np.clip(np.sin(u * 55 + a[3] * 9) * np.sin(v * 55), 0, 1) ** 2
+        zone = _soft(0.05 - v, 4 * edge) * _soft(0.2 - np.abs(u), edge)
+        img += 0.16 * net * zone * lung_any
+    if has["Pleural Thickening"]:  # bright rim along the lateral lung border
+        rim = _ellipse(u, v, side * 0.37, -0.05, lung_ru, lung_rv)
+        lateral = _soft(-(u * side - 0.37), edge)
+        img += 0.30 * _soft(np.abs(rim + 0.06) - 0.05, edge) * lateral * (v < 0.35)
+    if has["Hernia"]:  # retrocardiac round density with an air-fluid level
+        cv = 0.40 + rng.uniform(-0.03, 0.03)
+        bubble = _soft(_ellipse(u, v, -0.02, cv, 0.09, 0.08), edge)
+        img += bubble * np.where(v < cv, -0.25, 0.25)
+    if has["Pneumomediastinum"]:  # lucent streaks outlining the mediastinum
+        for sd in (-1.0, 1.0):
+            streak = _soft(np.abs(u - sd * 0.125) - 0.012, px) * _soft(np.abs(v + 0.3) - 0.38, edge)
+            img -= 0.22 * streak
+    if has["Pneumoperitoneum"]:  # free air: lucent crescent under a hemidiaphragm
+        cu = side * 0.37
+        dome = _ellipse(u, v, cu, 0.45, 0.24, 0.12)
+        img -= 0.30 * _soft(np.abs(dome - 0.25) - 0.12, edge) * (v > 0.47) * (np.abs(u - cu) < 0.22)
+    if has["Subcutaneous Emphysema"]:  # gas bubbles and streaks in the lateral chest wall
+        for _ in range(rng.integers(4, 8)):
+            cu, cv = side * rng.uniform(0.70, 0.82), rng.uniform(-0.6, 0.4)
+            img -= 0.25 * _soft(_ellipse(u, v, cu, cv, 0.02, 0.06), edge)
+
+    if shift:  # the external split: another scanner (contrast, gamma, offset)
+        img = 0.05 + 0.9 * np.clip(img, 0, 1) ** 0.8
+    img += rng.normal(0, 0.025, img.shape)  # quantum noise
+    lowfreq = Image.fromarray(rng.normal(0, 1, (5, 5)).astype(np.float32), mode="F")
+    img += 0.03 * np.asarray(lowfreq.resize((r, r), Image.Resampling.BILINEAR))  # exposure
+    return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+
+
+class SyntheticImages(ImageStore):
+    """Generates image i of a synthetic split on demand (the cache keeps it)."""
+
+    def __init__(self, labels, anatomy, patient_of, resolution, data_seed, split, identity):
+        self.labels, self.anatomy, self.patient_of = labels, anatomy, patient_of
+        self.resolution, self.data_seed, self.split, self.prefix = (
+            resolution,
+            data_seed,
+            split,
+            identity,
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def identity(self, i: int) -> str:
+        return f"{self.prefix}:{i}"
+
+    def read(self, i: int) -> np.ndarray:
+        rng = np.random.default_rng([self.data_seed, _SPLIT_CODES[self.split], i, 1])
+        img = render(
+            self.labels[i],
+            self.anatomy[self.patient_of[i]],
+            self.resolution,
+            rng,
+            shift=self.split == "external",
+        )
+        return img[:, :, None]
+
+
+def _make_split(split, n, data_seed, resolution) -> tuple[SplitIndex, SyntheticImages]:
+    rng = np.random.default_rng([data_seed, _SPLIT_CODES[split], 0])
+    if split == "external":
+        y = draw_labels(n, MIMIC_CXR_LT_TEST_COUNTS, MIMIC_CXR_LT_TEST_SIZE, rng)
+    else:
+        y = draw_labels(n, NIH_CXR_LT_TRAIN_COUNTS, NIH_CXR_LT_TRAIN_SIZE, rng)
+    # Patients with 1-4 images each (patient-wise splits: a patient lives in one split only).
+    sizes = rng.integers(1, 5, n)
+    patient_of = np.repeat(np.arange(n), sizes)[:n]
+    anatomy = rng.random((n, 6))
+    patients = [f"{split}-{p:05d}" for p in patient_of]
+    ids = [f"synthetic/{split}/{i:05d}.png" for i in range(n)]
+    identity = f"synthetic:v{GENERATOR_VERSION}:{data_seed}:{resolution}:{split}:{n}"
+    store = SyntheticImages(y, anatomy, patient_of, resolution, data_seed, split, identity)
+    index = SplitIndex(ids, list(range(n)), y, patients, source=f"synthetic ({split})")
+    return index, store
+
+
+def synthetic(
+    task: str | Sequence[str] = "cxr19",
+    *,
+    num_train: int = 1500,
+    num_val: int = 300,
+    num_test: int = 300,
+    num_external: int = 300,
+    resolution: int | None = None,
+    data_seed: int = 0,
+    batch_size: int = 32,
+    seed: int = 0,
+    image_size: int = 64,
+    resize_size: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    num_threads: int = 2,
+    augment: bool = True,
+    augment_on: str = "auto",
+    on_missing: str = "error",
+    min_positives: int = 1,
+    external_image_dir: str | os.PathLike | None = None,
+    external_label_dir: str | os.PathLike | None = None,
+) -> DataModule:
+    """The synthetic long-tailed chest-X-ray-like task (the embedded default).
+
+    The images and labels depend only on `data_seed` and the sizes, never on `seed` (the run
+    seed), so runs with different seeds train on the same data. CXR-8/14 tasks use the first
+    8/14 labels of the same images.
+
+    Args:
+        task: label-set name (cxr8, cxr14, cxr19) or CXR-19 label names.
+        num_train: train images.
+        num_val: val images.
+        num_test: test images.
+        num_external: external test images (MIMIC-like label frequencies, shifted image
+            statistics); 0 for none.
+        resolution: generated image side; default the preprocessing resize size (no resampling).
+        data_seed: seed of the generated dataset.
+        batch_size: examples per batch.
+        seed: run seed (order and augmentation).
+        image_size: crop size (64 by default: the tiny backbone takes any resolution).
+        resize_size: shortest side before the crop (default int(image_size / 0.875)).
+        cache_dir: preprocessed-image cache.
+        num_threads: loader threads.
+        augment: augment train batches.
+        augment_on: host, device or auto.
+        on_missing: accepted for a uniform interface (generated images are never missing).
+        min_positives: positives each label needs in every split.
+        external_image_dir: a real external set (MIMIC-CXR-JPG root) instead of the synthetic one.
+        external_label_dir: its labels.
+
+    Returns:
+        A DataModule with train, val, test and (if num_external or external dirs) external.
+    """
+    from qcxr.data.sources import _module  # shared factory tail; avoids an import cycle
+
+    labels = resolve_labels(task)
+    unknown = [n for n in labels if n not in CXR19]
+    if unknown:
+        raise ValueError(f"the synthetic task draws the CXR-19 labels only; unknown: {unknown}")
+    columns = [CXR19.index(n) for n in labels]
+    preprocess = make_preprocess_config(image_size, resize_size)
+    resolution = int(resolution or preprocess.resize_size)
+    sizes = {"train": num_train, "val": num_val, "test": num_test}
+    if num_external and external_image_dir is None:
+        sizes["external"] = num_external
+    splits = {}
+    for split, n in sizes.items():
+        index, store = _make_split(split, int(n), int(data_seed), resolution)
+        index.labels = index.labels[:, columns]
+        index.extra["store"] = store
+        splits[split] = index
+    return _module(
+        "synthetic",
+        splits,
+        labels,
+        external_image_dir=external_image_dir,
+        external_label_dir=external_label_dir,
+        on_missing=on_missing,
+        batch_size=batch_size,
+        seed=seed,
+        image_size=image_size,
+        resize_size=resize_size,
+        cache_dir=cache_dir,
+        num_threads=num_threads,
+        augment=augment,
+        augment_on=augment_on,
+        min_positives=min_positives,
+    )
