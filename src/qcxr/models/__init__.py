@@ -1,0 +1,1 @@
+"""Flax models: backbones, heads and the classifier that joins them."""
