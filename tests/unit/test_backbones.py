@@ -1,0 +1,315 @@
+"""Backbones: shapes, the HF <-> Flax mapping's bookkeeping, and where weights may come from.
+
+No torch here (tests/numerics/test_resnet_mapping.py compares against transformers); fake
+checkpoints are written from the Flax side with `resnet_variables_to_hf`.
+"""
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import huggingface_hub
+import huggingface_hub.constants
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from safetensors.numpy import save_file
+
+from qcxr.models import backbones
+from qcxr.models.backbones import (
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    ResNet,
+    TinyCNN,
+    hf_to_resnet_variables,
+    resnet_variables_to_hf,
+)
+
+TRUSTED_TARGETS = ["qcxr.models.backbones.*"]
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "backbone"
+SMALL_BASIC = ResNet(depths=(1, 1), hidden_sizes=(8, 16), layer_type="basic", embedding_size=8)
+SMALL_BOTTLENECK = ResNet(depths=(1, 2), hidden_sizes=(16, 32), embedding_size=8)
+
+
+def _random_variables(module: ResNet, seed: int = 0) -> dict:
+    """Variables with every leaf random (BN statistics too), so a swapped leaf shows."""
+    shapes = jax.eval_shape(
+        module.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    )
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), shapes)
+
+
+def _assert_trees_equal(a, b) -> None:
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache, and a Hub that fails the test if it is contacted."""
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"hf_hub_download called without permission: {args}")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def resnet18_checkpoint(tmp_path_factory) -> tuple[Path, dict]:
+    """A random ResNet-18 checkpoint folder in the HF layout (model.safetensors + config.json)."""
+    folder = tmp_path_factory.mktemp("resnet18")
+    variables = _random_variables(ResNet(**backbones.RESNET18_ARCH))
+    save_file(resnet_variables_to_hf(variables), str(folder / "model.safetensors"))
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in backbones.RESNET18_ARCH.items()}
+    (folder / "config.json").write_text(json.dumps({"model_type": "resnet", **config}))
+    return folder, variables
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules
+
+
+def test_tiny_backbone_gives_pooled_features_at_any_resolution():
+    backbone = backbones.tiny(image_size=8)
+    assert (backbone.name, backbone.feature_dim, backbone.image_size) == ("tiny", 64, 8)
+    assert backbone.resize_size == 8
+    assert backbone.weights_id == "random-init"
+    assert not backbone.pretrained and not backbone.freeze
+    # Random init compiles an RNG kernel per parameter shape (seconds on a busy 2-core CPU), so
+    # initialise once and apply at two sizes: no variable depends on the image size.
+    variables = backbone.init(jax.random.key(1))
+    assert set(variables) == {"params"}
+    for size in (8, 33):
+        features = backbone.module.apply(variables, jnp.ones((2, size, size, 3)))
+        assert features.shape == (2, 64)
+        assert features.dtype == jnp.float32
+    other = backbones.tiny(feature_dim=5)
+    assert isinstance(other.module, TinyCNN) and other.feature_dim == 5
+    out, _ = jax.eval_shape(
+        other.module.init_with_output, jax.random.key(0), jnp.ones((2, 8, 8, 3))
+    )
+    assert out.shape == (2, 5)
+
+
+def test_pretrained_false_is_offline_random_init(empty_hf_cache, caplog):
+    with caplog.at_level(logging.WARNING, logger=backbones.__name__):
+        backbone = backbones.resnet18(pretrained=False)
+    assert "random weights" in caplog.text
+    assert backbone.variables is None and backbone.weights_id == "random-init"
+    assert (backbone.feature_dim, backbone.image_size, backbone.resize_size) == (512, 224, 256)
+    variables = jax.eval_shape(backbone.init, jax.random.key(0))  # shapes only: no RNG compiles
+    assert set(variables) == {"params", "batch_stats"}
+    out = jax.eval_shape(backbone.module.apply, variables, jnp.zeros((2, 64, 64, 3)))
+    assert out.shape == (2, 512)
+
+    big = backbones.resnet50(pretrained=False, image_size=112)
+    assert (big.feature_dim, big.image_size, big.resize_size) == (2048, 112, 128)
+    variables = jax.eval_shape(big.init, jax.random.key(0))
+    out = jax.eval_shape(big.module.apply, variables, jnp.zeros((2, 64, 64, 3)))
+    assert out.shape == (2, 2048)
+
+
+def test_pretrained_false_with_weights_is_a_conflict(tmp_path):
+    with pytest.raises(ValueError, match="pretrained=false"):
+        backbones.resnet18(pretrained=False, weights=str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Mapping
+
+
+def test_mapping_round_trip_and_names():
+    variables = _random_variables(SMALL_BOTTLENECK)
+    state = resnet_variables_to_hf(variables)
+    assert state["embedder.embedder.convolution.weight"].shape == (8, 3, 7, 7)  # OIHW
+    assert "encoder.stages.0.layers.0.shortcut.normalization.running_var" in state
+    assert "encoder.stages.1.layers.1.layer.2.normalization.running_mean" in state
+    assert "encoder.stages.1.layers.1.shortcut.convolution.weight" not in state
+    _assert_trees_equal(hf_to_resnet_variables(state, SMALL_BOTTLENECK), variables)
+
+
+def test_mapping_accepts_image_classification_checkpoints():
+    """The Hub holds ResNetForImageClassification: `resnet.` prefix plus a classifier."""
+    variables = _random_variables(SMALL_BASIC)
+    state = {f"resnet.{k}": v for k, v in resnet_variables_to_hf(variables).items()}
+    state["classifier.1.weight"] = np.zeros((10, 16), np.float32)
+    state["classifier.1.bias"] = np.zeros((10,), np.float32)
+    state["resnet.embedder.embedder.normalization.num_batches_tracked"] = np.array(7)
+    _assert_trees_equal(hf_to_resnet_variables(state, SMALL_BASIC), variables)
+
+
+def test_mapping_lists_missing_unexpected_and_misshapen_keys():
+    state = resnet_variables_to_hf(_random_variables(SMALL_BASIC))
+    del state["encoder.stages.1.layers.0.shortcut.normalization.running_mean"]
+    state["encoder.stages.7.layers.0.layer.0.convolution.weight"] = np.zeros((1, 1, 1, 1))
+    state["embedder.embedder.normalization.weight"] = np.zeros((9,), np.float32)
+    with pytest.raises(CheckpointMismatchError) as error:
+        hf_to_resnet_variables(state, SMALL_BASIC)
+    message = str(error.value)
+    assert "missing keys (1)" in message
+    assert "encoder.stages.1.layers.0.shortcut.normalization.running_mean" in message
+    assert "unexpected keys (1)" in message
+    assert "encoder.stages.7.layers.0.layer.0.convolution.weight" in message
+    assert "shape mismatches (1)" in message
+    assert "embedder.embedder.normalization.weight: checkpoint (9,)" in message
+
+
+def test_factory_rejects_a_checkpoint_of_another_architecture(tmp_path, empty_hf_cache):
+    path = tmp_path / "other.safetensors"
+    save_file(resnet_variables_to_hf(_random_variables(SMALL_BOTTLENECK)), str(path))
+    with pytest.raises(CheckpointMismatchError) as error:
+        backbones.resnet18(weights=str(path))
+    assert "missing keys" in str(error.value)
+    assert "unexpected keys" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"depths": [2, 2, 2, 2], "layer_type": "basic"}, "depths"),
+        ({"downsample_in_bottleneck": True}, "downsample_in_bottleneck"),
+    ],
+)
+def test_factory_rejects_a_config_of_another_architecture(tmp_path, override, field):
+    save_file({"x": np.zeros(1, np.float32)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "resnet", **override}))
+    with pytest.raises(CheckpointMismatchError, match=field):
+        backbones.resnet50(weights=str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Where weights come from
+
+
+def test_missing_checkpoint_without_download_is_a_clear_error(empty_hf_cache):
+    with pytest.raises(CheckpointNotFoundError) as error:
+        backbones.resnet50()
+    assert isinstance(error.value, FileNotFoundError)
+    message = str(error.value)
+    for expected in (
+        "microsoft/resnet-50",
+        str(empty_hf_cache),
+        "backbone.weights=/path/to/folder",
+        "backbone.allow_download=true",
+        "backbone.pretrained=false",
+    ):
+        assert expected in message
+
+
+def test_bad_weights_paths_are_clear_errors(tmp_path, empty_hf_cache):
+    with pytest.raises(CheckpointNotFoundError, match="does not exist"):
+        backbones.resnet18(weights=str(tmp_path / "absent"))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(CheckpointNotFoundError, match="without model.safetensors"):
+        backbones.resnet18(weights=str(tmp_path))
+    with pytest.raises(CheckpointNotFoundError, match="not a .safetensors file"):
+        backbones.resnet18(weights=str(tmp_path / "pytorch_model.bin"))
+
+
+def test_loads_a_local_folder(resnet18_checkpoint, empty_hf_cache):
+    folder, variables = resnet18_checkpoint
+    backbone = backbones.resnet18(weights=str(folder))
+    _assert_trees_equal(backbone.variables, variables)
+    assert backbone.init(jax.random.key(0)) is backbone.variables
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert backbone.weights_id == f"sha256:{digest}"
+    assert backbone.freeze
+
+
+def test_loads_from_the_hf_cache(resnet18_checkpoint, empty_hf_cache):
+    folder, variables = resnet18_checkpoint
+    repo = empty_hf_cache / "models--microsoft--resnet-18"
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    for name in ("model.safetensors", "config.json"):
+        (snapshot / name).symlink_to(folder / name)
+    backbone = backbones.resnet18()
+    _assert_trees_equal(backbone.variables, variables)
+
+
+def test_downloads_only_when_allowed(resnet18_checkpoint, empty_hf_cache, monkeypatch):
+    folder, variables = resnet18_checkpoint
+    calls = []
+
+    def fake_download(repo_id, filename):
+        calls.append((repo_id, filename))
+        return str(folder / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    with pytest.raises(CheckpointNotFoundError):
+        backbones.resnet18()
+    assert calls == []
+    backbone = backbones.resnet18(allow_download=True)
+    assert ("microsoft/resnet-18", "model.safetensors") in calls
+    _assert_trees_equal(backbone.variables, variables)
+
+
+def test_failed_download_is_a_clear_error(empty_hf_cache, monkeypatch):
+    def offline(repo_id, filename):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(CheckpointNotFoundError, match="could not download.*network unreachable"):
+        backbones.resnet50(allow_download=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs and boundaries
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet18", "tiny"])
+def test_config_keys_match_the_factory(name):
+    config = OmegaConf.load(CONF_DIR / f"{name}.yaml")
+    assert config._target_ == f"qcxr.models.backbones.{name}"
+    factory = getattr(backbones, name)
+    keys = set(config) - {"_target_"}
+    assert keys == set(inspect.signature(factory).parameters)
+    assert "freeze" in keys
+    for value in OmegaConf.to_container(config).values():
+        assert not (isinstance(value, str) and value.startswith("/")), "no absolute paths"
+
+
+def test_configs_instantiate(empty_hf_cache):
+    def build(name, **overrides):
+        config = OmegaConf.load(CONF_DIR / f"{name}.yaml")
+        return instantiate(config, _execution_whitelist_=TRUSTED_TARGETS, **overrides)
+
+    tiny = build("tiny", image_size=8)
+    assert tiny.feature_dim == 64 and tiny.image_size == 8
+    resnet = build("resnet18", pretrained=False)
+    assert resnet.feature_dim == 512 and resnet.freeze and resnet.resize_size == 256
+    # Hydra wraps the factory's error; its message must still carry the fixes.
+    with pytest.raises(Exception, match="backbone.allow_download=true"):
+        build("resnet50")
+
+
+def test_backbones_import_no_config_torch_or_other_layers():
+    code = (
+        "import sys, qcxr.models.backbones\n"
+        "banned = ('hydra', 'omegaconf', 'torch', 'transformers', 'qcxr.data', 'qcxr.train',"
+        " 'qcxr.tracking')\n"
+        "found = sorted(m for m in sys.modules if m.startswith(banned))\n"
+        "assert not found, found\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env=_child_env())
+
+
+def _child_env() -> dict:
+    src = str(Path(backbones.__file__).resolve().parents[2])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
