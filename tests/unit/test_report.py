@@ -289,3 +289,44 @@ def test_default_tracking_uri_is_the_repo_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     assert resolve_tracking_uri(None, start=tmp_path) == "sqlite:///elsewhere.db"
     assert resolve_tracking_uri("http://x", start=tmp_path) == "http://x"
+
+
+def test_pairing_and_label_order_on_plain_frames():
+    """select_runs/auroc_comparisons without MLflow: fallbacks and partial metrics."""
+    import pandas as pd
+
+    from qcxr.report import analysis
+
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a0", "a1", "b0", "b1", "b1old", "c0"],
+            "task": ["t"] * 6,
+            "head": ["cdl", "cdl", "dqc", "dqc", "dqc", "dqc_nn"],
+            "seed": pd.array([0, 1, 0, 1, 1, 0], dtype="Int64"),
+            "seed_tag": ["0", "1", "0", "1", "1", "0"],
+            "status": ["FINISHED"] * 6,
+            "start_time": [1, 2, 3, 5, 4, 6],
+        }
+    )
+    sel = analysis.select_runs(runs, ("cdl", "dqc"))
+    assert sel.pairs[["seed", "run_a", "run_b"]].values.tolist() == [
+        [0, "a0", "b0"],
+        [1, "a1", "b1"],
+    ]
+    assert sel.superseded["run_id"].tolist() == ["b1old"] and sel.unpaired.empty
+    assert sel.other_heads.values.tolist() == [["t", "dqc_nn", 1]]
+    metrics = pd.DataFrame(
+        [
+            ("a0", "test/auroc/Zeta", 0.9), ("a1", "test/auroc/Zeta", 0.8),
+            ("b0", "test/auroc/Zeta", 0.7), ("b1", "test/auroc/Zeta", 0.75),
+            ("a0", "test/auroc/Alpha", 0.6), ("b0", "test/auroc/Alpha", 0.5),
+            ("a1", "test/auroc/Alpha", 0.65),  # b1 lacks Alpha: one pair only
+        ],
+        columns=["run_id", "key", "value"],
+    )  # fmt: skip
+    table = analysis.auroc_comparisons(metrics, sel).set_index("label")
+    # No data/train_positives: alphabetical order, flagged; no macro key: no macro row.
+    assert list(table.index) == ["Alpha", "Zeta"] and not table["sorted_by_frequency"].any()
+    assert table.loc["Alpha", "n"] == 1 and table.loc["Alpha", "n_missing"] == 1
+    assert math.isnan(table.loc["Alpha", "p"]) and table.loc["Alpha", "stars"] == "n/a"
+    assert table.loc["Zeta", "p"] == pytest.approx(sps.ttest_rel([0.9, 0.8], [0.7, 0.75]).pvalue)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from qcxr.report import analysis, plots
-from qcxr.report.load import RunData, load_histories, load_runs, sqlite_path
+from qcxr.report.load import RunData, load_histories, load_runs, mlflow_client, sqlite_path
 from qcxr.report.stats import ALPHA
 
 log = logging.getLogger(__name__)
@@ -512,9 +512,7 @@ def log_report(
     Returns:
         The run id.
     """
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     experiment = client.get_experiment_by_name(REPORT_EXPERIMENT)
     if experiment is None:
         db = sqlite_path(tracking_uri)

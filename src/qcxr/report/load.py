@@ -9,6 +9,7 @@ search returns either takes part or is listed with the reason it was excluded.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -102,8 +103,11 @@ class RunData:
     experiments: list[str]
 
 
-def _client(tracking_uri: str):
+@functools.cache
+def mlflow_client(tracking_uri: str):
+    """One MlflowClient per tracking URI, shared by the loader and the report logger."""
     # Imported here: mlflow takes seconds to import and `qcxr.report.stats` must not pay for it.
+    # Cached: opening a sqlite store checks its schema, which costs seconds per client.
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
@@ -166,7 +170,7 @@ def load_runs(
     Returns:
         The RunData; frames are empty (with their columns) when nothing matched.
     """
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     selected = _select_experiments(client, experiments)
     id_to_name = {v: k for k, v in selected.items()}
     rows, metric_rows, ignored = [], [], 0
@@ -200,20 +204,18 @@ def load_runs(
     runs = pd.DataFrame(rows, columns=[*columns, *RUN_TAGS, "seed_tag"])
     runs["seed"] = runs["seed"].astype("Int64")
     metrics = pd.DataFrame(metric_rows, columns=["run_id", "key", "value"])
+    # With no names given, list only the experiments that hold training runs.
+    names = sorted(selected) if experiments else sorted(set(runs["experiment"]))
     log.info(
-        "read %d training runs (%d metrics) from %d experiment(s); ignored %d non-training runs",
+        "read %d training runs (%d metric values) from experiment(s) %s; ignored %d runs that "
+        "are not training runs",
         len(runs),
         len(metrics),
-        len(selected),
+        ", ".join(names) or "none",
         ignored,
     )
     return RunData(
-        runs=runs,
-        metrics=metrics,
-        ignored=ignored,
-        tracking_uri=tracking_uri,
-        # With no names given, list only the experiments that hold training runs.
-        experiments=sorted(selected) if experiments else sorted(set(runs["experiment"])),
+        runs=runs, metrics=metrics, ignored=ignored, tracking_uri=tracking_uri, experiments=names
     )
 
 
@@ -237,7 +239,7 @@ def load_histories(
     Returns:
         Tidy frame: run_id, key, step, value, timestamp (ms), sorted by run, key and step.
     """
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     wanted = metrics[metrics["run_id"].isin(run_ids) & metrics["key"].isin(keys)]
     rows = []
     for run_id, key in wanted[["run_id", "key"]].itertuples(index=False):

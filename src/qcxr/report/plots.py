@@ -16,7 +16,7 @@ from qcxr.report.stats import ALPHA
 
 COLORS = ("tab:blue", "tab:orange")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-DPI = 130
+DPI = 120
 # ttest_rel gives p = 0 for a constant non-zero difference; -log10(0) is infinite, so volcano
 # points are drawn no higher than -log10(P_FLOOR).
 P_FLOOR = 1e-16
@@ -100,9 +100,13 @@ def auroc_bars(rows: pd.DataFrame, heads: Sequence[str], title: str, path: Path)
 def volcano(rows: pd.DataFrame, heads: Sequence[str], title: str, path: Path) -> Path:
     """Volcano plot: −log10(p) against the signed percent difference, per label and task.
 
-    The paper (Figures 12–13) puts log2(% difference) on the x axis, which is undefined for
-    negative differences; here the x axis is the percent difference itself, on a linear scale,
-    so labels where the second head is better sit left of zero. The dashed line is p = 0.05.
+    Labels are split into panels by how many tasks contain them, most shared first: with the
+    paper's CXR-8/14/19 tasks the first panel holds the CXR-8 labels (its Figure 12), the
+    second the labels CXR-14 adds (Figure 13), the third those only CXR-19 has. Colour is the
+    label, marker the task. The paper puts log2(% difference) on the x axis, which is undefined
+    for negative differences; here the x axis is the percent difference itself, on a linear
+    scale shared by all panels, so labels where the second head is better sit left of zero.
+    The dashed line is p = 0.05.
 
     Args:
         rows: per-label comparison rows with finite p (task, label, pct_diff, p).
@@ -113,68 +117,66 @@ def volcano(rows: pd.DataFrame, heads: Sequence[str], title: str, path: Path) ->
     Returns:
         path.
     """
-    fig, (ax,) = _figure(9.0, 5.5)
-    labels = list(dict.fromkeys(rows["label"]))
-    tasks = sorted(set(rows["task"]))
-    colors = _label_colors(len(labels))
-    y = -np.log10(np.maximum(rows["p"].to_numpy(dtype=float), P_FLOOR))
-    xs = rows["pct_diff"].to_numpy(dtype=float)
-    named = 0
-    for (label, task), xi, yi in zip(
-        rows[["label", "task"]].itertuples(index=False), xs, y, strict=True
-    ):
-        ax.scatter(
-            xi,
-            yi,
-            color=colors[labels.index(label)],
-            marker=MARKERS[tasks.index(task) % len(MARKERS)],
-            s=46,
-            edgecolors="black",
-            linewidths=0.4,
-        )
-        if yi > -np.log10(ALPHA):
-            # Alternate above/below so neighbouring names overlap less.
-            offset = (4, 4) if named % 2 == 0 else (4, -10)
-            ax.annotate(label, (xi, yi), textcoords="offset points", xytext=offset, fontsize=7)
-            named += 1
-    ax.axhline(-np.log10(ALPHA), color="black", ls="--", lw=1, label="p = 0.05")
-    ax.axvline(0.0, color="grey", lw=0.8)
-    # Symmetric x range around 0 and y from 0, so the side and height of a point read directly.
-    reach = 1.15 * max(float(np.nanmax(np.abs(xs))) if xs.size else 0.0, 1.0)
-    ax.set_xlim(-reach, reach)
-    ax.set_ylim(0.0, 1.1 * max(float(np.nanmax(y)) if y.size else 0.0, 2.0))
-    ax.set_xlabel(
-        f"% difference in AUROC, 2·({_name(heads[0])} − {_name(heads[1])})/(sum)   "
-        f"(> 0: {_name(heads[0])} better)"
-    )
-    ax.set_ylabel("−log10(p), paired t-test")
-    ax.set_title(title)
     from matplotlib.lines import Line2D
 
-    label_handles = [
-        Line2D([], [], ls="", marker="o", color=colors[i], markeredgecolor="black", label=lbl)
-        for i, lbl in enumerate(labels)
-    ]
+    rows = rows.assign(
+        y=-np.log10(np.maximum(rows["p"].to_numpy(dtype=float), P_FLOOR)),
+        shared=rows.groupby("label")["task"].transform("nunique"),
+    )
+    tasks = sorted(set(rows["task"]))
+    groups = sorted(set(rows["shared"]), reverse=True)
+    fig, axes = _figure(5.2 * len(groups) + 1.2, 6.2, ncols=len(groups))
+    xs = rows["pct_diff"].to_numpy(dtype=float)
+    reach = 1.15 * max(float(np.nanmax(np.abs(xs))) if xs.size else 0.0, 1.0)
+    top = 1.1 * max(float(rows["y"].max()) if len(rows) else 0.0, 2.0)
+    for ax, shared in zip(axes, groups, strict=True):
+        sub = rows[rows["shared"] == shared]
+        labels = list(dict.fromkeys(sub["label"]))
+        colors = _label_colors(len(labels))
+        for r in sub.itertuples(index=False):
+            ax.scatter(
+                r.pct_diff,
+                r.y,
+                color=colors[labels.index(r.label)],
+                marker=MARKERS[tasks.index(r.task) % len(MARKERS)],
+                s=50,
+                edgecolors="black",
+                linewidths=0.4,
+            )
+        ax.axhline(-np.log10(ALPHA), color="black", ls="--", lw=1)
+        ax.axvline(0.0, color="grey", lw=0.8)
+        # Symmetric x range around 0 and y from 0, the same in every panel, so a point's side
+        # and height read directly and panels compare.
+        ax.set_xlim(-reach, reach)
+        ax.set_ylim(0.0, top)
+        ax.set_xlabel(f"% diff. AUROC (> 0: {_name(heads[0])} better)")
+        ax.set_ylabel("−log10(p), paired t-test")
+        where = "every task" if shared == len(tasks) else f"{shared} task(s)"
+        ax.set_title(f"labels in {where}" if len(tasks) > 1 else "labels")
+        ax.legend(
+            handles=[
+                Line2D(
+                    [], [], ls="", marker="o", color=colors[i], markeredgecolor="black", label=lbl
+                )
+                for i, lbl in enumerate(labels)
+            ],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.13),
+            ncols=2,
+            fontsize=8,
+            frameon=False,
+        )
     task_handles = [
         Line2D([], [], ls="", marker=MARKERS[i % len(MARKERS)], color="grey", label=t)
         for i, t in enumerate(tasks)
     ]
-    legend = ax.legend(
-        handles=task_handles,
+    fig.legend(
+        handles=[*task_handles, Line2D([], [], color="black", ls="--", label="p = 0.05")],
         title="task",
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
+        loc="outside right upper",
         fontsize=8,
     )
-    ax.add_artist(legend)
-    ax.legend(
-        handles=label_handles,
-        title="label",
-        loc="upper left",
-        bbox_to_anchor=(1.01, 0.72),
-        fontsize=7,
-        ncols=1 if len(labels) <= 20 else 2,
-    )
+    fig.suptitle(title)
     return _save(fig, path)
 
 
