@@ -271,6 +271,7 @@ def test_cli_writes_a_report_and_fails_clearly(store, tmp_path):
     assert main(args) == 1  # report.md exists already
     assert main([*args[:3], "--experiment", "cxr99"]) == 1
     assert main([*args[:3], "--heads", "cdl", "cdl"]) == 1
+    assert main([*args[:3], "--out", str(tmp_path / "bad"), "--filter", "tags.seed ==="]) == 1
 
 
 def test_default_tracking_uri_is_the_repo_store(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from qcxr.report.build import DEFAULT_HEADS, build_report
@@ -83,12 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from mlflow.exceptions import MlflowException
+
     try:
         uri = resolve_tracking_uri(args.tracking_uri)
         out = args.out
         if out is None:
             root = find_repo_root() or Path.cwd()
-            out = root / "reports" / datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = root / "reports" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         report = build_report(
             uri,
             out,
@@ -98,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             heads=args.heads,
             log_to_mlflow=not args.no_log,
         )
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, MlflowException) as err:
         log.error("%s", err)
         return 1
     sel = report.selection

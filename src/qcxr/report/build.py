@@ -422,11 +422,14 @@ def build_report(
 
     md += ["## Volcano plots", ""]
     md += [
-        "One point per (task, label): −log10(p) of the paired t-test against the % difference. "
-        "The paper (Figures 12–13) plots log2 of the % difference, which is undefined where "
-        f"{b} is better; here the x axis is the signed % difference on a linear scale, so those "
-        f"labels sit left of zero. The dashed line is p = {ALPHA}; labels above it are named. "
-        f"p = 0 (a constant non-zero difference) is drawn at −log10({plots.P_FLOOR:g}).",
+        "One point per (task, label): −log10(p) of the paired t-test against the % difference; "
+        "colour is the label, marker the task. Panels group labels by how many tasks contain "
+        "them (with CXR-8/14/19: the CXR-8 labels, the labels CXR-14 adds, the CXR-19-only "
+        "labels; the paper's Figures 12 and 13 are the first two). The paper plots log2 of the "
+        f"% difference, which is undefined where {b} is better; here the x axis is the signed "
+        "% difference on a linear scale, symmetric about zero, so those labels sit left of "
+        f"zero. The dashed line is p = {ALPHA}. p = 0 (a constant non-zero difference) is drawn "
+        f"at −log10({plots.P_FLOOR:g}).",
         "",
     ]
     per_label_all = comparisons[comparisons["label"] != analysis.MACRO]
