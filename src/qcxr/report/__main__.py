@@ -83,8 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from mlflow.exceptions import MlflowException
-
     try:
         uri = resolve_tracking_uri(args.tracking_uri)
         out = args.out
@@ -100,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             heads=args.heads,
             log_to_mlflow=not args.no_log,
         )
-    except (FileNotFoundError, FileExistsError, ValueError, MlflowException) as err:
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         log.error("%s", err)
         return 1
     sel = report.selection

@@ -1,4 +1,6 @@
-"""Build the report folder (report.md, figures/, tables/) and log it as an MLflow run."""
+"""Build the report folder (report.md, figures/, tables/) and log it as an MLflow run.
+
+All MLflow access goes through `qcxr.report.load`."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from qcxr.report import analysis, plots
-from qcxr.report.load import RunData, load_histories, load_runs, mlflow_client, sqlite_path
+from qcxr.report.load import RunData, load_histories, load_runs, log_report_run
 from qcxr.report.stats import ALPHA
 
 log = logging.getLogger(__name__)
@@ -487,56 +489,18 @@ def build_report(
         training=training,
     )
     if log_to_mlflow:
-        report.run_id = log_report(tracking_uri, out_dir, heads, data.experiments, filter_string)
+        report.run_id = log_report_run(
+            tracking_uri,
+            out_dir,
+            experiment=REPORT_EXPERIMENT,
+            run_name=REPORT_RUN_NAME,
+            tags={
+                "report": "true",
+                "heads": ",".join(heads),
+                "experiments": ",".join(data.experiments),
+                "filter": filter_string or "",
+            },
+        )
     report.seconds = time.perf_counter() - started
     log.info("report written to %s in %.1f s", markdown, report.seconds)
     return report
-
-
-def log_report(
-    tracking_uri: str,
-    out_dir: Path,
-    heads: Sequence[str],
-    experiments: Sequence[str],
-    filter_string: str,
-) -> str:
-    """Log a report folder as the artifacts of a run `report` in experiment `reports`.
-
-    The run is tagged `report=true`, which makes later reports ignore it. For a `sqlite:///`
-    store, a new `reports` experiment keeps its artifacts beside the database file.
-
-    Args:
-        tracking_uri: the MLflow store.
-        out_dir: the report folder.
-        heads: the compared heads.
-        experiments: experiments the report read.
-        filter_string: the run filter used.
-
-    Returns:
-        The run id.
-    """
-    client = mlflow_client(tracking_uri)
-    experiment = client.get_experiment_by_name(REPORT_EXPERIMENT)
-    if experiment is None:
-        db = sqlite_path(tracking_uri)
-        location = (db.parent / REPORT_EXPERIMENT).resolve().as_uri() if db else None
-        experiment_id = client.create_experiment(REPORT_EXPERIMENT, artifact_location=location)
-    else:
-        experiment_id = experiment.experiment_id
-    run = client.create_run(
-        experiment_id,
-        run_name=REPORT_RUN_NAME,
-        tags={
-            "report": "true",
-            "heads": ",".join(heads),
-            "experiments": ",".join(experiments),
-            "filter": filter_string or "",
-        },
-    )
-    try:
-        client.log_artifacts(run.info.run_id, str(out_dir))
-    except Exception:
-        client.set_terminated(run.info.run_id, status="FAILED")
-        raise
-    client.set_terminated(run.info.run_id)
-    return run.info.run_id

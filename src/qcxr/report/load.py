@@ -5,6 +5,10 @@ The conventions read here are the trainer's: one experiment per task, run tags `
 (`test/auroc/<Label>`, `val/loss`, `time/epoch_s`, ...). Runs tagged `report=true` (earlier
 reports) and runs without a `head` tag are not training runs and are ignored; every other run the
 search returns either takes part or is listed with the reason it was excluded.
+
+This is the report's only module that imports mlflow (lazily: mlflow takes seconds to import).
+A failed search (a bad filter, an unreachable store) leaves `load_runs` as a ValueError, so
+callers need not import mlflow to handle it.
 """
 
 from __future__ import annotations
@@ -170,6 +174,15 @@ def load_runs(
     Returns:
         The RunData; frames are empty (with their columns) when nothing matched.
     """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _load_runs(tracking_uri, experiments, filter_string, tasks)
+    except MlflowException as err:
+        raise ValueError(f"reading runs from {tracking_uri} failed: {err.message}") from err
+
+
+def _load_runs(tracking_uri, experiments, filter_string, tasks) -> RunData:
     client = mlflow_client(tracking_uri)
     selected = _select_experiments(client, experiments)
     id_to_name = {v: k for k, v in selected.items()}
@@ -247,3 +260,39 @@ def load_histories(
             rows.append((run_id, key, int(m.step), float(m.value), int(m.timestamp)))
     frame = pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
     return frame.sort_values(["run_id", "key", "step", "timestamp"], ignore_index=True)
+
+
+def log_report_run(
+    tracking_uri: str, out_dir: Path, experiment: str, run_name: str, tags: dict[str, str]
+) -> str:
+    """Log a folder as the artifacts of a new FINISHED run.
+
+    For a `sqlite:///` store, a newly created experiment keeps its artifacts beside the
+    database file (`<db folder>/<experiment>`), not in the current working directory.
+
+    Args:
+        tracking_uri: the MLflow store.
+        out_dir: the folder to log; its tree is kept under the run's artifact root.
+        experiment: experiment name, created when missing.
+        run_name: the run's name.
+        tags: run tags.
+
+    Returns:
+        The run id.
+    """
+    client = mlflow_client(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        db = sqlite_path(tracking_uri)
+        location = (db.parent / experiment).resolve().as_uri() if db else None
+        experiment_id = client.create_experiment(experiment, artifact_location=location)
+    else:
+        experiment_id = found.experiment_id
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    try:
+        client.log_artifacts(run.info.run_id, str(out_dir))
+    except Exception:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
