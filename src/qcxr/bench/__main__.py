@@ -7,6 +7,8 @@ import sys
 # Subcommand -> module with a `main(argv)`.
 SUBCOMMANDS = {
     "loader": "qcxr.bench.loader",
+    "heads": "qcxr.bench.heads",
+    "train-step": "qcxr.bench.train_step",
 }
 
 
