@@ -145,38 +145,57 @@ def _inverse_rows(rows: tuple[int, ...], n: int) -> tuple[int, ...]:
     return tuple(inv)
 
 
+def _dot(a: jnp.ndarray, b: jnp.ndarray, ca: int, cb: int) -> jnp.ndarray:
+    """2-D dot contracting a's axis ca with b's axis cb; output (a's free axis, b's free axis)."""
+    return jax.lax.dot_general(a, b, (((ca,), (cb,)), ((), ())), precision=_HIGHEST)
+
+
 @jax.custom_vjp
-def _gather(state: jnp.ndarray, idx: jnp.ndarray, inv_idx: jnp.ndarray) -> jnp.ndarray:
-    return _take(state, idx)
+def _gather_rows(state: jnp.ndarray, idx: jnp.ndarray, inv_idx: jnp.ndarray) -> jnp.ndarray:
+    return state.at[idx].get(mode="promise_in_bounds", unique_indices=True)
 
 
-def _take(state, idx):
+def _gather_rows_fwd(state, idx, inv_idx):
+    return _gather_rows(state, idx, inv_idx), (idx, inv_idx)
+
+
+def _gather_rows_bwd(res, g):
+    idx, inv_idx = res
+    # The transpose of a permutation is its inverse: a gather, not JAX's default scatter-add.
+    return g.at[inv_idx].get(mode="promise_in_bounds", unique_indices=True), None, None
+
+
+_gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
+
+
+@jax.custom_vjp
+def _gather_cols(state: jnp.ndarray, idx: jnp.ndarray, inv_idx: jnp.ndarray) -> jnp.ndarray:
     return state.at[:, idx].get(mode="promise_in_bounds", unique_indices=True)
 
 
-def _gather_fwd(state, idx, inv_idx):
-    return _gather(state, idx, inv_idx), (idx, inv_idx)
+def _gather_cols_fwd(state, idx, inv_idx):
+    return _gather_cols(state, idx, inv_idx), (idx, inv_idx)
 
 
-def _gather_bwd(res, g):
+def _gather_cols_bwd(res, g):
     idx, inv_idx = res
-    # The transpose of a permutation is its inverse: a gather, not a scatter-add.
-    return _take(g, inv_idx), None, None
+    return g.at[:, inv_idx].get(mode="promise_in_bounds", unique_indices=True), None, None
 
 
-_gather.defvjp(_gather_fwd, _gather_bwd)
+_gather_cols.defvjp(_gather_cols_fwd, _gather_cols_bwd)
 
 
-def permute(state: jnp.ndarray, rows: tuple[int, ...], n: int) -> jnp.ndarray:
+def permute(state: jnp.ndarray, rows: tuple[int, ...], n: int, layout: str = "major"):
     """Apply a CNOT network (as GF(2) rows) to a batch of states.
 
     Args:
-        state: [B, 2^n] amplitudes.
+        state: amplitudes, [B, 2^n] for layout "major" or [2^n, B] for "minor".
         rows: the network's GF(2) map (see cnot_rows).
         n: wires.
+        layout: "major" (batch first) or "minor" (batch last: rows of B contiguous amplitudes).
 
     Returns:
-        [B, 2^n] amplitudes psi'[A b] = psi[b].
+        Amplitudes psi'[A b] = psi[b], in the same layout.
     """
     if n <= _CONST_INDEX_MAX_QUBITS:
         idx, inv_idx = _perm_tables(rows, n)
@@ -184,7 +203,9 @@ def permute(state: jnp.ndarray, rows: tuple[int, ...], n: int) -> jnp.ndarray:
         index = jnp.arange(2**n, dtype=jnp.uint32)
         idx = _gf2_apply(index, _inverse_rows(rows, n), n).astype(jnp.int32)
         inv_idx = _gf2_apply(index, rows, n).astype(jnp.int32)
-    return _gather(state, idx, inv_idx)
+    if layout == "minor":
+        return _gather_rows(state, idx, inv_idx)
+    return _gather_cols(state, idx, inv_idx)
 
 
 @functools.lru_cache(maxsize=32)
@@ -194,9 +215,8 @@ def _perm_tables(rows: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray]
     def apply(r):
         out = np.zeros_like(index)
         for j, mask in enumerate(r):
-            out |= (np.bitwise_count(index & np.uint64(mask)) & 1).astype(np.uint64) << np.uint64(
-                n - 1 - j
-            )
+            bit = (np.bitwise_count(index & np.uint64(mask)) & 1).astype(np.uint64)
+            out |= bit << np.uint64(n - 1 - j)
         return out.astype(np.int32)
 
     return apply(_inverse_rows(rows, n)), apply(rows)
@@ -209,82 +229,91 @@ def block_sizes(n: int, block_size: int) -> tuple[int, ...]:
     return tuple(base + (1 if i < extra else 0) for i in range(nb))
 
 
-def _cycle(state: jnp.ndarray, m: jnp.ndarray, k: int) -> jnp.ndarray:
-    """Contract the leading k wires with m [2^k, 2^k] and move them to the back."""
-    b = state.shape[0]
-    s = state.reshape(b, 2**k, -1)
-    return jnp.einsum("bkr,jk->brj", s, m, precision=_HIGHEST).reshape(b, -1)
+# Two block contractions, each one plain GEMM on a 2-D view of the flat state, with hand-written
+# VJPs that are plain GEMMs too (JAX's own would add transposes):
+#   _to_back:  [K, R] -> [R, J]  contracts the leading wires and moves them to the back;
+#   _to_front: [R, K] -> [J, R]  contracts the trailing wires and moves them to the front.
+# Complex states follow JAX's convention (cotangents through the transpose, not the adjoint).
 
 
-def _front_gram(g: jnp.ndarray, s: jnp.ndarray, k: int) -> jnp.ndarray:
-    """G[j, k'] = sum over batch and the other wires of g[.., j, ..] s[.., k', ..] (front block)."""
-    b = g.shape[0]
-    gg, ss = g.reshape(b, 2**k, -1), s.reshape(b, 2**k, -1)
-    return jnp.einsum("bjr,bkr->bjk", gg, ss, precision=_HIGHEST).sum(0)
+@jax.custom_vjp
+def _to_back(s: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
+    return _dot(s, m, 0, 1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _rotate(state: jnp.ndarray, mats: tuple, blocks: tuple[int, ...]) -> jnp.ndarray:
-    for m, k in zip(mats, blocks, strict=True):
-        state = _cycle(state, m, k)
-    return state
+def _to_back_fwd(s, m):
+    return _to_back(s, m), (s, m)
 
 
-def _rotate_fwd(state, mats, blocks):
-    out = _rotate(state, mats, blocks)
-    return out, (out, mats)
+def _to_back_bwd(res, g):
+    s, m = res
+    return _dot(m, g, 0, 1), _dot(g, s, 0, 1)
 
 
-def _rotate_bwd(blocks, res, g):
-    # The blocks commute and are unitary. The cotangent of the input is the transposed layer,
-    # applied with the same transpose-free cycling; the cotangent of block i is G_i conj(M_i), where
-    # G_i pairs g with the *output* state over all other wires. Cycling g by M^T and the output by
-    # M^dagger (= M^-1) together leaves those pairings unchanged, brings each block to the front in
-    # turn, and turns the output back into the input, so only the output is kept for backprop.
-    out, mats = res
-    s = out
-    grads = []
-    for m, k in zip(mats, blocks, strict=True):
-        gm = _front_gram(g, s, k)
-        dm = gm @ jnp.conj(m) if jnp.iscomplexobj(m) else gm @ m
-        grads.append(dm if jnp.iscomplexobj(m) else jnp.real(dm).astype(m.dtype))
-        g = _cycle(g, m.T, k)
-        s = _cycle(s, jnp.conj(m).T, k)
-    return g, tuple(grads)
+_to_back.defvjp(_to_back_fwd, _to_back_bwd)
 
 
-_rotate.defvjp(_rotate_fwd, _rotate_bwd)
+@jax.custom_vjp
+def _to_front(s: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
+    return _dot(m, s, 1, 1)
 
 
-def apply_rotation_layer(state: jnp.ndarray, mats: jnp.ndarray, blocks: tuple[int, ...]):
-    """Apply one single-qubit gate per wire, a Kronecker block of wires at a time.
+def _to_front_fwd(s, m):
+    return _to_front(s, m), (s, m)
 
-    Each block contraction takes the leading wires and puts them at the back (a plain matmul
-    layout), so after the whole layer the wire order is restored without a transpose. The backward
-    pass is a custom VJP that keeps only the layer's output (see _rotate_bwd).
 
-    Args:
-        state: [B, 2^n] amplitudes, wire 0 most significant.
-        mats: [n, 2, 2] unitary gate matrices, one per wire.
-        blocks: block sizes summing to n (see block_sizes).
+def _to_front_bwd(res, g):
+    s, m = res
+    return _dot(g, m, 0, 0), _dot(g, s, 1, 0)
 
-    Returns:
-        [B, 2^n] amplitudes in the same wire order.
-    """
-    kron = []
-    start = 0
+
+_to_front.defvjp(_to_front_fwd, _to_front_bwd)
+
+
+def kron_blocks(mats: jnp.ndarray, blocks: tuple[int, ...]) -> list[jnp.ndarray]:
+    """Kronecker products of consecutive per-wire matrices, one [2^k, 2^k] matrix per block."""
+    out, start = [], 0
     for k in blocks:
         m = mats[start]
         for w in range(start + 1, start + k):
             m = jnp.kron(m, mats[w])
-        kron.append(m)
+        out.append(m)
         start += k
+    return out
+
+
+def apply_rotation_layer(state, mats, blocks, layout: str = "minor"):
+    """Apply one single-qubit gate per wire, a Kronecker block of wires at a time.
+
+    The layout alternates so that no transpose is ever materialised: from batch-minor
+    [2^n, B] each block is taken from the front and put at the back (the batch ends up first);
+    from batch-major [B, 2^n] each block is taken from the back and put at the front (the batch
+    ends up last). Either way the wire order is restored after the whole layer.
+
+    Args:
+        state: amplitudes, [2^n, B] ("minor") or [B, 2^n] ("major"), wire 0 most significant.
+        mats: [n, 2, 2] gate matrices, one per wire.
+        blocks: block sizes summing to n (see block_sizes).
+        layout: the input layout.
+
+    Returns:
+        (amplitudes, layout): the output is in the other layout.
+    """
     dtype = jnp.result_type(state.dtype, mats.dtype)
-    return _rotate(state.astype(dtype), tuple(m.astype(dtype) for m in kron), tuple(blocks))
+    kron = [m.astype(dtype) for m in kron_blocks(mats, blocks)]
+    shape = state.shape
+    s = state.astype(dtype).reshape(-1)
+    if layout == "minor":
+        for m, k in zip(kron, blocks, strict=True):
+            s = _to_back(s.reshape(2**k, -1), m).reshape(-1)
+        return s.reshape(shape[::-1]), "major"
+    for m, k in reversed(list(zip(kron, blocks, strict=True))):
+        s = _to_front(s.reshape(-1, 2**k), m).reshape(-1)
+    return s.reshape(shape[::-1]), "minor"
 
 
 def product_state(vectors: jnp.ndarray) -> jnp.ndarray:
-    """Kronecker product of per-wire single-qubit states.
+    """Kronecker product of per-wire single-qubit states, batch-minor.
 
     Built as the outer product of two halves, each a product over its wires reduced with `prod`.
     The reduction keeps XLA from fusing the small products into the large final multiply, which
@@ -294,12 +323,12 @@ def product_state(vectors: jnp.ndarray) -> jnp.ndarray:
         vectors: [B, n, 2] amplitudes.
 
     Returns:
-        [B, 2^n] amplitudes, wire 0 most significant.
+        [2^n, B] amplitudes, wire 0 most significant.
     """
     b, n, _ = vectors.shape
     h = n // 2
-    hi, lo = _half_product(vectors[:, :h]), _half_product(vectors[:, h:])
-    return (hi[:, :, None] * lo[:, None, :]).reshape(b, -1)
+    hi, lo = _half_product(vectors[:, :h]).T, _half_product(vectors[:, h:]).T
+    return (hi[:, None, :] * lo[None, :, :]).reshape(-1, b)
 
 
 def _half_product(vectors: jnp.ndarray) -> jnp.ndarray:
@@ -317,28 +346,37 @@ def _sign_table(masks: np.ndarray, shift: int, nbits: int, dtype) -> np.ndarray:
     return (1.0 - 2.0 * par).astype(dtype)
 
 
-def z_expectations(state: jnp.ndarray, rows: tuple[int, ...], n: int) -> jnp.ndarray:
+def z_expectations(state, rows: tuple[int, ...], n: int, layout: str = "major"):
     """<Z_j> for every wire after a (never applied) trailing CNOT network.
 
     <Z_j> = sum_b |psi_b|^2 (-1)^parity(b & rows[j]); the sign factorises over a (hi, lo) split of
     the index bits, so two small tables replace a 2^n x n one.
 
     Args:
-        state: [B, 2^n] amplitudes.
+        state: amplitudes, [B, 2^n] ("major") or [2^n, B] ("minor").
         rows: GF(2) rows of the trailing network (identity_rows(n) for none).
         n: wires.
+        layout: the state's layout.
 
     Returns:
         f[B, n] expectations.
     """
     p = jnp.real(state * jnp.conj(state)) if jnp.iscomplexobj(state) else state * state
-    b = p.shape[0]
     hi, lo = n // 2, n - n // 2
     masks = np.asarray(rows, dtype=np.uint64)
     s_lo = _sign_table(masks, 0, lo, p.dtype)
     s_hi = _sign_table(masks, lo, hi, p.dtype)
-    t = jnp.einsum("bhl,lj->bhj", p.reshape(b, 2**hi, 2**lo), s_lo, precision=_HIGHEST)
-    return jnp.einsum("bhj,hj->bj", t, s_hi, precision=_HIGHEST)
+    if layout == "minor":
+        b = p.shape[1]
+        t = jax.lax.dot_general(
+            p.reshape(2**hi, 2**lo, b), s_lo, (((1,), (0,)), ((), ())), precision=_HIGHEST
+        )  # [hi, B, n]
+        return jnp.einsum("hbj,hj->bj", t, s_hi)
+    b = p.shape[0]
+    t = jax.lax.dot_general(
+        p.reshape(b, 2**hi, 2**lo), s_lo, (((2,), (0,)), ((), ())), precision=_HIGHEST
+    )  # [B, hi, n]
+    return jnp.einsum("bhj,hj->bj", t, s_hi)
 
 
 def _layer_mats(ansatz: Ansatz, weights: jnp.ndarray, layer: int) -> jnp.ndarray:
@@ -355,21 +393,25 @@ def _simulate(ansatz: Ansatz, program: Program, weights, x, block_size: int, rem
     if program.final_rows is None:
         p = jnp.abs(vec) ** 2
         return p[..., 0] - p[..., 1]
-    state = product_state(vec)
+    state, layout = product_state(vec), "minor"
     blocks = block_sizes(n, block_size)
 
-    def rot(s, layer):
-        return apply_rotation_layer(s, _layer_mats(ansatz, weights, layer), blocks)
+    def rot(s, layer, layout):
+        return apply_rotation_layer(s, _layer_mats(ansatz, weights, layer), blocks, layout)[0]
 
-    def perm(s, rows):
-        return permute(s, rows, n)
+    def perm(s, rows, layout):
+        return permute(s, rows, n, layout)
 
     if remat:
-        rot = jax.checkpoint(rot, static_argnums=(1,))
-        perm = jax.checkpoint(perm, static_argnums=(1,))
+        # Permutations keep nothing for backprop (their VJP is the inverse gather).
+        rot = jax.checkpoint(rot, static_argnums=(1, 2))
     for kind, arg in program.ops:
-        state = rot(state, arg) if kind == "rot" else perm(state, arg)
-    return z_expectations(state, program.final_rows, n)
+        if kind == "rot":
+            state = rot(state, arg, layout)
+            layout = "major" if layout == "minor" else "minor"  # each layer flips the layout
+        else:
+            state = perm(state, arg, layout)
+    return z_expectations(state, program.final_rows, n, layout)
 
 
 def resolve_ansatz(ansatz: Ansatz | str, weights: jnp.ndarray, num_qubits: int) -> Ansatz:

@@ -69,7 +69,7 @@ def estimate_bytes(ansatz, program, chunk: int, dtype, remat: bool, block_size: 
     blocks = math.ceil(n / max(1, block_size))
     layers = program.num_state_layers
     if remat:
-        kept = layers + program.num_perms + 2 + blocks
+        kept = layers + 2 + blocks  # layer inputs, product and final state, one layer redone
     else:
         kept = layers * blocks + 2
     index = 2**n * 4 * 4  # two int32 permutation tables and uint32 temporaries

@@ -48,13 +48,15 @@ def _layers(ansatz: Ansatz, weights):
 
 
 @functools.lru_cache(maxsize=64)
-def qnode(ansatz: Ansatz, simulator: str = "pennylane"):
-    """A JAX-interface QNode computing <Z_i> on every wire of `ansatz`.
+def qnode(ansatz: Ansatz, simulator: str = "pennylane", interface: str = "jax"):
+    """A QNode computing <Z_i> on every wire of `ansatz`.
 
     Args:
         ansatz: the circuit description.
         simulator: "pennylane" (default.qubit, backprop: the paper's engine) or
             "pennylane_lightning" (lightning.qubit, adjoint).
+        interface: "jax" (jit- and grad-able with JAX) or "autograd" (PennyLane's NumPy, float64,
+            no compilation: the fast reference for tests).
 
     Returns:
         A function (weights f[*weight_shape], x f[B, n] or f[n]) -> f[B, n] or f[n].
@@ -65,7 +67,7 @@ def qnode(ansatz: Ansatz, simulator: str = "pennylane"):
     n = ansatz.num_qubits
     dev = qml.device(name, wires=n)
 
-    @qml.qnode(dev, interface="jax", diff_method=diff)
+    @qml.qnode(dev, interface=interface, diff_method=diff)
     def circuit(weights, x):
         _encode(ansatz.encoding, x, n)
         _layers(ansatz, weights)
@@ -75,6 +77,10 @@ def qnode(ansatz: Ansatz, simulator: str = "pennylane"):
         out = jnp.stack(circuit(weights, x), axis=-1)
         return out.astype(jnp.result_type(x.dtype, weights.dtype))
 
+    if interface == "autograd":
+        from pennylane import numpy as pnp
+
+        return lambda weights, x: pnp.stack(circuit(weights, x), axis=-1)
     return run
 
 

@@ -1,0 +1,242 @@
+"""`python -m qcxr.bench heads`: one training step of the classification head, native vs PennyLane.
+
+Protocol: random (not zero) 2048-dim features and random labels, batch 32; one step = forward and
+backward of the whole head (Dense -> tanh*pi/2 -> circuit -> Dense for DQC, Dense for CDL) under
+mean BCE plus an Adam update, jitted. Compilation and warm-up steps are excluded; the table gives the
+median and min/max of the timed steps, the peak resident memory of the process that ran the
+configuration, and the PennyLane/native ratio measured in the same invocation.
+
+Each configuration runs in its own subprocess so that its peak memory is its own and a crash or an
+out-of-memory kill is reported, not fatal. `--max-qubits` searches upward for the largest qubit count
+whose batch-32 DQC step fits the memory budget (processing the batch in chunks when needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("qcxr.bench.heads")
+
+FEATURES = 2048
+
+
+def _run_single(cfg: dict) -> dict:
+    """Time one configuration in this process (the subprocess side)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from qcxr.models import cdl_head, dqc_head
+    from qcxr.quantum import make_ansatz
+
+    n, batch = cfg["qubits"], cfg["batch"]
+    base_rss = _peak_rss_mb()
+    if cfg["head"] == "cdl":
+        head = cdl_head(n)
+    else:
+        ansatz = make_ansatz(cfg["ansatz"], n, cfg["layers"])
+        head = dqc_head(
+            n,
+            ansatz,
+            simulator=cfg["simulator"],
+            block_size=cfg["block_size"],
+            remat=cfg["remat"],
+            chunk_size=cfg["chunk_size"],
+        )
+    kf, ky, kp = jax.random.split(jax.random.key(cfg["seed"]), 3)
+    features = jax.random.normal(kf, (batch, FEATURES), jnp.float32)
+    labels = jax.random.bernoulli(ky, 0.3, (batch, n)).astype(jnp.float32)
+    params = jax.jit(head.init)(kp, features)
+    opt = optax.adam(1e-4)
+    state = opt.init(params)
+
+    def loss_fn(p):
+        return optax.sigmoid_binary_cross_entropy(head.apply(p, features), labels).mean()
+
+    @jax.jit
+    def step(p, s):
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    t0 = time.perf_counter()
+    params, state, loss = step(params, state)
+    jax.block_until_ready(loss)
+    compile_s = time.perf_counter() - t0
+    deadline = time.perf_counter() + cfg["time_limit"]
+    for _ in range(cfg["warmup"]):
+        params, state, loss = step(params, state)
+        jax.block_until_ready(loss)
+    times = []
+    while len(times) < cfg["repeats"] and (not times or time.perf_counter() < deadline):
+        t = time.perf_counter()
+        params, state, loss = step(params, state)
+        jax.block_until_ready(loss)
+        times.append(time.perf_counter() - t)
+    return {
+        **cfg,
+        "compile_s": compile_s,
+        "times_s": times,
+        "median_s": float(np.median(times)),
+        "min_s": float(np.min(times)),
+        "max_s": float(np.max(times)),
+        "loss_finite": bool(np.isfinite(float(loss))),
+        "peak_rss_mb": _peak_rss_mb(),
+        "base_rss_mb": base_rss,
+        "truncated": len(times) < cfg["repeats"],
+    }
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _spawn(cfg: dict, timeout: float) -> dict:
+    """Run one configuration in a fresh Python process; never raises."""
+    cmd = [sys.executable, "-m", "qcxr.bench.heads", "--single", json.dumps(cfg)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {**cfg, "error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        why = "killed (out of memory?)" if proc.returncode < 0 else " | ".join(tail)
+        return {**cfg, "error": f"exit {proc.returncode}: {why}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _fmt_ms(s: float) -> str:
+    ms = 1000 * s
+    return f"{ms:.3g}" if ms < 100 else f"{ms:,.0f}"
+
+
+def _table(results: list[dict]) -> str:
+    rows = [
+        "| head | qubits | simulator | median ms | min–max ms | steps | peak RSS MB "
+        "| PennyLane/native |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    native = {
+        (r["head"], r["qubits"]): r["median_s"]
+        for r in results
+        if r.get("simulator") == "native" and "median_s" in r
+    }
+    for r in results:
+        head = r["head"].upper()
+        sim = r["simulator"] if r["head"] != "cdl" else "—"
+        if "error" in r:
+            rows.append(f"| {head} | {r['qubits']} | {sim} | — | — | — | — | {r['error']} |")
+            continue
+        ratio = ""
+        if r["simulator"] != "native" and (r["head"], r["qubits"]) in native:
+            ratio = f"{r['median_s'] / native[(r['head'], r['qubits'])]:.0f}×"
+        note = " (time limit)" if r.get("truncated") else ""
+        rows.append(
+            f"| {head} | {r['qubits']} | {sim} | {_fmt_ms(r['median_s'])} | "
+            f"{_fmt_ms(r['min_s'])}–{_fmt_ms(r['max_s'])} | {len(r['times_s'])}{note} | "
+            f"{r['peak_rss_mb']:,.0f} | {ratio} |"
+        )
+    return "\n".join(rows)
+
+
+def _max_qubits(args, base: dict) -> list[dict]:
+    """Largest qubit count whose batch DQC step fits the budget, searching upward."""
+    from qcxr.quantum import compile_ansatz, default_budget, make_ansatz
+    from qcxr.quantum.memory import choose_chunk_size, estimate_bytes
+
+    budget = default_budget()
+    found = []
+    for n in range(args.max_qubits_from, 40):
+        ansatz = make_ansatz(args.ansatz, n, args.layers)
+        prog = compile_ansatz(ansatz)
+        chunk = choose_chunk_size(ansatz, prog, args.batch, "float32", args.remat, budget)
+        need = estimate_bytes(ansatz, prog, chunk, "float32", args.remat, args.block_size)
+        if need > budget:
+            log.info("%d qubits: %.1f GiB even in chunks of 1 > budget %.1f GiB: stop",
+                     n, need / 2**30, budget / 2**30)
+            break
+        log.info("%d qubits: chunks of %d, estimate %.1f GiB", n, chunk, need / 2**30)
+        cfg = {**base, "head": "dqc", "qubits": n, "simulator": "native", "chunk_size": chunk,
+               "repeats": max(1, min(args.repeats, 3)), "warmup": 0}
+        res = _spawn(cfg, timeout=args.time_limit * 4 + 600)
+        res["estimate_gib"] = need / 2**30
+        found.append(res)
+        log.info("%s", json.dumps({k: v for k, v in res.items() if k != "times_s"}))
+        if "error" in res:
+            break
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the head-step benchmark; print a markdown table, write JSON."""
+    p = argparse.ArgumentParser(prog="python -m qcxr.bench heads", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--qubits", type=int, nargs="+", default=[8, 14, 19])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--ansatz", default="ry_cnot_ring")
+    p.add_argument("--simulators", nargs="+", default=["native", "pennylane"],
+                   choices=["native", "pennylane", "pennylane_lightning"])
+    p.add_argument("--repeats", type=int, default=20, help="timed steps per configuration")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps after compilation")
+    p.add_argument("--time-limit", type=float, default=120.0,
+                   help="seconds of timed steps per configuration (at least one step runs)")
+    p.add_argument("--pennylane-max-qubits", type=int, default=99,
+                   help="skip PennyLane above this many qubits")
+    p.add_argument("--block-size", type=int, default=5)
+    p.add_argument("--remat", action="store_true")
+    p.add_argument("--chunk-size", default=None)
+    p.add_argument("--no-cdl", action="store_true", help="skip the classical baseline")
+    p.add_argument("--max-qubits", action="store_true",
+                   help="also find the largest qubit count whose batch DQC step fits the budget")
+    p.add_argument("--max-qubits-from", type=int, default=20)
+    p.add_argument("--out", default="bench_results/heads.json")
+    p.add_argument("--single", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.single:
+        sys.stdout.write(json.dumps(_run_single(json.loads(args.single))) + "\n")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    chunk = args.chunk_size
+    chunk = int(chunk) if chunk not in (None, "auto") else chunk
+    base = {"batch": args.batch, "layers": args.layers, "ansatz": args.ansatz, "seed": 0,
+            "block_size": args.block_size, "remat": args.remat, "chunk_size": chunk,
+            "repeats": args.repeats, "warmup": args.warmup, "time_limit": args.time_limit}
+    configs = []
+    for n in args.qubits:
+        if not args.no_cdl:
+            configs.append({**base, "head": "cdl", "qubits": n, "simulator": "native"})
+        for sim in args.simulators:
+            if sim != "native" and n > args.pennylane_max_qubits:
+                continue
+            configs.append({**base, "head": "dqc", "qubits": n, "simulator": sim})
+    results = []
+    for cfg in configs:
+        log.info("running %s, %d qubits, %s ...", cfg["head"], cfg["qubits"], cfg["simulator"])
+        res = _spawn(cfg, timeout=args.time_limit * 3 + 900)
+        log.info("  %s", res.get("error") or f"median {1000 * res['median_s']:.3g} ms")
+        results.append(res)
+    if args.max_qubits:
+        results += _max_qubits(args, base)
+    table = _table(results)
+    sys.stdout.write(table + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"cpu_count": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out.write_text(json.dumps({"meta": meta, "results": results, "table": table}, indent=1))
+    log.info("wrote %s", out)
+    return 0 if all(math.isfinite(r.get("median_s", math.nan)) for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
