@@ -19,8 +19,7 @@ import pennylane as qml
 import pytest
 from pennylane import numpy as pnp
 
-from qcxr.quantum import ANSATZE, ENCODINGS, expvals, make_ansatz
-from qcxr.quantum import reference
+from qcxr.quantum import ANSATZE, ENCODINGS, expvals, make_ansatz, reference
 
 TOL = {jnp.float32: 1e-5, jnp.float64: 1e-10}
 

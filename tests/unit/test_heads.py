@@ -10,7 +10,7 @@ from qcxr.quantum import make_ansatz
 
 
 def _counts(params):
-    return {k: sum(int(np.prod(v.shape)) for v in jax.tree.leaves(sub)) for k, sub in params.items()}
+    return {k: sum(int(np.prod(v.shape)) for v in jax.tree.leaves(s)) for k, s in params.items()}
 
 
 @pytest.mark.parametrize(

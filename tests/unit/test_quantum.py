@@ -10,11 +10,11 @@ from qcxr.quantum import (
     INITS,
     MemoryBudgetError,
     compile_ansatz,
+    engine,
     estimate_bytes,
     expvals,
     make_ansatz,
 )
-from qcxr.quantum import engine
 
 
 def test_cnot_network_permutation_matches_dense_cnots():

@@ -2,13 +2,13 @@
 
 Protocol: random (not zero) 2048-dim features and random labels, batch 32; one step = forward and
 backward of the whole head (Dense -> tanh*pi/2 -> circuit -> Dense for DQC, Dense for CDL) under
-mean BCE plus an Adam update, jitted. Compilation and warm-up steps are excluded; the table gives the
-median and min/max of the timed steps, the peak resident memory of the process that ran the
+mean BCE plus an Adam update, jitted. Compilation and warm-up steps are excluded; the table gives
+the median and min/max of the timed steps, the peak resident memory of the process that ran the
 configuration, and the PennyLane/native ratio measured in the same invocation.
 
 Each configuration runs in its own subprocess so that its peak memory is its own and a crash or an
-out-of-memory kill is reported, not fatal. `--max-qubits` searches upward for the largest qubit count
-whose batch-32 DQC step fits the memory budget (processing the batch in chunks when needed).
+out-of-memory kill is reported, not fatal. `--max-qubits` searches upward for the largest qubit
+count whose batch-32 DQC step fits the memory budget (processing the batch in chunks when needed).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def circuit_fn(
     remat: bool = False,
     chunk_size: int | str | None = None,
 ) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
-    """The circuit as a function (weights, angles f[B, n]) -> <Z> f[B, n] on the chosen simulator."""
+    """The circuit as a function (weights, angles f[B, n]) -> <Z> f[B, n] on a simulator."""
     if simulator == "native":
 
         def run(weights, x):

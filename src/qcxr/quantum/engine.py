@@ -449,7 +449,8 @@ def expvals(
         x: f[..., qubits] encoding angles, already scaled.
         block_size: wires per Kronecker block in rotation layers (a speed knob; 5 was best on a
             2-core CPU at 19 qubits).
-        remat: rematerialise each layer in the backward pass (jax.checkpoint): less memory, ~1.3x time.
+        remat: rematerialise each layer in the backward pass (jax.checkpoint): less memory, more
+            time.
         chunk_size: simulate the batch in sequential micro-batches of this size inside the step
             (each checkpointed, so backprop keeps one micro-batch's intermediates); "auto" picks the
             largest that fits the budget; None processes the whole batch at once.

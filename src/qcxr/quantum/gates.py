@@ -1,6 +1,7 @@
 """Single-qubit gate matrices as pure JAX functions of their angles.
 
-Conventions match PennyLane: RX(t) = exp(-i t X / 2), RY(t) = exp(-i t Y / 2), RZ(t) = exp(-i t Z / 2),
+Conventions match PennyLane: RX(t) = exp(-i t X / 2), RY(t) = exp(-i t Y / 2),
+RZ(t) = exp(-i t Z / 2),
 Rot(phi, theta, omega) = RZ(omega) RY(theta) RZ(phi). Every function maps angles f[...] to
 matrices [..., 2, 2]; H and RY are real, the others complex.
 """

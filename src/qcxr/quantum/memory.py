@@ -1,4 +1,4 @@
-"""Memory estimate and guard for statevector simulation, checked from static shapes before allocation.
+"""Memory estimate and guard for statevector simulation, from static shapes before allocation.
 
 The model (bytes for one training step of the circuit, forward + backward):
     chunk x state_bytes x (kept + working) + index arrays

@@ -62,7 +62,9 @@ def qnode(ansatz: Ansatz, simulator: str = "pennylane", interface: str = "jax"):
         A function (weights f[*weight_shape], x f[B, n] or f[n]) -> f[B, n] or f[n].
     """
     if simulator not in DEVICES:
-        raise ValueError(f"unknown PennyLane simulator {simulator!r}; choose one of {list(DEVICES)}")
+        raise ValueError(
+            f"unknown PennyLane simulator {simulator!r}; choose one of {list(DEVICES)}"
+        )
     name, diff = DEVICES[simulator]
     n = ansatz.num_qubits
     dev = qml.device(name, wires=n)
