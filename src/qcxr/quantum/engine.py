@@ -151,21 +151,22 @@ def _dot(a: jnp.ndarray, b: jnp.ndarray, ca: int, cb: int) -> jnp.ndarray:
 
 
 @jax.custom_vjp
-def _gather_rows(state: jnp.ndarray, idx: jnp.ndarray, inv_idx: jnp.ndarray) -> jnp.ndarray:
-    return state.at[idx].get(mode="promise_in_bounds", unique_indices=True)
+def _gather_rows_t(state: jnp.ndarray, idx: jnp.ndarray, inv_idx: jnp.ndarray) -> jnp.ndarray:
+    # [N, B] -> [B, N]: gathering rows of B contiguous amplitudes and transposing is cheaper than
+    # a separate transpose pass (the layout change rides on the permutation's memory pass).
+    return state.at[idx].get(mode="promise_in_bounds", unique_indices=True).T
 
 
-def _gather_rows_fwd(state, idx, inv_idx):
-    return _gather_rows(state, idx, inv_idx), (idx, inv_idx)
+def _gather_rows_t_fwd(state, idx, inv_idx):
+    return _gather_rows_t(state, idx, inv_idx), (idx, inv_idx)
 
 
-def _gather_rows_bwd(res, g):
+def _gather_rows_t_bwd(res, g):
     idx, inv_idx = res
-    # The transpose of a permutation is its inverse: a gather, not JAX's default scatter-add.
-    return g.at[inv_idx].get(mode="promise_in_bounds", unique_indices=True), None, None
+    return g.at[:, inv_idx].get(mode="promise_in_bounds", unique_indices=True).T, None, None
 
 
-_gather_rows.defvjp(_gather_rows_fwd, _gather_rows_bwd)
+_gather_rows_t.defvjp(_gather_rows_t_fwd, _gather_rows_t_bwd)
 
 
 @jax.custom_vjp
@@ -195,7 +196,7 @@ def permute(state: jnp.ndarray, rows: tuple[int, ...], n: int, layout: str = "ma
         layout: "major" (batch first) or "minor" (batch last: rows of B contiguous amplitudes).
 
     Returns:
-        Amplitudes psi'[A b] = psi[b], in the same layout.
+        Amplitudes psi'[A b] = psi[b], batch-major [B, 2^n] (the layout rotation layers take).
     """
     if n <= _CONST_INDEX_MAX_QUBITS:
         idx, inv_idx = _perm_tables(rows, n)
@@ -204,7 +205,7 @@ def permute(state: jnp.ndarray, rows: tuple[int, ...], n: int, layout: str = "ma
         idx = _gf2_apply(index, _inverse_rows(rows, n), n).astype(jnp.int32)
         inv_idx = _gf2_apply(index, rows, n).astype(jnp.int32)
     if layout == "minor":
-        return _gather_rows(state, idx, inv_idx)
+        return _gather_rows_t(state, idx, inv_idx)
     return _gather_cols(state, idx, inv_idx)
 
 
@@ -229,28 +230,10 @@ def block_sizes(n: int, block_size: int) -> tuple[int, ...]:
     return tuple(base + (1 if i < extra else 0) for i in range(nb))
 
 
-# Two block contractions, each one plain GEMM on a 2-D view of the flat state, with hand-written
-# VJPs that are plain GEMMs too (JAX's own would add transposes):
-#   _to_back:  [K, R] -> [R, J]  contracts the leading wires and moves them to the back;
-#   _to_front: [R, K] -> [J, R]  contracts the trailing wires and moves them to the front.
-# Complex states follow JAX's convention (cotangents through the transpose, not the adjoint).
-
-
-@jax.custom_vjp
-def _to_back(s: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
-    return _dot(s, m, 0, 1)
-
-
-def _to_back_fwd(s, m):
-    return _to_back(s, m), (s, m)
-
-
-def _to_back_bwd(res, g):
-    s, m = res
-    return _dot(m, g, 0, 1), _dot(g, s, 0, 1)
-
-
-_to_back.defvjp(_to_back_fwd, _to_back_bwd)
+# A block contraction [R, K] -> [J, R]: contracts the trailing k wires (the batch-major state's
+# minor axis) and moves them to the front: one plain GEMM, with a hand-written VJP that is two
+# plain GEMMs (JAX's own would add transposes). Complex states follow JAX's convention
+# (cotangents through the transpose, not the adjoint).
 
 
 @jax.custom_vjp
@@ -282,38 +265,36 @@ def kron_blocks(mats: jnp.ndarray, blocks: tuple[int, ...]) -> list[jnp.ndarray]
     return out
 
 
-def apply_rotation_layer(state, mats, blocks, layout: str = "minor"):
+def apply_rotation_layer(state, mats, blocks, layout: str = "major"):
     """Apply one single-qubit gate per wire, a Kronecker block of wires at a time.
 
-    The layout alternates so that no transpose is ever materialised: from batch-minor
-    [2^n, B] each block is taken from the front and put at the back (the batch ends up first);
-    from batch-major [B, 2^n] each block is taken from the back and put at the front (the batch
-    ends up last). Either way the wire order is restored after the whole layer.
+    From batch-major [B, 2^n], each block contraction takes the trailing wires and puts them at the
+    front (a plain GEMM); after the whole layer the wire order is restored and the batch is last:
+    batch-minor [2^n, B], which the following permutation turns back into batch-major for free.
+    No transpose is materialised.
 
     Args:
-        state: amplitudes, [2^n, B] ("minor") or [B, 2^n] ("major"), wire 0 most significant.
+        state: amplitudes, [B, 2^n] ("major"; a "minor" [2^n, B] input is transposed first).
         mats: [n, 2, 2] gate matrices, one per wire.
         blocks: block sizes summing to n (see block_sizes).
         layout: the input layout.
 
     Returns:
-        (amplitudes, layout): the output is in the other layout.
+        (amplitudes [2^n, B], "minor").
     """
+    if layout == "minor":
+        state = state.T
     dtype = jnp.result_type(state.dtype, mats.dtype)
     kron = [m.astype(dtype) for m in kron_blocks(mats, blocks)]
-    shape = state.shape
+    b = state.shape[0]
     s = state.astype(dtype).reshape(-1)
-    if layout == "minor":
-        for m, k in zip(kron, blocks, strict=True):
-            s = _to_back(s.reshape(2**k, -1), m).reshape(-1)
-        return s.reshape(shape[::-1]), "major"
     for m, k in reversed(list(zip(kron, blocks, strict=True))):
         s = _to_front(s.reshape(-1, 2**k), m).reshape(-1)
-    return s.reshape(shape[::-1]), "minor"
+    return s.reshape(-1, b), "minor"
 
 
 def product_state(vectors: jnp.ndarray) -> jnp.ndarray:
-    """Kronecker product of per-wire single-qubit states, batch-minor.
+    """Kronecker product of per-wire single-qubit states, batch-major.
 
     Built as the outer product of two halves, each a product over its wires reduced with `prod`.
     The reduction keeps XLA from fusing the small products into the large final multiply, which
@@ -323,12 +304,33 @@ def product_state(vectors: jnp.ndarray) -> jnp.ndarray:
         vectors: [B, n, 2] amplitudes.
 
     Returns:
-        [2^n, B] amplitudes, wire 0 most significant.
+        [B, 2^n] amplitudes, wire 0 most significant.
     """
     b, n, _ = vectors.shape
     h = n // 2
-    hi, lo = _half_product(vectors[:, :h]).T, _half_product(vectors[:, h:]).T
-    return (hi[:, None, :] * lo[None, :, :]).reshape(-1, b)
+    return _outer(_half_product(vectors[:, :h]), _half_product(vectors[:, h:])).reshape(b, -1)
+
+
+@jax.custom_vjp
+def _outer(hi: jnp.ndarray, lo: jnp.ndarray) -> jnp.ndarray:
+    """Batched outer product [B, H], [B, L] -> [B, H, L]."""
+    return hi[:, :, None] * lo[:, None, :]
+
+
+def _outer_fwd(hi, lo):
+    return _outer(hi, lo), (hi, lo)
+
+
+def _outer_bwd(res, g):
+    # Two batched matrix-vector products over the cotangent; autodiff's version materialises
+    # broadcast products of the full state size first.
+    hi, lo = res
+    g_hi = jnp.einsum("bhl,bl->bh", g, lo, precision=_HIGHEST)
+    g_lo = jnp.einsum("bhl,bh->bl", g, hi, precision=_HIGHEST)
+    return g_hi, g_lo
+
+
+_outer.defvjp(_outer_fwd, _outer_bwd)
 
 
 def _half_product(vectors: jnp.ndarray) -> jnp.ndarray:
@@ -393,7 +395,7 @@ def _simulate(ansatz: Ansatz, program: Program, weights, x, block_size: int, rem
     if program.final_rows is None:
         p = jnp.abs(vec) ** 2
         return p[..., 0] - p[..., 1]
-    state, layout = product_state(vec), "minor"
+    state, layout = product_state(vec), "major"
     blocks = block_sizes(n, block_size)
 
     def rot(s, layer, layout):
@@ -406,11 +408,8 @@ def _simulate(ansatz: Ansatz, program: Program, weights, x, block_size: int, rem
         # Permutations keep nothing for backprop (their VJP is the inverse gather).
         rot = jax.checkpoint(rot, static_argnums=(1, 2))
     for kind, arg in program.ops:
-        if kind == "rot":
-            state = rot(state, arg, layout)
-            layout = "major" if layout == "minor" else "minor"  # each layer flips the layout
-        else:
-            state = perm(state, arg, layout)
+        state = (rot if kind == "rot" else perm)(state, arg, layout)
+        layout = "minor" if kind == "rot" else "major"
     return z_expectations(state, program.final_rows, n, layout)
 
 
