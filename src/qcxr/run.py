@@ -150,24 +150,6 @@ def run(cfg: DictConfig) -> float:
                     "trains on un-augmented images (augmentation off)")
     data = build(cfg.data)(**data_kwargs)
 
-    classifier = Classifier(backbone, head, str(trainer.compute_dtype))
-    root_key = jax.random.key(seed)
-    params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
-    trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
-    steps_per_epoch = data.num_batches("train")
-    tx = build(cfg.optimizer)(
-        total_steps=int(trainer.max_epochs) * steps_per_epoch, trainable=trainable
-    )
-    state = steps.init_state(params, tx)
-
-    checkpoints = Checkpoints(out_dir / "checkpoints")
-    resume_meta = None
-    if trainer.resume:
-        restored = checkpoints.restore_latest(state)
-        if restored is not None:
-            state, resume_meta = restored
-            log.info("resuming from %s (epoch %d)", checkpoints.directory, resume_meta["epoch"])
-
     tracker = build(cfg.tracker)
     tags = {**names, "git_commit": git_commit(cfg.paths.root_dir),
             "features": "cached" if use_features else "images",
@@ -178,15 +160,22 @@ def run(cfg: DictConfig) -> float:
     run_name = f"{names['head']}-{names['ansatz']}-{names['backbone']}-s{seed}"
     if names["ansatz"] == "none":
         run_name = f"{names['head']}-{names['backbone']}-s{seed}"
-    run_id = tracker.start(run_name, tags,
-                           run_id=resume_meta.get("run_id") if resume_meta else None)
+    # The tracker's run id is kept in the run dir, so a restarted run reopens the same run.
+    id_file = out_dir / "tracker_run_id.txt"
+    previous = id_file.read_text().strip() if trainer.resume and id_file.is_file() else None
+    run_id = tracker.start(run_name, tags, run_id=previous)
+    id_file.write_text(run_id)
+    checkpoints = Checkpoints(out_dir / "checkpoints")
     try:
-        objective = _train_and_evaluate(cfg, resolved, tracker, run_id, data, classifier,
-                                        constants, tx, state, checkpoints, resume_meta,
-                                        use_features, names, out_dir, cache_dir)
+        objective = _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head,
+                                        checkpoints, use_features, names, out_dir, cache_dir,
+                                        resumed=previous is not None)
     except KeyboardInterrupt:
         tracker.end("KILLED")
         raise
+    except MemoryBudgetError as err:
+        tracker.end("FAILED")
+        raise RunError(f"the {names['head']} head does not fit in memory: {err}") from err
     except BaseException:
         log.exception("run %s failed", run_name)
         tracker.end("FAILED")
@@ -197,11 +186,25 @@ def run(cfg: DictConfig) -> float:
     return objective
 
 
-def _train_and_evaluate(cfg, resolved, tracker, run_id, data, classifier, constants, tx, state,
-                        checkpoints, resume_meta, use_features, names, out_dir, cache_dir):
+def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, checkpoints,
+                        use_features, names, out_dir, cache_dir, resumed):
     trainer = cfg.trainer
     label_names = list(data.label_names)
-    if resume_meta is None:
+    classifier = Classifier(backbone, head, str(trainer.compute_dtype))
+    root_key = jax.random.key(int(cfg.seed))
+    params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
+    trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
+    tx = build(cfg.optimizer)(
+        total_steps=int(trainer.max_epochs) * data.num_batches("train"), trainable=trainable
+    )
+    state = steps.init_state(params, tx)
+    resume_meta = None
+    if trainer.resume:
+        restored = checkpoints.restore_latest(state)
+        if restored is not None:
+            state, resume_meta = restored
+            log.info("resuming from %s (epoch %d)", checkpoints.directory, resume_meta["epoch"])
+    if not resumed:
         tracker.log_params(flatten(resolved))
         tracker.log_metrics({f"data/train_positives/{k}": v
                              for k, v in data.train_label_counts().items()}, step=0)
@@ -231,10 +234,7 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, classifier, consta
     train_step = steps.make_train_step(apply, tx)
     eval_step = steps.make_eval_step(apply)
     first = next(iter(source.batches("val", 0)))
-    try:
-        compiled, compile_s = loop.compile_step(train_step, state, first)
-    except MemoryBudgetError as err:
-        raise RunError(f"the {names['head']} head does not fit in memory: {err}") from err
+    compiled, compile_s = loop.compile_step(train_step, state, first)
     log.info("train step compiled in %.1f s; %d steps per epoch", compile_s,
              source.num_batches("train"))
     tracker.log_metrics({"time/compile_s": compile_s, "time/features_s": features_s}, step=0)
