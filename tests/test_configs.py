@@ -9,7 +9,11 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
-from hydra_plugins.qcxr_sweeper.range_sweeper import RangeSweeper, expand_int_range
+from hydra_plugins.qcxr_sweeper.range_sweeper import (
+    RangeSweeper,
+    expand_int_range,
+    rewrite_int_range,
+)
 from omegaconf import OmegaConf
 
 from qcxr.models.backbones import Backbone
@@ -100,7 +104,7 @@ def test_presets_compose(tmp_path, preset):
 
 
 @pytest.mark.parametrize("bad", ["seed=abc", "seed=1.5", "trainer.max_epochs=x",
-                                 "optimizer.learning_rate=fast", "seed=0-4"])
+                                 "optimizer.learning_rate=fast", "seed=0-4", "seed=a-b"])
 def test_wrong_types_fail_at_compose(tmp_path, bad):
     with pytest.raises(ConfigCompositionException):
         compose_run(tmp_path, [bad])
@@ -128,3 +132,9 @@ def test_range_sweeper_grid():
 def test_sweeper_is_the_default():
     text = Path(CONF / "config.yaml").read_text()
     assert "override hydra/sweeper: range" in text
+
+
+def test_override_lines_rewritten():
+    assert rewrite_int_range("seed=0-4") == "seed=0,1,2,3,4"
+    assert rewrite_int_range("optimizer.learning_rate=1e-4") == "optimizer.learning_rate=1e-4"
+    assert rewrite_int_range("head=dqc,cdl") == "head=dqc,cdl"

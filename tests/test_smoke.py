@@ -32,6 +32,14 @@ def _record_batches(monkeypatch):
 
 def test_smoke_run_logs_and_checkpoints(tmp_path, monkeypatch):
     seen = _record_batches(monkeypatch)
+    saved = []
+    original = Checkpoints.save_best
+
+    def recording_save(self, epoch, state, meta):
+        saved.append((epoch, jax.tree.map(np.array, state)))
+        original(self, epoch, state, meta)
+
+    monkeypatch.setattr(Checkpoints, "save_best", recording_save)
     cfg = compose_run(tmp_path, ["head=dqc", "data.num_external=12"])
     objective = run_module.run(cfg)
     assert np.isfinite(objective)
@@ -58,17 +66,19 @@ def test_smoke_run_logs_and_checkpoints(tmp_path, monkeypatch):
     # the objective is the best epoch's val AUROC
     assert objective == pytest.approx(m["val/auroc_macro"]) or "val/auroc_macro" not in m
 
-    # the best checkpoint restores to the params that were evaluated
+    # the best checkpoint restores to the params that were saved as best
+    assert saved and saved[-1][0] == m["train/best_epoch"]
     ckpt = Checkpoints(tmp_path / "run" / "checkpoints")
-    latest = ckpt._latest.latest_step()
-    assert latest == 2
-    restored = ckpt._latest.restore(latest)
-    leaves = jax.tree.leaves(restored["state"]["params"])
-    assert leaves and all(np.all(np.isfinite(np.asarray(x))) for x in leaves)
+    template = jax.tree.map(np.zeros_like, saved[-1][1])
+    state, meta = ckpt.restore_best(template)
     ckpt.close()
+    assert meta["best_epoch"] == saved[-1][0]
+    for a, b in zip(jax.tree.leaves(saved[-1][1]), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert len(seen) > 2 * 6
 
 
+@pytest.mark.slow
 def test_same_seed_identical_and_heads_see_same_batches(tmp_path, monkeypatch):
     seen = _record_batches(monkeypatch)
     results = {}

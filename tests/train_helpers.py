@@ -36,8 +36,9 @@ def compose_run(tmp_path: Path, overrides: list[str], run_dir: str = "run",
         f"paths.root_dir={tmp_path}",
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"paths.output_dir={tmp_path / run_dir}",
-        f"tracker.tracking_uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
     ]
+    if "tracker=none" not in overrides:
+        paths.append(f"tracker.tracking_uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         return compose("config", overrides=[*(TINY if tiny else []), *paths, *overrides])
 

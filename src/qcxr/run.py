@@ -47,10 +47,11 @@ def build(node: DictConfig) -> Any:
 def register_configs() -> None:
     """Register the typed schemas in Hydra's ConfigStore (schema/run, schema/<group>/<option>)."""
     cs = ConfigStore.instance()
-    cs.store(group="schema", name="run", node=schema.RunSchema, provider="qcxr")
+    cs.store(group="schema", name="run", node=schema.RunSchema, provider="qcxr", replace=True)
     for group, options in schema.GROUP_SCHEMAS.items():
         for name, node in options.items():
-            cs.store(group=f"schema/{group}", name=name, node=node, provider="qcxr")
+            cs.store(group=f"schema/{group}", name=name, node=node, provider="qcxr",
+                     replace=True)
 
 
 # ---- small helpers ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ def _runs(tmp_path):
     return client, client.search_runs([exp.experiment_id])
 
 
+@pytest.mark.slow
 def test_nan_loss_fails_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(metrics, "masked_bce", lambda logits, labels, mask: jnp.nan * logits.sum())
     cfg = compose_run(tmp_path, ["head=cdl"])
@@ -27,6 +28,7 @@ def test_nan_loss_fails_the_run(tmp_path, monkeypatch):
     assert r.info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_memory_guard_fails_at_start(tmp_path, monkeypatch):
     monkeypatch.setenv("QCXR_MEMORY_BUDGET_GB", "0.0000001")
     cfg = compose_run(tmp_path, ["head=dqc"])

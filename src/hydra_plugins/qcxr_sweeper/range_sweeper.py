@@ -4,6 +4,11 @@
 from 0 to 4 (inclusive), the same as `seed=range(0,5)`, which keeps working (STYLE.md, sweeps).
 Only a plain value matching `<int>-<int>` is expanded; anything else is passed on unchanged, so a
 non-integer seed still fails at compose time against the typed schema.
+
+Hydra composes the primary config with the command line before any sweeper runs, so the range must
+already read as a sweep there: importing this plugin (Hydra imports every plugin module when it
+scans for plugins, before composing) makes Hydra's override parser read `key=a-b` as the choice
+sweep `key=a,a+1,...,b`. Without `-m`, Hydra then refuses it with its usual "add --multirun" message.
 """
 
 from __future__ import annotations
@@ -56,6 +61,33 @@ class RangeSweeper(BasicSweeper):
                     override = parser.parse_override(text)
             rewritten.append(override)
         return BasicSweeper.split_arguments(rewritten, max_batch_size)
+
+
+_OVERRIDE_RANGE = re.compile(r"^([\w.@/+~-]*[\w])=\s*(-?\d+)\s*-\s*(-?\d+)\s*$")
+
+
+def rewrite_int_range(line: str) -> str:
+    """`key=a-b` -> `key=a,...,b` (inclusive); any other override line is returned unchanged."""
+    match = _OVERRIDE_RANGE.match(line)
+    if match is None:
+        return line
+    values = expand_int_range(f"{match.group(2)}-{match.group(3)}")
+    return f"{match.group(1)}={','.join(str(v) for v in values)}"
+
+
+def _install() -> None:
+    if getattr(OverridesParser.parse_overrides, "_qcxr_range", False):
+        return
+    original = OverridesParser.parse_overrides
+
+    def parse_overrides(self, overrides):
+        return original(self, [rewrite_int_range(o) for o in overrides])
+
+    parse_overrides._qcxr_range = True
+    OverridesParser.parse_overrides = parse_overrides
+
+
+_install()
 
 
 @dataclass
