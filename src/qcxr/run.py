@@ -219,7 +219,7 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
                     else f"random:{features.tree_fingerprint(frozen['backbone'])}",
                     "image_size": bb.image_size, "resize_size": bb.resize_size,
                     "data": data.name, "compute_dtype": classifier.compute_dtype}
-        feats = features.cached_features(data, featurize, identity, cache_dir / "features",
+        feats = features.cached_features(data, featurize, identity, cache_dir,
                                          progress=bool(trainer.progress))
         source = features.FeatureBatches(data, feats)
 
