@@ -1,0 +1,1 @@
+"""qcxr's Hydra sweeper: the basic sweeper plus integer ranges `key=a-b` (see range_sweeper.py)."""

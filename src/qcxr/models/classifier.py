@@ -1,0 +1,87 @@
+"""Classifier = backbone + head, as pure apply functions over one parameter tree.
+
+Parameters are `{"backbone": ..., "head": ...}`; the backbone's non-trainable collections (batch
+statistics) are held apart as constants. Whether the backbone trains is not the model's business:
+the optimizer's freeze mask decides (STYLE.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from qcxr.models.backbones import Backbone
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+    """A backbone and a head.
+
+    Attributes:
+        backbone: the image feature extractor.
+        head: a Flax module mapping features f32[B, D] to logits f32[B, L].
+        compute_dtype: "float32", or "bfloat16" to run the backbone's convolutions in bf16
+            (parameters stay float32; the head and the loss always run in float32).
+    """
+
+    backbone: Backbone
+    head: nn.Module
+    compute_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(
+                f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}"
+            )
+
+    def init(self, key: jax.Array) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Initial parameters and backbone constants.
+
+        The backbone and the head draw from different sub-keys (fold_in 0 and 1), so two runs
+        with the same key and different heads start from the same random backbone.
+
+        Args:
+            key: the init stream's key.
+
+        Returns:
+            (params {"backbone", "head"}, constants {"backbone": non-param collections}).
+        """
+        variables = self.backbone.init(jax.random.fold_in(key, 0))
+        features = jnp.zeros((1, self.backbone.feature_dim), jnp.float32)
+        # One compiled program for the head's init: eagerly, every shape compiles its own kernel.
+        head_vars = jax.jit(self.head.init)(jax.random.fold_in(key, 1), features)
+        params = {"backbone": variables["params"], "head": head_vars["params"]}
+        constants = {"backbone": {k: v for k, v in variables.items() if k != "params"}}
+        return params, constants
+
+    def features(self, params: dict, constants: dict, images: jax.Array) -> jax.Array:
+        """Backbone features.
+
+        Args:
+            params: the parameter tree (only "backbone" is read).
+            constants: the constants of `init`.
+            images: f32[B, S, S, 3].
+
+        Returns:
+            f32[B, D].
+        """
+        backbone = params["backbone"]
+        if self.compute_dtype == "bfloat16":
+            backbone = jax.tree.map(lambda x: x.astype(jnp.bfloat16), backbone)
+            images = images.astype(jnp.bfloat16)
+        variables = {"params": backbone, **constants["backbone"]}
+        return self.backbone.module.apply(variables, images).astype(jnp.float32)
+
+    def head_logits(self, params: dict, features: jax.Array) -> jax.Array:
+        """Logits f32[B, L] of the head on features f32[B, D] (reads params["head"])."""
+        return self.head.apply({"params": params["head"]}, features).astype(jnp.float32)
+
+    def logits(self, params: dict, constants: dict, images: jax.Array) -> jax.Array:
+        """Logits f32[B, L] of images f32[B, S, S, 3]."""
+        return self.head_logits(params, self.features(params, constants, images))

@@ -1,0 +1,57 @@
+"""The Tracker protocol the trainer logs through, and a tracker that records nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Where a run's parameters, metrics and artifacts go (STYLE.md, package boundaries)."""
+
+    def start(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> str:
+        """Open a run (or reopen `run_id` to resume it); return its id."""
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        """Log a flat dict of parameters."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log scalar metrics at a step."""
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log a file or a folder."""
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Close the run with FINISHED, FAILED or KILLED."""
+
+
+class NullTracker:
+    """A Tracker that keeps the last value of every metric in memory and writes nothing."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, object] = {}
+        self.metrics: dict[str, float] = {}
+        self.history: list[tuple[str, float, int]] = []
+        self.status: str | None = None
+        self.run_id = "null"
+
+    def start(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> str:
+        self.tags = dict(tags)
+        self.run_name = run_name
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        self.params.update(params)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            self.metrics[key] = float(value)
+            self.history.append((key, float(value), int(step)))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        return None
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.status = status

@@ -1,0 +1,211 @@
+"""`MLflowTracker`: the Tracker on an MLflow store (the only module here that imports mlflow).
+
+The default store is `sqlite:///<repo root>/mlruns/mlflow.db`, artifacts beside it under
+`mlruns/<experiment>/`. Several processes may write one SQLite store at once (Hydra's joblib
+launcher): every call takes an exclusive file lock beside the database and retries when SQLite
+still reports `database is locked`, and the experiment is created idempotently, so no run is lost.
+Metrics are buffered and written in batches (one SQLite transaction per step would cost more
+than the step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import unquote, urlparse
+
+import mlflow
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_MAX_PARAM_CHARS = 6000  # MLflow 3's limit on a param value
+_PARAM_BATCH = 100  # MLflow's limit on params per log_batch
+_METRIC_BATCH = 1000  # MLflow's limit on metrics per log_batch
+_RETRIES = 30
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI, else None."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite" or not parsed.path:
+        return None
+    return Path(unquote(parsed.path))
+
+
+def _transient(err: Exception) -> bool:
+    text = str(err).lower()
+    return any(s in text for s in ("database is locked", "database table is locked", "busy"))
+
+
+class MLflowTracker:
+    """Tracker on an MLflow tracking store.
+
+    Args:
+        tracking_uri: MLflow tracking URI; `$MLFLOW_TRACKING_URI` wins when it is set and this is
+            None.
+        experiment: experiment name (the task name: one experiment per task).
+        artifact_root: folder under which a new experiment keeps its artifacts (default: the
+            SQLite database's folder for sqlite URIs, MLflow's default otherwise).
+        flush_every: buffered metric values that trigger a write.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None,
+        experiment: str,
+        artifact_root: str | None = None,
+        flush_every: int = 500,
+    ):
+        self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not self.tracking_uri:
+            raise ValueError("MLflowTracker needs tracking_uri (or MLFLOW_TRACKING_URI)")
+        self.experiment = str(experiment)
+        db = sqlite_file(self.tracking_uri)
+        self._lock_path = None
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_path = db.with_suffix(db.suffix + ".lock")
+            if artifact_root is None:
+                artifact_root = str(db.parent)
+        self.artifact_root = artifact_root
+        self.flush_every = int(flush_every)
+        self._buffer: list[Metric] = []
+        self._client: MlflowClient | None = None
+        self.run_id: str | None = None
+
+    # ---- plumbing ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self):
+        if self._lock_path is None:
+            yield
+            return
+        with open(self._lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _call(self, fn: Callable[[], T], _build: bool = False) -> T:
+        if not _build:
+            self.client  # noqa: B018 - build the client first: the file lock must not nest
+        for attempt in range(_RETRIES):
+            try:
+                with self._locked():
+                    return fn()
+            except Exception as err:  # noqa: BLE001 - MLflow wraps SQLAlchemy's errors variously
+                if not _transient(err) or attempt == _RETRIES - 1:
+                    raise
+                delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+                log.warning("MLflow store busy (%s); retry %d in %.2f s", err, attempt + 1, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            # Building the client creates (or migrates) the SQLite schema: do it under the lock.
+            self._client = self._call(lambda: _make_client(self.tracking_uri), _build=True)
+        return self._client
+
+    def _experiment_id(self) -> str:
+        def get_or_create() -> str:
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is not None:
+                return found.experiment_id
+            location = None
+            if self.artifact_root is not None:
+                location = (Path(self.artifact_root) / self.experiment).resolve().as_uri()
+            try:
+                return self.client.create_experiment(self.experiment, artifact_location=location)
+            except mlflow.exceptions.MlflowException:
+                # Another process created it between our lookup and our insert.
+                found = self.client.get_experiment_by_name(self.experiment)
+                if found is None:
+                    raise
+                return found.experiment_id
+
+        return self._call(get_or_create)
+
+    # ---- the Tracker protocol ---------------------------------------------------------------
+    def start(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> str:
+        """Open a run, or reopen `run_id` (a resumed run) and mark it RUNNING again."""
+        if run_id is not None:
+            self._call(lambda: self.client.update_run(run_id, status="RUNNING"))
+            self.run_id = run_id
+        else:
+            experiment_id = self._experiment_id()
+            run = self._call(
+                lambda: self.client.create_run(
+                    experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}
+                )
+            )
+            self.run_id = run.info.run_id
+        log.info("MLflow run %s (%s) in %s", self.run_id, run_name, self.tracking_uri)
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        """Log params (values longer than MLflow's limit are cut, with a warning)."""
+        items = []
+        for key, value in params.items():
+            text = str(value)
+            if len(text) > _MAX_PARAM_CHARS:
+                log.warning("param %s is %d chars; truncated for MLflow", key, len(text))
+                text = text[:_MAX_PARAM_CHARS]
+            items.append(Param(str(key), text))
+        for i in range(0, len(items), _PARAM_BATCH):
+            chunk = items[i : i + _PARAM_BATCH]
+            self._call(lambda c=chunk: self.client.log_batch(self.run_id, params=c))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer metric values at a step; written every `flush_every` values and at the end."""
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
+        if len(self._buffer) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered metrics."""
+        while self._buffer:
+            chunk, self._buffer = self._buffer[:_METRIC_BATCH], self._buffer[_METRIC_BATCH:]
+            self._call(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set run tags."""
+        for key, value in tags.items():
+            self._call(lambda k=key, v=value: self.client.set_tag(self.run_id, k, str(v)))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log a file, or a folder's tree."""
+        path = Path(path)
+        if path.is_dir():
+            dest = artifact_path if artifact_path is not None else path.name
+            self._call(lambda: self.client.log_artifacts(self.run_id, str(path), dest))
+        else:
+            self._call(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush and close the run with `status` (FINISHED, FAILED or KILLED)."""
+        if self.run_id is None:
+            return
+        try:
+            self.flush()
+        finally:
+            RunStatus.from_string(status)  # validates the name
+            self._call(lambda: self.client.set_terminated(self.run_id, status=status))
+
+
+def _make_client(uri: str) -> MlflowClient:
+    client = MlflowClient(tracking_uri=uri)
+    client.search_experiments(max_results=1)  # forces the store (and its schema) into being
+    return client

@@ -1,0 +1,98 @@
+"""Run artifacts: test predictions (CSV), per-label AUROC table (CSV), learning curves (PNG)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def write_predictions(path: Path, image_ids: Sequence[str], label_names: Sequence[str],
+                      labels: np.ndarray, probabilities: np.ndarray) -> Path:
+    """One row per image: id, then the true label and the probability of each label.
+
+    Args:
+        path: the CSV to write.
+        image_ids: N ids in index order.
+        label_names: L names.
+        labels: bool[N, L].
+        probabilities: f[N, L].
+
+    Returns:
+        path.
+    """
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_id", *(f"true/{n}" for n in label_names),
+                    *(f"prob/{n}" for n in label_names)])
+        for i, image in enumerate(image_ids):
+            w.writerow([image, *labels[i].astype(int).tolist(),
+                        *(f"{p:.6g}" for p in probabilities[i])])
+    return path
+
+
+def write_auroc_table(path: Path, label_names: Sequence[str],
+                      results: Mapping[str, tuple[dict[str, float], np.ndarray]]) -> Path:
+    """Per-label AUROC of every evaluated split, with positives; undefined labels say so.
+
+    Args:
+        path: the CSV to write.
+        label_names: the task's labels.
+        results: split -> (label -> AUROC for the defined labels, labels bool[N, L]).
+
+    Returns:
+        path.
+    """
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["split", "label", "positives", "examples", "auroc"])
+        for split, (auroc, labels) in results.items():
+            for j, name in enumerate(label_names):
+                value = auroc.get(name)
+                w.writerow([split, name, int(labels[:, j].sum()), len(labels),
+                            "undefined" if value is None else f"{value:.6f}"])
+            if auroc:
+                w.writerow([split, "macro", "", len(labels),
+                            f"{float(np.mean(list(auroc.values()))):.6f}"])
+    return path
+
+
+def plot_curves(path: Path, history: Sequence[Mapping[str, float]], best_epoch: int,
+                title: str) -> Path:
+    """Train and val loss, and val macro AUROC, per epoch (best epoch marked).
+
+    Args:
+        path: the PNG to write.
+        history: per-epoch entries with epoch, train/epoch_loss, val/loss, val/auroc_macro.
+        best_epoch: the epoch to mark.
+        title: figure title.
+
+    Returns:
+        path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [h["train/epoch_loss"] for h in history], label="train")
+    ax1.plot(epochs, [h["val/loss"] for h in history], label="val")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("mean BCE")
+    ax1.legend()
+    ax2.plot(epochs, [h.get("val/auroc_macro", math.nan) for h in history], color="C2")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("val mean AUROC")
+    for ax in (ax1, ax2):
+        ax.axvline(best_epoch, color="grey", linestyle=":", label="best")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,85 @@
+"""Orbax checkpoints of a run: the latest state (for resume) and the best one (lowest val loss).
+
+Layout under the run's checkpoint folder: `latest/<epoch>/{state,meta}` and
+`best/<epoch>/{state,meta}`, one step kept in each. `meta` is JSON: the loop's bookkeeping
+(epoch, best epoch and loss, epochs without improvement, global step, history, tracker run id),
+so a restarted run continues exactly where the latest checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpoints:
+    """The latest and the best checkpoint of one run.
+
+    Args:
+        directory: the run's checkpoint folder (created when missing).
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory).resolve()
+        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
+        names = ("state", "meta")
+        self._latest = ocp.CheckpointManager(self.directory / "latest", options=options,
+                                             item_names=names)
+        self._best = ocp.CheckpointManager(self.directory / "best", options=options,
+                                           item_names=names)
+
+    @staticmethod
+    def _save(manager, epoch: int, state: Any, meta: dict) -> None:
+        manager.save(
+            int(epoch),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                    meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+        manager.wait_until_finished()
+
+    @staticmethod
+    def _restore(manager, template: Any) -> tuple[Any, dict] | None:
+        step = manager.latest_step()
+        if step is None:
+            return None
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        out = manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                    meta=ocp.args.JsonRestore()),
+        )
+        return out["state"], dict(out["meta"])
+
+    def save_latest(self, epoch: int, state: Any, meta: dict) -> None:
+        """Save the state after `epoch` (1-based) as the latest."""
+        self._save(self._latest, epoch, state, meta)
+
+    def save_best(self, epoch: int, state: Any, meta: dict) -> None:
+        """Save the state after `epoch` as the best so far."""
+        self._save(self._best, epoch, state, meta)
+
+    def restore_latest(self, template: Any) -> tuple[Any, dict] | None:
+        """The latest (state, meta), or None when there is none; `template` gives the tree."""
+        return self._restore(self._latest, template)
+
+    def restore_best(self, template: Any) -> tuple[Any, dict] | None:
+        """The best (state, meta), or None when there is none."""
+        return self._restore(self._best, template)
+
+    @property
+    def best_path(self) -> Path | None:
+        """Folder of the best checkpoint (for logging it as an artifact), or None."""
+        step = self._best.latest_step()
+        return None if step is None else self.directory / "best" / str(step)
+
+    def close(self) -> None:
+        """Finish pending writes and release the managers."""
+        self._latest.close()
+        self._best.close()

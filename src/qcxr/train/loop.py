@@ -1,0 +1,240 @@
+"""The epoch loop: early stopping on val loss, checkpoints, resume, evaluation, NaN guard.
+
+Paper, section III-D: mean BCE, early stopping when the val loss has not improved for `patience`
+epochs, at most `max_epochs`, the best model = the checkpoint with the lowest val loss. Everything
+is logged through a Tracker; metric keys follow STYLE.md (split/name[/label]).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from qcxr import metrics as M
+from qcxr.tracking.base import Tracker
+from qcxr.train.checkpoint import Checkpoints
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """One pass over a split with the given parameters.
+
+    Attributes:
+        loss: mean BCE over the split's examples.
+        auroc: label -> AUROC for labels with positives and negatives.
+        undefined: labels whose AUROC is undefined (no positives or no negatives).
+        probabilities: f32[N, L] in index order.
+        labels: bool[N, L] in index order.
+    """
+
+    loss: float
+    auroc: dict[str, float]
+    undefined: list[str]
+    probabilities: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def auroc_macro(self) -> float:
+        """Mean AUROC over the defined labels."""
+        return M.macro_auroc(self.auroc)
+
+    def as_metrics(self, split: str) -> dict[str, float]:
+        """{split/loss, split/auroc_macro, split/auroc/<label>} (undefined labels absent)."""
+        out = {f"{split}/loss": self.loss}
+        if self.auroc:
+            out[f"{split}/auroc_macro"] = self.auroc_macro
+        out.update({f"{split}/auroc/{k}": v for k, v in self.auroc.items()})
+        return out
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What `fit` returns.
+
+    Attributes:
+        state: the final (latest) train state.
+        best_epoch: 1-based epoch of the lowest val loss.
+        epochs_run: epochs trained (including those of an earlier, interrupted attempt).
+        history: per-epoch dicts (epoch, train/epoch_loss, val/loss, val/auroc_macro, ...).
+        best: the history entry of the best epoch.
+    """
+
+    state: Any
+    best_epoch: int
+    epochs_run: int
+    history: list[dict]
+    best: dict
+
+
+def evaluate(eval_step, params, source, split: str, label_names: Sequence[str],
+             progress: bool = False) -> Evaluation:
+    """Evaluate params on a split.
+
+    Args:
+        eval_step: (params, batch) -> (probabilities f32[B, L], per-example loss f32[B]).
+        params: the parameter tree.
+        source: batches(split, epoch) and num_batches(split) (data module or cached features).
+        split: the split.
+        label_names: the task's labels.
+        progress: show a step bar.
+
+    Returns:
+        The Evaluation; a warning names each label whose AUROC is undefined.
+    """
+    probs, labels, losses, index = [], [], [], []
+    for batch in tqdm(source.batches(split, 0), total=source.num_batches(split), leave=False,
+                      desc=split, disable=not progress):
+        p, loss = eval_step(params, _device_batch(batch))
+        mask = np.asarray(batch["mask"])
+        probs.append(np.asarray(p)[mask])
+        losses.append(np.asarray(loss)[mask])
+        labels.append(np.asarray(batch["labels"])[mask])
+        index.append(np.asarray(batch["index"])[mask])
+    order = np.argsort(np.concatenate(index))
+    probabilities = np.concatenate(probs)[order]
+    y = np.concatenate(labels)[order]
+    auroc, undefined = M.auroc_per_label(y, probabilities, label_names)
+    if undefined:
+        log.warning("%s: AUROC undefined (no positives or no negatives) for %s; left out of the "
+                    "mean", split, ", ".join(undefined))
+    return Evaluation(float(np.concatenate(losses).mean()), auroc, undefined, probabilities, y)
+
+
+def _device_batch(batch: dict) -> dict:
+    # Only what the steps read crosses to the device; "index" stays on the host.
+    return {k: v for k, v in batch.items() if k != "index"}
+
+
+def fit(
+    *,
+    state: Any,
+    train_step: Callable,
+    eval_step: Callable,
+    source: Any,
+    label_names: Sequence[str],
+    tracker: Tracker,
+    checkpoints: Checkpoints,
+    max_epochs: int = 50,
+    patience: int = 5,
+    resume_meta: dict | None = None,
+    meta_extra: dict | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train with early stopping on the val loss, saving the latest and best checkpoints.
+
+    Args:
+        state: the train state to start from (restored by the caller when resuming).
+        train_step: (state, batch) -> (state, loss), jitted and compiled once.
+        eval_step: (params, batch) -> (probabilities, per-example loss).
+        source: batches(split, epoch), num_batches(split); splits "train" and "val".
+        label_names: the task's labels.
+        tracker: where metrics go.
+        checkpoints: the run's checkpoints.
+        max_epochs: epochs at most.
+        patience: stop after this many epochs without a lower val loss.
+        resume_meta: the latest checkpoint's meta when resuming, else None.
+        meta_extra: stored in every checkpoint's meta (e.g. the tracker's run id).
+        progress: epoch and step progress bars.
+
+    Returns:
+        The FitResult.
+
+    Raises:
+        NonFiniteLossError: a train step returned a NaN or infinite loss.
+    """
+    meta = {"epoch": 0, "best_epoch": 0, "best_val_loss": math.inf, "bad_epochs": 0,
+            "history": [], **(meta_extra or {})}
+    if resume_meta is not None:
+        meta.update({k: resume_meta[k] for k in
+                     ("epoch", "best_epoch", "best_val_loss", "bad_epochs", "history")})
+        log.info("resuming after epoch %d (best epoch %d, val loss %.5f)", meta["epoch"],
+                 meta["best_epoch"], meta["best_val_loss"])
+    steps_per_epoch = source.num_batches("train")
+    stopped = meta["bad_epochs"] >= patience
+    epochs = tqdm(range(meta["epoch"] + 1, max_epochs + 1), desc="epochs", disable=not progress,
+                  initial=meta["epoch"], total=max_epochs)
+    for epoch in epochs:
+        if stopped:
+            break
+        start = time.perf_counter()
+        losses, step_times = [], []
+        bar = tqdm(source.batches("train", epoch - 1), total=steps_per_epoch, leave=False,
+                   desc=f"epoch {epoch}", disable=not progress)
+        for batch in bar:
+            t0 = time.perf_counter()
+            state, loss = train_step(state, _device_batch(batch))
+            loss = float(loss)  # waits for the step: the timing and the NaN check need it
+            step_times.append(time.perf_counter() - t0)
+            global_step = int(state["step"])
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite train loss {loss} at epoch {epoch}, global step {global_step}. "
+                    "Fixes: lower optimizer.learning_rate, add optimizer.grad_clip, or check the "
+                    "inputs for NaNs."
+                )
+            losses.append(loss)
+            tracker.log_metrics({"train/loss": loss}, step=global_step)
+            bar.set_postfix(loss=f"{loss:.4f}")
+        val = evaluate(eval_step, state["params"], source, "val", label_names)
+        epoch_s = time.perf_counter() - start
+        entry = {"epoch": epoch, "train/epoch_loss": float(np.mean(losses)),
+                 **val.as_metrics("val"), "time/epoch_s": epoch_s,
+                 # The first epoch's first step includes nothing to compile (done before fit),
+                 # so the mean is a fair step time.
+                 "time/step_s": float(np.mean(step_times))}
+        tracker.log_metrics({k: v for k, v in entry.items() if k != "epoch"}, step=epoch)
+        meta["history"].append(entry)
+        meta["epoch"] = epoch
+        improved = val.loss < meta["best_val_loss"]
+        if improved:
+            meta.update(best_epoch=epoch, best_val_loss=val.loss, bad_epochs=0)
+        else:
+            meta["bad_epochs"] += 1
+        if improved:
+            checkpoints.save_best(epoch, state, meta)
+        checkpoints.save_latest(epoch, state, meta)
+        epochs.set_postfix(val_loss=f"{val.loss:.4f}", auroc=f"{val.auroc_macro:.3f}")
+        log.info("epoch %d: train loss %.4f, val loss %.4f, val AUROC %.4f, %.1f s%s", epoch,
+                 entry["train/epoch_loss"], val.loss, val.auroc_macro, epoch_s,
+                 " (best)" if improved else "")
+        if meta["bad_epochs"] >= patience:
+            log.info("early stopping: val loss has not improved for %d epochs", patience)
+            stopped = True
+    epochs.close()
+    best = next((h for h in meta["history"] if h["epoch"] == meta["best_epoch"]), {})
+    return FitResult(state, meta["best_epoch"], meta["epoch"], meta["history"], best)
+
+
+def compile_step(train_step, state, batch: dict):
+    """Trace and compile the train step for the fixed batch shape before training starts.
+
+    A DQC head whose simulation cannot fit raises qcxr.quantum.MemoryBudgetError here, before
+    any time is spent on data or training.
+
+    Args:
+        train_step: the jitted step.
+        state: a train state (only shapes and dtypes are read).
+        batch: a batch with the fixed shapes.
+
+    Returns:
+        (the compiled step, seconds spent compiling).
+    """
+    start = time.perf_counter()
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
+                          (state, _device_batch(batch)))
+    compiled = train_step.lower(*shapes).compile()
+    return compiled, time.perf_counter() - start

@@ -1,0 +1,66 @@
+"""Run-level behaviour: NaN loss -> FAILED, memory guard -> FAILED, resume == uninterrupted."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import pytest
+
+from qcxr import metrics
+from qcxr import run as run_module
+from qcxr.train import NonFiniteLossError
+from qcxr.train.checkpoint import Checkpoints
+from tests.train_helpers import compose_run, mlflow_client
+
+
+def _runs(tmp_path):
+    client = mlflow_client(tmp_path)
+    exp = client.get_experiment_by_name("synthetic")
+    return client, client.search_runs([exp.experiment_id])
+
+
+@pytest.mark.slow
+def test_nan_loss_fails_the_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics, "masked_bce", lambda logits, labels, mask: jnp.nan * logits.sum())
+    cfg = compose_run(tmp_path, ["head=cdl"])
+    with pytest.raises(NonFiniteLossError, match="non-finite train loss"):
+        run_module.run(cfg)
+    _, (r,) = _runs(tmp_path)
+    assert r.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_memory_guard_fails_at_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("QCXR_MEMORY_BUDGET_GB", "0.0000001")
+    cfg = compose_run(tmp_path, ["head=dqc"])
+    with pytest.raises(run_module.RunError, match="does not fit in memory"):
+        run_module.run(cfg)
+    _, (r,) = _runs(tmp_path)
+    assert r.info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_resume_matches_uninterrupted(tmp_path, monkeypatch):
+    overrides = ["head=dqc", "trainer.max_epochs=3", "trainer.patience=5"]
+    full = run_module.run(compose_run(tmp_path, overrides, run_dir="full"))
+
+    original = Checkpoints.save_latest
+
+    def crash_after_second(self, epoch, state, meta):
+        original(self, epoch, state, meta)
+        if epoch == 2:
+            raise KeyboardInterrupt  # the "interruption", right after epoch 2's checkpoint
+
+    monkeypatch.setattr(Checkpoints, "save_latest", crash_after_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_module.run(compose_run(tmp_path, overrides, run_dir="again"))
+    monkeypatch.setattr(Checkpoints, "save_latest", original)
+    resumed = run_module.run(compose_run(tmp_path, overrides, run_dir="again"))
+    assert resumed == full
+
+    client, runs = _runs(tmp_path)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    a, b = runs
+    keys = [k for k in a.data.metrics if k.startswith(("test/", "val/", "train/epoch"))]
+    assert keys
+    for k in keys:
+        assert a.data.metrics[k] == b.data.metrics[k], k
