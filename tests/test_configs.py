@@ -9,13 +9,13 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
 from hydra_plugins.qcxr_sweeper.range_sweeper import (
     RangeSweeper,
     expand_int_range,
     rewrite_int_range,
 )
-from omegaconf import OmegaConf
-
 from qcxr.models.backbones import Backbone
 from qcxr.quantum import Ansatz
 from tests.train_helpers import CONF, compose_run

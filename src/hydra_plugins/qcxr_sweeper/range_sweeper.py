@@ -8,7 +8,8 @@ non-integer seed still fails at compose time against the typed schema.
 Hydra composes the primary config with the command line before any sweeper runs, so the range must
 already read as a sweep there: importing this plugin (Hydra imports every plugin module when it
 scans for plugins, before composing) makes Hydra's override parser read `key=a-b` as the choice
-sweep `key=a,a+1,...,b`. Without `-m`, Hydra then refuses it with its usual "add --multirun" message.
+sweep `key=a,a+1,...,b`. Without `-m`, Hydra then refuses it with its usual "add --multirun"
+message.
 """
 
 from __future__ import annotations
