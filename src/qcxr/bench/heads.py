@@ -74,7 +74,9 @@ def _run_single(cfg: dict) -> dict:
     jax.block_until_ready(loss)
     compile_s = time.perf_counter() - t0
     deadline = time.perf_counter() + cfg["time_limit"]
-    for _ in range(cfg["warmup"]):
+    for _ in range(cfg["warmup"]):  # warm-up also stops at the time limit (PennyLane at 19 qubits)
+        if time.perf_counter() > deadline - cfg["time_limit"] / 2:
+            break
         params, state, loss = step(params, state)
         jax.block_until_ready(loss)
     times = []
@@ -156,7 +158,7 @@ def _max_qubits(args, base: dict) -> list[dict]:
 
     budget = default_budget()
     found = []
-    for n in range(args.max_qubits_from, 40):
+    for n in range(args.max_qubits_from, args.max_qubits_to + 1):
         ansatz = make_ansatz(args.ansatz, n, args.layers)
         prog = compile_ansatz(ansatz)
         chunk = choose_chunk_size(ansatz, prog, args.batch, "float32", args.remat, budget)
@@ -167,7 +169,7 @@ def _max_qubits(args, base: dict) -> list[dict]:
             break
         log.info("%d qubits: chunks of %d, estimate %.1f GiB", n, chunk, need / 2**30)
         cfg = {**base, "head": "dqc", "qubits": n, "simulator": "native", "chunk_size": chunk,
-               "repeats": max(1, min(args.repeats, 3)), "warmup": 0}
+               "repeats": max(1, min(args.repeats, 3)), "warmup": 0, "max_qubits_search": True}
         res = _spawn(cfg, timeout=args.time_limit * 4 + 600)
         res["estimate_gib"] = need / 2**30
         found.append(res)
@@ -200,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-qubits", action="store_true",
                    help="also find the largest qubit count whose batch DQC step fits the budget")
     p.add_argument("--max-qubits-from", type=int, default=20)
+    p.add_argument("--max-qubits-to", type=int, default=30,
+                   help="stop the search here (each qubit doubles time and memory)")
     p.add_argument("--out", default="bench_results/heads.json")
     p.add_argument("--single", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
