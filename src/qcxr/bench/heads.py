@@ -136,6 +136,8 @@ def _table(results: list[dict]) -> str:
     for r in results:
         head = r["head"].upper()
         sim = r["simulator"] if r["head"] != "cdl" else "—"
+        if r.get("max_qubits_search"):
+            sim = f"native, chunks of {r['chunk_size']} (est. {r.get('estimate_gib', 0):.1f} GiB)"
         if "error" in r:
             rows.append(f"| {head} | {r['qubits']} | {sim} | — | — | — | — | {r['error']} |")
             continue
