@@ -170,11 +170,10 @@ class OptunaStudySweeperImpl(OptunaSweeperImpl):
     def link_outputs(self, returns: Sequence[JobReturn]) -> None:
         """Record each trial's output dir and MLflow run id as trial user attributes."""
         for trial, ret in zip(self._pending, returns, strict=False):
-            if not ret.working_dir:
-                continue
             with contextlib.suppress(Exception):  # bookkeeping only: never fail the study
-                trial.set_user_attr(ATTR_OUTPUT_DIR, str(ret.working_dir))
-                run_id = Path(ret.working_dir, RUN_ID_FILE)
+                output_dir = ret.hydra_cfg.hydra.runtime.output_dir
+                trial.set_user_attr(ATTR_OUTPUT_DIR, str(output_dir))
+                run_id = Path(output_dir, RUN_ID_FILE)
                 if run_id.is_file():
                     trial.set_user_attr(ATTR_RUN_ID, run_id.read_text().strip())
 
