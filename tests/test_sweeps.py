@@ -243,14 +243,16 @@ def test_real_study_runs_resumes_fails_and_summarizes(tmp_path):
     storage = f"sqlite:///{tmp_path / 'studies' / 'cdl_tuning.db'}"
     base = [sys.executable, str(ROOT / "train.py"), "-m", "sweep=cdl_tuning",
             f"hydra.sweeper.storage={storage}", f"paths.cache_dir={tmp_path / 'cache'}",
-            *TINY, "trainer.max_epochs=1"]
+            *TINY, "trainer.max_epochs=1", "trainer.compilation_cache=true",
+            # one trial at a time in this process (parallel workers: the toy tests above)
+            "hydra.launcher.n_jobs=1", "hydra.sweeper.n_jobs=1"]
     run = {"cwd": tmp_path, "env": _env(tmp_path), "capture_output": True, "text": True,
            "timeout": 600}
     first = subprocess.run([*base, "hydra.sweeper.n_trials=3",
                             f"hydra.sweep.dir={tmp_path / 'a'}"], **run)
     assert first.returncode == 0, first.stderr[-4000:]
     # resume; the metric does not exist, so both trials fail (one after the other) after training
-    second = subprocess.run([*base, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
+    second = subprocess.run([*base, "hydra.sweeper.n_trials=2",
                              "optimized_metric=val/no_such_metric",
                              f"hydra.sweep.dir={tmp_path / 'b'}"], **run)
     assert second.returncode == 0, second.stderr[-4000:]
