@@ -58,8 +58,9 @@ def _space(cfg) -> dict:
 # ---- the study configs --------------------------------------------------------------------------
 def test_studies_present_and_storage_ignored():
     assert {*TUNING, "fair_comparison"} <= {p.stem for p in SWEEPS.glob("*.yaml")}
-    ignored = subprocess.run(["git", "check-ignore", "-q", "sweeps/dqc_tuning.db"], cwd=ROOT)
-    assert ignored.returncode == 0, "sweeps/*.db must be git-ignored"
+    for name in ("sweeps/dqc_tuning.db", "sweeps/dqc_tuning.db.lock"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT)
+        assert ignored.returncode == 0, f"{name} must be git-ignored"
 
 
 @pytest.mark.parametrize("study", TUNING)

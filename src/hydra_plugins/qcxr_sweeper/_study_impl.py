@@ -195,8 +195,8 @@ class OptunaStudySweeperImpl(OptunaSweeperImpl):
         except ValueError as err:
             study = optuna.load_study(study_name=self.study_name, storage=self.storage)
             states = [t.state for t in study.get_trials(deepcopy=False)]
-            if TrialState.COMPLETE in states:
-                raise
+            if TrialState.COMPLETE in states or TrialState.FAIL not in states:
+                raise  # not the "no completed trial" error of study.best_trial
             raise StudyFailedError(
                 f"no trial of study {self.study_name} completed ({states.count(TrialState.FAIL)}"
                 f" failed); see the FAILED runs tagged study={self.study_name} in MLflow and "

@@ -211,7 +211,7 @@ def summarize(study: optuna.Study) -> StudySummary:
 
 
 # ---- files --------------------------------------------------------------------------------------
-def _save_plot(make, path: Path) -> str | None:
+def _save_plot(make, path: Path, size: tuple[float, float] | None = None) -> str | None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,6 +224,8 @@ def _save_plot(make, path: Path) -> str | None:
             warnings.simplefilter("ignore")  # Optuna's matplotlib plots are "experimental"
             axes = make()
             figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+            if size is not None:
+                figure.set_size_inches(*size)
             figure.savefig(path, dpi=120, bbox_inches="tight")
         return None
     except (RuntimeError, ValueError, ZeroDivisionError, IndexError) as err:
@@ -254,9 +256,12 @@ def write_summary(study: optuna.Study, summary: StudySummary, out_dir: Path) -> 
     if summary.importances:
         plots["param_importances.png"] = lambda: vis.plot_param_importances(
             study, target_name=target)
+    # one column per parameter: widen the multi-parameter plots so their labels do not overlap
+    wide = (max(8.0, 2.2 * (len(summary.best_params) + 1)), 6.0)
+    sizes = {"parallel_coordinate.png": wide, "slice.png": (wide[0], 4.0)}
     files = []
     for name, make in plots.items():
-        note = _save_plot(make, out_dir / name)
+        note = _save_plot(make, out_dir / name, sizes.get(name))
         if note is None:
             files.append(out_dir / name)
         else:
