@@ -130,8 +130,9 @@ def test_range_sweeper_grid():
 
 
 def test_sweeper_is_the_default():
-    text = Path(CONF / "config.yaml").read_text()
-    assert "override hydra/sweeper: range" in text
+    # The default sweep option `none` selects the range sweeper; a study (sweeps/) selects Optuna.
+    assert "- sweep: none" in Path(CONF / "config.yaml").read_text()
+    assert "override /hydra/sweeper: range" in Path(CONF / "sweep" / "none.yaml").read_text()
 
 
 def test_override_lines_rewritten():
