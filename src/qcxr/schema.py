@@ -54,7 +54,7 @@ class DQCHeadSchema:
     simulator: str = "native"
     block_size: int = 5
     remat: bool = False
-    chunk_size: Any = None
+    chunk_size: Any = "auto"
 
 
 @dataclass

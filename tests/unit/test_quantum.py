@@ -15,6 +15,7 @@ from qcxr.quantum import (
     expvals,
     make_ansatz,
 )
+from qcxr.quantum.memory import cache_bytes, choose_chunk_size
 
 
 def test_cnot_network_permutation_matches_dense_cnots():
@@ -82,7 +83,9 @@ def test_memory_guard_refuses_before_allocating():
     x = jnp.zeros((32, 30))
     with pytest.raises(MemoryBudgetError) as err:
         # Traced only: an allocation of 2^30 x 32 amplitudes would fail long before the message.
-        jax.eval_shape(lambda w, x: expvals(a, w, x, memory_budget=8 * 2**30), w, x)
+        jax.eval_shape(
+            lambda w, x: expvals(a, w, x, chunk_size=None, memory_budget=8 * 2**30), w, x
+        )
     msg = str(err.value)
     for part in ("30 qubits", "batch of 32", "GiB", "budget of 8.0 GiB", "chunk_size", "remat"):
         assert part in msg
@@ -105,9 +108,18 @@ def test_auto_chunk_fits_the_budget_and_matches_unchunked():
     full = estimate_bytes(a, compile_ansatz(a), 8, "float32", False)
     budget = full // 3  # forces chunks of 2
     got = expvals(a, w, x, chunk_size="auto", memory_budget=budget)
-    np.testing.assert_allclose(got, expvals(a, w, x), atol=1e-6)
+    np.testing.assert_allclose(got, expvals(a, w, x, chunk_size=None), atol=1e-6)
     with pytest.raises(MemoryBudgetError):
-        expvals(a, w, x, memory_budget=budget)
+        expvals(a, w, x, chunk_size=None, memory_budget=budget)
+
+
+def test_auto_chunk_is_cache_sized_on_cpu():
+    # One sample's 19-qubit float32 state (2 MiB) fills the L2 cache: one sample per chunk; at 8
+    # qubits the whole batch fits.
+    big, small = make_ansatz("ry_cnot_ring", 19, 3), make_ansatz("ry_cnot_ring", 8, 3)
+    chunk = choose_chunk_size(big, compile_ansatz(big), 32, "float32", False)
+    assert chunk == max(1, 2 ** int(np.log2(max(1, cache_bytes() // (2**19 * 4)))))
+    assert choose_chunk_size(small, compile_ansatz(small), 32, "float32", False) == 32
 
 
 def test_no_entangler_never_builds_the_state():

@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip PennyLane above this many qubits")
     p.add_argument("--block-size", type=int, default=5)
     p.add_argument("--remat", action="store_true")
-    p.add_argument("--chunk-size", default=None)
+    p.add_argument("--chunk-size", default="auto", help="int, auto, or none (whole batch)")
     p.add_argument("--no-cdl", action="store_true", help="skip the classical baseline")
     p.add_argument("--max-qubits", action="store_true",
                    help="also find the largest qubit count whose batch DQC step fits the budget")
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     chunk = args.chunk_size
-    chunk = int(chunk) if chunk not in (None, "auto") else chunk
+    chunk = None if chunk.lower() in ("none", "null") else chunk if chunk == "auto" else int(chunk)
     base = {"batch": args.batch, "layers": args.layers, "ansatz": args.ansatz, "seed": 0,
             "block_size": args.block_size, "remat": args.remat, "chunk_size": chunk,
             "repeats": args.repeats, "warmup": args.warmup, "time_limit": args.time_limit}

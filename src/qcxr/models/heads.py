@@ -33,7 +33,7 @@ def circuit_fn(
     simulator: str = "native",
     block_size: int = 5,
     remat: bool = False,
-    chunk_size: int | str | None = None,
+    chunk_size: int | str | None = "auto",
 ) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
     """The circuit as a function (weights, angles f[B, n]) -> <Z> f[B, n] on a simulator."""
     if simulator == "native":
@@ -65,7 +65,7 @@ class DQCHead(nn.Module):
     simulator: str = "native"
     block_size: int = 5
     remat: bool = False
-    chunk_size: int | str | None = None
+    chunk_size: int | str | None = "auto"
 
     @nn.compact
     def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
@@ -106,7 +106,7 @@ def dqc_head(
     simulator: str = "native",
     block_size: int = 5,
     remat: bool = False,
-    chunk_size: int | str | None = None,
+    chunk_size: int | str | None = "auto",
 ) -> DQCHead:
     """Build the DQC head (`conf/head/dqc.yaml`); one qubit per label.
 
