@@ -6,6 +6,9 @@ compilation, so the reference is cheap). Tolerances, absolute, against that floa
 fresh random weights and inputs (never zeros), values and gradients w.r.t. weights and inputs:
 1e-5 for our float32 run, 1e-10 for our float64 run.
 
+Both engine paths are checked: the whole batch at once (autodiff through the batched state) and one
+sample at a time (chunk_size=1: the adjoint method of engine._adjoint_circuit).
+
 Coverage: every ansatz x n = 1..10 x layers = 1..4. The inner loop (not slow) runs a covering
 design: for each ansatz every n and every layer count appears; the full product runs as slow.
 """
@@ -63,12 +66,16 @@ def _native(a, w, x, c, dtype, **opts):
         return np.asarray(val), [np.asarray(g) for g in grads]
 
 
-def _check(name, n, layers, dtypes=(jnp.float32, jnp.float64), block_size=3):
+def _check(name, n, layers, dtypes=(jnp.float32, jnp.float64), block_size=3, adjoint=None):
     a = make_ansatz(name, n, layers)
     w, x, c = _draw(a, batch=3, seed=1000 * n + 10 * layers + len(name))
     ref_val, ref_grads = _reference(a, w, x, c)
-    for dtype in dtypes:
-        val, grads = _native(a, w, x, c, dtype, block_size=block_size)
+    # Both engine paths: the whole batch at once (autodiff) and one sample at a time (adjoint),
+    # the latter in the dtypes `adjoint` names (default: all).
+    adjoint = dtypes if adjoint is None else adjoint
+    cases = [(d, None) for d in dtypes] + [(d, 1) for d in adjoint]
+    for dtype, chunk in cases:
+        val, grads = _native(a, w, x, c, dtype, block_size=block_size, chunk_size=chunk)
         np.testing.assert_allclose(val, ref_val, atol=TOL[dtype], rtol=0)
         for g, rg in zip(grads, ref_grads, strict=True):
             np.testing.assert_allclose(g, rg, atol=TOL[dtype], rtol=0)
@@ -91,7 +98,7 @@ def test_values_and_gradients_match_pennylane(name, n, layers):
 @pytest.mark.slow
 @pytest.mark.parametrize("name,n,layers", SLOW)
 def test_values_and_gradients_match_pennylane_full(name, n, layers):
-    _check(name, n, layers)
+    _check(name, n, layers, adjoint=(jnp.float64,))
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -99,18 +106,24 @@ def test_encodings_match_pennylane(encoding):
     a = make_ansatz("ry_cnot_ring", 4, 2, encoding=encoding)
     w, x, c = _draw(a, batch=2, seed=7)
     ref_val, ref_grads = _reference(a, w, x, c)
-    val, grads = _native(a, w, x, c, jnp.float64)
-    np.testing.assert_allclose(val, ref_val, atol=1e-10, rtol=0)
-    for g, rg in zip(grads, ref_grads, strict=True):
-        np.testing.assert_allclose(g, rg, atol=1e-10, rtol=0)
+    for chunk in (None, 1):
+        val, grads = _native(a, w, x, c, jnp.float64, chunk_size=chunk)
+        np.testing.assert_allclose(val, ref_val, atol=1e-10, rtol=0)
+        for g, rg in zip(grads, ref_grads, strict=True):
+            np.testing.assert_allclose(g, rg, atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["ry_cnot_ring", "strongly_entangling"])  # real and complex
 def test_block_size_remat_and_chunking_do_not_change_results(name):
     a = make_ansatz(name, 7, 3)
     w, x, c = _draw(a, batch=5, seed=3)
-    base_val, base_grads = _native(a, w, x, c, jnp.float64, block_size=7)
-    for opts in ({"block_size": 2, "remat": True}, {"block_size": 4, "chunk_size": 2}):
+    base_val, base_grads = _native(a, w, x, c, jnp.float64, block_size=7, chunk_size=None)
+    for opts in (
+        {"block_size": 2, "remat": True},
+        {"block_size": 4, "chunk_size": 2},
+        {"block_size": 3, "chunk_size": 1},
+        {"block_size": 5, "chunk_size": 1, "remat": True},
+    ):
         val, grads = _native(a, w, x, c, jnp.float64, **opts)
         np.testing.assert_allclose(val, base_val, atol=1e-12, rtol=0)
         for g, bg in zip(grads, base_grads, strict=True):

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.single:
         sys.stdout.write(json.dumps(_run_single(json.loads(args.single))) + "\n")
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     chunk = args.chunk_size
     chunk = None if chunk.lower() in ("none", "null") else chunk if chunk == "auto" else int(chunk)
     base = {"batch": args.batch, "layers": args.layers, "ansatz": args.ansatz, "seed": 0,

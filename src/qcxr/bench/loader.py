@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--workdir", default=None, help="where to write images and caches (temp)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     logging.getLogger("qcxr.data").setLevel(logging.WARNING)
     threads = [int(t) for t in args.threads.split(",")]
     with tempfile.TemporaryDirectory(prefix="qcxr-bench-", dir=args.workdir) as tmp:

@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frozen", action="store_true", help="freeze the backbone (mask)")
     p.add_argument("--out", default="bench_results/train_step.json")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
     rows = []
     backbone = _backbone(args.backbone, args.image_size, args.frozen)
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{r['ratio_to_cdl']:.2f}" if "ratio_to_cdl" in r else "1"
         lines.append(f"| {r['labels']} | {r['head']} | {r['simulator']} | {r['step_s']:.3f} | "
                      f"{r['std_s']:.3f} | {ratio} |")
-    log.info("\n%s", "\n".join(lines))
+    sys.stdout.write("\n".join(lines) + "\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))

@@ -394,6 +394,86 @@ def z_expectations(state, rows: tuple[int, ...], n: int, layout: str = "major"):
     return jnp.einsum("bhj,hj->bj", t, s_hi)
 
 
+@functools.lru_cache(maxsize=64)
+def _adjoint_circuit(program: Program, blocks: tuple[int, ...]):
+    """The circuit on one sample as (mats per state layer, product-state vectors [n, 2]) -> <Z> [n],
+    differentiated by the adjoint method.
+
+    The forward pass keeps only the final state. The backward pass walks the circuit in reverse
+    with two vectors side by side: the cotangent (each gate's transpose applied) and the state
+    (each gate undone: the inverse permutation, the conjugate transpose of a rotation block), so
+    the state before every block is recomputed in cache instead of stored. With one sample the
+    state has no batch axis, so a rotation layer's transpose and inverse are rotation layers of
+    the same shape (the blocks commute), applied with the same front-moving GEMM as the forward
+    pass. A block's gradient pairs the cotangent after it with the state before it (one GEMM).
+    Rotation matrices must be unitary (every gate of the library is).
+    """
+    n = program.num_qubits
+    ops = program.ops
+
+    def run(mats, vec):
+        state = product_state(vec[None])
+        layer = 0
+        for kind, arg in ops:
+            if kind == "rot":
+                state = _rotate(state, kron_blocks(mats[layer], blocks), blocks)
+                layer += 1
+            else:
+                state = permute(state, arg, n)
+        return state
+
+    def measure(state):
+        return z_expectations(state, program.final_rows, n)[0]
+
+    @jax.custom_vjp
+    def circuit(mats, vec):
+        return measure(run(mats, vec))
+
+    def fwd(mats, vec):
+        state = run(mats, vec)
+        return measure(state), (mats, vec, state)
+
+    def bwd(res, ct):
+        mats, vec, state = res
+        (g,) = jax.vjp(measure, state)[1](ct)
+        u = state
+        dmats = [None] * len(mats)
+        layer = len(mats)
+        for kind, arg in reversed(ops):
+            if kind == "perm":  # a permutation's transpose is its inverse
+                inv = _inverse_rows(arg, n)
+                g, u = permute(g, inv, n), permute(u, inv, n)
+                continue
+            layer -= 1
+            kron, kvjp = jax.vjp(lambda m: kron_blocks(m, blocks), mats[layer])
+            g, u = g.reshape(-1), u.reshape(-1)
+            dkron = [None] * len(blocks)
+            for i in reversed(range(len(blocks))):  # the forward order: trailing block first
+                k = blocks[i]
+                # Materialised transposes: a dot contracting the matrix's first axis misses XLA's
+                # fast CPU kernel (measured 0.95 vs 0.48 ms at 19 qubits).
+                m_t, m_h = jax.lax.optimization_barrier((kron[i].T, jnp.conj(kron[i]).T))
+                gk = g.reshape(-1, 2**k)
+                u = _dot(m_h, u.reshape(-1, 2**k), 1, 1)  # undo: m^dagger, to the front
+                dkron[i] = _dot(u, gk, 1, 0).T  # sum_r g[r, j] u_before[k, r]
+                g = _dot(m_t, gk, 1, 1)  # transpose: m^T, to the front
+            dmats[layer] = kvjp(dkron)[0]
+            g, u = g.reshape(1, -1), u.reshape(1, -1)
+        (dvec,) = jax.vjp(lambda v: product_state(v[None]), vec)[1](g)
+        return tuple(dmats), dvec
+
+    circuit.defvjp(fwd, bwd)
+    return circuit
+
+
+def _rotate(state, kron, blocks):
+    """apply_rotation_layer for one sample [1, 2^n] with precomputed Kronecker blocks."""
+    s = state.reshape(-1)
+    for m, k in reversed(list(zip(kron, blocks, strict=True))):
+        s = _dot(m, s.reshape(-1, 2**k), 1, 1).reshape(-1)
+    return s.reshape(1, -1)
+
+
 def _layer_mats(ansatz: Ansatz, weights: jnp.ndarray, layer: int) -> jnp.ndarray:
     return gates.matrices(ansatz.rotation, weights[layer])
 
@@ -410,8 +490,14 @@ def _simulate(ansatz: Ansatz, program: Program, weights, x, block_size: int, rem
     if program.final_rows is None:
         p = jnp.abs(vec) ** 2
         return p[..., 0] - p[..., 1]
-    state, layout = product_state(vec), "major"
     blocks = block_sizes(n, block_size)
+    if x.shape[0] == 1:  # one sample: adjoint differentiation, nothing kept but the final state
+        layers = [arg for kind, arg in program.ops if kind == "rot"]
+        mats = [_layer_mats(ansatz, weights, layer) for layer in layers]
+        dtype = jnp.result_type(vec, *mats)
+        f = _adjoint_circuit(program, blocks)
+        return f(tuple(m.astype(dtype) for m in mats), vec[0].astype(dtype))[None]
+    state, layout = product_state(vec), "major"
 
     def rot(s, layer, layout):
         return apply_rotation_layer(s, _layer_mats(ansatz, weights, layer), blocks, layout)[0]
@@ -505,5 +591,9 @@ def expvals(
         num = -(-batch // chunk)
         pad = num * chunk - batch
         xs = jnp.pad(xf, ((0, pad), (0, 0))).reshape(num, chunk, n)
-        out = jax.lax.map(jax.checkpoint(sim), xs).reshape(num * chunk, n)[:batch]
+        # Each chunk is rematerialised in the backward pass, so backprop keeps one chunk's
+        # intermediates; single samples (adjoint, see _adjoint_circuit) keep only their final
+        # state unless remat asks for nothing at all.
+        body = sim if chunk == 1 and not remat else jax.checkpoint(sim)
+        out = jax.lax.map(body, xs).reshape(num * chunk, n)[:batch]
     return out.reshape(*lead, n)
