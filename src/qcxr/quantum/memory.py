@@ -6,8 +6,8 @@ where state_bytes = 2^n x itemsize (4 for a real float32 state, 8 for complex64,
 `kept` counts the full states backprop keeps (one per Kronecker block of every rotation layer, plus
 the product state and the final state; with remat only each layer's input plus one layer recomputed)
 and `working` = 3 states of live temporaries. Chunks of one sample use the adjoint method
-(engine._adjoint_circuit): the batch's final states (none with remat) plus 6 working states. It was checked against measured peak memory by
-`python -m qcxr.bench heads` (see the README).
+(engine._adjoint_circuit): the batch's final states (none with remat) plus 6 working states.
+It was checked against measured peak memory by `python -m qcxr.bench heads` (see the README).
 """
 
 from __future__ import annotations
