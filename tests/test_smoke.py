@@ -30,6 +30,7 @@ def _record_batches(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_smoke_run_logs_and_checkpoints(tmp_path, monkeypatch):
     seen = _record_batches(monkeypatch)
     saved = []

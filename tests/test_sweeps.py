@@ -139,6 +139,7 @@ def _job_trials(folder: Path) -> list[tuple[str, int]]:
     return found
 
 
+@pytest.mark.slow
 def test_toy_study_resume_and_trial_tags(tmp_path):
     storage = f"sqlite:///{tmp_path / 'toy.db'}"
     first = _toy(tmp_path, storage, "hydra.sweeper.n_trials=3", name="a")

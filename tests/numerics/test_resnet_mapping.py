@@ -70,6 +70,7 @@ def _compare_through_factory(factory, model, tmp_path, size: int = 64) -> None:
     assert np.abs(np.asarray(apply(wrong, images)) - reference).max() > 100 * ATOL
 
 
+@pytest.mark.slow
 def test_resnet18_matches_transformers(tmp_path):
     """The Hub's layout: ResNetForImageClassification (`resnet.` prefix plus a classifier)."""
     model = _hf_model(transformers.ResNetForImageClassification, backbones.RESNET18_ARCH)

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from qcxr.data import synthetic
 from qcxr.models.backbones import tiny
@@ -16,6 +17,7 @@ def _data(tmp_path):
                      augment=False, min_positives=0, num_threads=1)
 
 
+@pytest.mark.slow
 def test_cache_is_reused_and_matches_image_path(tmp_path):
     data = _data(tmp_path)
     model = Classifier(tiny(feature_dim=4, image_size=8, freeze=True), cdl_head(8))

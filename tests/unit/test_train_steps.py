@@ -31,7 +31,7 @@ def _setup(freeze, head=None, opt=optim.adam, **kw):
     return params, state, step
 
 
-@pytest.mark.parametrize("head", ["cdl", "dqc"])
+@pytest.mark.parametrize("head", ["cdl", pytest.param("dqc", marks=pytest.mark.slow)])
 def test_frozen_backbone_bit_identical_head_changes(head):
     h = cdl_head(3) if head == "cdl" else dqc_head(3, make_ansatz("ry_cnot_ring", 3, 1))
     params, state, step = _setup(True, h)
@@ -46,6 +46,7 @@ def test_frozen_backbone_bit_identical_head_changes(head):
     assert np.isfinite(float(loss))
 
 
+@pytest.mark.slow
 def test_trainable_backbone_changes():
     params, state, step = _setup(False)
     before = jax.tree.map(np.array, params)
@@ -56,6 +57,7 @@ def test_trainable_backbone_changes():
     assert all(changed)
 
 
+@pytest.mark.slow
 def test_accumulation_updates_every_k_steps():
     params, state, step = _setup(False, accumulation_steps=2)
     before = jax.tree.map(np.array, params)
@@ -78,6 +80,7 @@ def test_schedules(name):
         assert values[0] == 0.0
 
 
+@pytest.mark.slow
 def test_same_seed_same_first_loss():
     losses = []
     for _ in range(2):
@@ -87,6 +90,7 @@ def test_same_seed_same_first_loss():
     assert losses[0] == losses[1]
 
 
+@pytest.mark.slow
 def test_bf16_compute_runs():
     model = Classifier(tiny(feature_dim=4, image_size=8), cdl_head(3), compute_dtype="bfloat16")
     params, consts = model.init(jax.random.key(0))
