@@ -83,7 +83,7 @@ def _check(name, n, layers, dtypes=(jnp.float32, jnp.float64), block_size=3, adj
 
 # Covering design: for each ansatz, n = 1..10 with the layer count cycling 1..4 (and a second
 # pass shifted by two), so every n and every layer count is exercised for every ansatz; the paper's
-# ansatz runs the full product. The inner loop keeps one small real case (with and without entangler).
+# ansatz runs the full product. The inner loop keeps two small real cases (ring and separable).
 COVER = {(a, n, (n + s) % 4 + 1) for a in ANSATZE for n in range(1, 11) for s in (0, 2)}
 PAPER = set(itertools.product(["ry_cnot_ring"], range(1, 11), range(1, 5)))
 FAST = [(a, 3, 2) for a in ("ry_cnot_ring", "ry_separable")]  # the rest run as slow

@@ -297,10 +297,19 @@ def apply_rotation_layer(state, mats, blocks, layout: str = "major"):
     dtype = jnp.result_type(state.dtype, mats.dtype)
     kron = [m.astype(dtype) for m in kron_blocks(mats, blocks)]
     b = state.shape[0]
-    s = state.astype(dtype).reshape(-1)
+    return _blocks_to_front(state.astype(dtype), kron, blocks).reshape(-1, b), "minor"
+
+
+def _blocks_to_front(state, kron, blocks):
+    """Contract each Kronecker block with the state's trailing wires, moving them to the front.
+
+    Returns the flat amplitudes; after all blocks the wire order is restored (the batch axis of a
+    batch-major input ends up last).
+    """
+    s = state.reshape(-1)
     for m, k in reversed(list(zip(kron, blocks, strict=True))):
         s = _to_front(s.reshape(-1, 2**k), m).reshape(-1)
-    return s.reshape(-1, b), "minor"
+    return s
 
 
 def product_state(vectors: jnp.ndarray) -> jnp.ndarray:
@@ -416,7 +425,7 @@ def _adjoint_circuit(program: Program, blocks: tuple[int, ...]):
         layer = 0
         for kind, arg in ops:
             if kind == "rot":
-                state = _rotate(state, kron_blocks(mats[layer], blocks), blocks)
+                state = _blocks_to_front(state, kron_blocks(mats[layer], blocks), blocks)[None]
                 layer += 1
             else:
                 state = permute(state, arg, n)
@@ -464,14 +473,6 @@ def _adjoint_circuit(program: Program, blocks: tuple[int, ...]):
 
     circuit.defvjp(fwd, bwd)
     return circuit
-
-
-def _rotate(state, kron, blocks):
-    """apply_rotation_layer for one sample [1, 2^n] with precomputed Kronecker blocks."""
-    s = state.reshape(-1)
-    for m, k in reversed(list(zip(kron, blocks, strict=True))):
-        s = _dot(m, s.reshape(-1, 2**k), 1, 1).reshape(-1)
-    return s.reshape(1, -1)
 
 
 def _layer_mats(ansatz: Ansatz, weights: jnp.ndarray, layer: int) -> jnp.ndarray:
@@ -552,10 +553,10 @@ def expvals(
         remat: rematerialise each layer in the backward pass (jax.checkpoint): less memory, more
             time.
         chunk_size: simulate the batch in sequential micro-batches of this size inside the step
-            (each checkpointed, so backprop keeps one micro-batch's intermediates); "auto" (the
-            default) picks the largest that fits the budget and, on a CPU, whose state stays near
-            the L2 cache size (memory.choose_chunk_size: one sample at a time at 19 qubits);
-            None processes the whole batch at once.
+            (each checkpointed, so backprop keeps one micro-batch's intermediates; chunks of one
+            sample use the adjoint method instead). "auto" (the default, memory.choose_chunk_size):
+            on a CPU the whole batch if its states fit the L2 cache, else one sample at a time; on
+            accelerators the largest chunk that fits the budget. None: the whole batch at once.
         memory_budget: bytes the simulation may use (default: see memory.default_budget()).
 
     Returns:
