@@ -6,7 +6,8 @@ where state_bytes = 2^n x itemsize (4 for a real float32 state, 8 for complex64,
 `kept` counts the full states backprop keeps (one per Kronecker block of every rotation layer, plus
 the product state and the final state; with remat only each layer's input plus one layer recomputed)
 and `working` = 3 states of live temporaries. Chunks of one sample use the adjoint method
-(engine._adjoint_circuit): the batch's final states (none with remat) plus 6 working states.
+(engine._adjoint_circuit): the batch's final states (none with remat) plus 6 working states for
+each of the `lanes` samples simulated side by side.
 It was checked against measured peak memory by `python -m qcxr.bench heads` (see the README).
 """
 
@@ -50,7 +51,14 @@ def state_itemsize(is_real: bool, dtype) -> int:
 
 
 def estimate_bytes(
-    ansatz, program, chunk: int, dtype, remat: bool, block_size: int = 5, batch: int | None = None
+    ansatz,
+    program,
+    chunk: int,
+    dtype,
+    remat: bool,
+    block_size: int = 5,
+    batch: int | None = None,
+    lanes: int = 1,
 ) -> int:
     """Bytes one forward + backward pass of `chunk` samples keeps alive at its peak.
 
@@ -62,6 +70,7 @@ def estimate_bytes(
         remat: per-layer rematerialisation.
         block_size: wires per Kronecker block.
         batch: the whole batch (default: chunk); chunks of one keep every sample's final state.
+        lanes: samples simulated side by side when chunk is 1.
 
     Returns:
         Estimated peak bytes.
@@ -72,7 +81,7 @@ def estimate_bytes(
         return batch * n * 2 * state_itemsize(False, dtype) * (ansatz.num_layers + 2)
     state = 2**n * state_itemsize(ansatz.is_real, dtype)
     if chunk == 1:  # adjoint: final states of the batch (unless remat) + cotangent, state, temps
-        return state * ((0 if remat else batch) + 6) + 2**n * 4 * 4
+        return state * ((0 if remat else batch) + 6 * max(1, lanes)) + 2**n * 4 * 4
     blocks = math.ceil(n / max(1, block_size))
     layers = program.num_state_layers
     if remat:
@@ -95,10 +104,12 @@ def _fixes(ansatz, batch: int, chunk: int, remat: bool) -> str:
     return "; ".join(fixes)
 
 
-def check_memory(ansatz, program, batch, chunk, dtype, remat, budget=None, block_size=5) -> int:
+def check_memory(
+    ansatz, program, batch, chunk, dtype, remat, budget=None, block_size=5, lanes=1
+) -> int:
     """Raise MemoryBudgetError if the simulation would not fit the budget; return the estimate."""
     budget = default_budget() if budget is None else float(budget)
-    need = estimate_bytes(ansatz, program, chunk, dtype, remat, block_size, batch)
+    need = estimate_bytes(ansatz, program, chunk, dtype, remat, block_size, batch, lanes)
     if need > budget:
         raise MemoryBudgetError(
             f"simulating {ansatz.name!r} on {ansatz.num_qubits} qubits for a batch of {batch} "
@@ -145,3 +156,15 @@ def choose_chunk_size(ansatz, program, batch, dtype, remat, budget=None, block_s
     while chunk > 1 and estimate_bytes(ansatz, program, chunk, dtype, remat, block_size) > budget:
         chunk = 2 ** (math.ceil(math.log2(chunk)) - 1)
     return chunk
+
+
+def choose_lanes(ansatz, program, batch, dtype, remat, budget=None, block_size=5) -> int:
+    """Samples simulated side by side on the one-sample (adjoint) path: 2, or 1 if two do not fit.
+
+    Two independent samples per step let the CPU runtime overlap one sample's single-threaded
+    gradient contractions with the other's matrix products (measured on the 2-core CPU, 19
+    qubits, batch 32: ~10% faster per step; three or four lanes gained nothing more).
+    """
+    budget = default_budget() if budget is None else float(budget)
+    fits = estimate_bytes(ansatz, program, 1, dtype, remat, block_size, batch, 2) <= budget
+    return 2 if batch > 1 and fits else 1
