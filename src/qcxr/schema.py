@@ -55,6 +55,7 @@ class DQCHeadSchema:
     block_size: int = 5
     remat: bool = False
     chunk_size: Any = "auto"
+    method: str = "auto"
 
 
 @dataclass

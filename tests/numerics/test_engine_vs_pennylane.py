@@ -6,8 +6,10 @@ compilation, so the reference is cheap). Tolerances, absolute, against that floa
 fresh random weights and inputs (never zeros), values and gradients w.r.t. weights and inputs:
 1e-5 for our float32 run, 1e-10 for our float64 run.
 
-Both engine paths are checked: the whole batch at once (autodiff through the batched state) and one
-sample at a time (chunk_size=1: the adjoint method of engine._adjoint_circuit).
+Every engine path is checked: the statevector for the whole batch at once (autodiff through the
+batched state) and one sample at a time (chunk_size=1: the adjoint method of
+engine._adjoint_circuit), and the split method (qcxr.quantum.split) wherever it applies (at most
+split.MAX_TERMS terms).
 
 Coverage: every ansatz x n = 1..10 x layers = 1..4. The inner loop (not slow) runs a covering
 design: for each ansatz every n and every layer count appears; the full product runs as slow.
@@ -22,7 +24,7 @@ import pennylane as qml
 import pytest
 from pennylane import numpy as pnp
 
-from qcxr.quantum import ANSATZE, ENCODINGS, expvals, make_ansatz, reference
+from qcxr.quantum import ANSATZE, ENCODINGS, compile_ansatz, expvals, make_ansatz, reference, split
 
 TOL = {jnp.float32: 1e-5, jnp.float64: 1e-10}
 
@@ -70,12 +72,18 @@ def _check(name, n, layers, dtypes=(jnp.float32, jnp.float64), block_size=3, adj
     a = make_ansatz(name, n, layers)
     w, x, c = _draw(a, batch=3, seed=1000 * n + 10 * layers + len(name))
     ref_val, ref_grads = _reference(a, w, x, c)
-    # Both engine paths: the whole batch at once (autodiff) and one sample at a time (adjoint),
-    # the latter in the dtypes `adjoint` names (default: all).
+    # Every path: the statevector for the whole batch (autodiff) and one sample at a time
+    # (adjoint, in the dtypes `adjoint` names; default: all), and the split method where it
+    # applies.
     adjoint = dtypes if adjoint is None else adjoint
-    cases = [(d, None) for d in dtypes] + [(d, 1) for d in adjoint]
-    for dtype, chunk in cases:
-        val, grads = _native(a, w, x, c, dtype, block_size=block_size, chunk_size=chunk)
+    sv = "statevector"
+    cases = [(d, None, sv) for d in dtypes] + [(d, 1, sv) for d in adjoint]
+    if split.split_terms(compile_ansatz(a)) <= split.MAX_TERMS:
+        cases += [(d, None, "split") for d in dtypes]
+    for dtype, chunk, method in cases:
+        val, grads = _native(
+            a, w, x, c, dtype, block_size=block_size, chunk_size=chunk, method=method
+        )
         np.testing.assert_allclose(val, ref_val, atol=TOL[dtype], rtol=0)
         for g, rg in zip(grads, ref_grads, strict=True):
             np.testing.assert_allclose(g, rg, atol=TOL[dtype], rtol=0)
@@ -106,8 +114,8 @@ def test_encodings_match_pennylane(encoding):
     a = make_ansatz("ry_cnot_ring", 4, 2, encoding=encoding)
     w, x, c = _draw(a, batch=2, seed=7)
     ref_val, ref_grads = _reference(a, w, x, c)
-    for chunk in (None, 1):
-        val, grads = _native(a, w, x, c, jnp.float64, chunk_size=chunk)
+    for chunk, method in ((None, "statevector"), (1, "statevector"), (None, "split")):
+        val, grads = _native(a, w, x, c, jnp.float64, chunk_size=chunk, method=method)
         np.testing.assert_allclose(val, ref_val, atol=1e-10, rtol=0)
         for g, rg in zip(grads, ref_grads, strict=True):
             np.testing.assert_allclose(g, rg, atol=1e-10, rtol=0)
@@ -118,12 +126,15 @@ def test_encodings_match_pennylane(encoding):
 def test_block_size_remat_and_chunking_do_not_change_results(name):
     a = make_ansatz(name, 7, 3)
     w, x, c = _draw(a, batch=5, seed=3)
-    base_val, base_grads = _native(a, w, x, c, jnp.float64, block_size=7, chunk_size=None)
+    sv = {"method": "statevector"}
+    base_val, base_grads = _native(a, w, x, c, jnp.float64, block_size=7, chunk_size=None, **sv)
     for opts in (
-        {"block_size": 2, "remat": True},
-        {"block_size": 4, "chunk_size": 2},
-        {"block_size": 3, "chunk_size": 1},
-        {"block_size": 5, "chunk_size": 1, "remat": True},
+        {"block_size": 2, "remat": True, **sv},
+        {"block_size": 4, "chunk_size": 2, **sv},
+        {"block_size": 3, "chunk_size": 1, **sv},
+        {"block_size": 5, "chunk_size": 1, "remat": True, **sv},
+        {"block_size": 2, "method": "split"},
+        {"block_size": 5, "method": "split"},
     ):
         val, grads = _native(a, w, x, c, jnp.float64, **opts)
         np.testing.assert_allclose(val, base_val, atol=1e-12, rtol=0)

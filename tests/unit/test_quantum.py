@@ -84,7 +84,11 @@ def test_memory_guard_refuses_before_allocating():
     with pytest.raises(MemoryBudgetError) as err:
         # Traced only: an allocation of 2^30 x 32 amplitudes would fail long before the message.
         jax.eval_shape(
-            lambda w, x: expvals(a, w, x, chunk_size=None, memory_budget=8 * 2**30), w, x
+            lambda w, x: expvals(
+                a, w, x, chunk_size=None, memory_budget=8 * 2**30, method="statevector"
+            ),
+            w,
+            x,
         )
     msg = str(err.value)
     for part in ("30 qubits", "batch of 32", "GiB", "budget of 8.0 GiB", "chunk_size", "remat"):
@@ -107,10 +111,11 @@ def test_auto_chunk_fits_the_budget_and_matches_unchunked():
     x = jax.random.normal(jax.random.key(1), (8, 8))
     full = estimate_bytes(a, compile_ansatz(a), 8, "float32", False)
     budget = full // 3  # forces chunks of 2
-    got = expvals(a, w, x, chunk_size="auto", memory_budget=budget)
-    np.testing.assert_allclose(got, expvals(a, w, x, chunk_size=None), atol=1e-6)
+    sv = {"method": "statevector"}
+    got = expvals(a, w, x, chunk_size="auto", memory_budget=budget, **sv)
+    np.testing.assert_allclose(got, expvals(a, w, x, chunk_size=None, **sv), atol=1e-6)
     with pytest.raises(MemoryBudgetError):
-        expvals(a, w, x, chunk_size=None, memory_budget=budget)
+        expvals(a, w, x, chunk_size=None, memory_budget=budget, **sv)
 
 
 def test_auto_chunk_is_cache_sized_on_cpu():

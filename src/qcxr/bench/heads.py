@@ -4,11 +4,14 @@ Protocol: random (not zero) 2048-dim features and random labels, batch 32; one s
 backward of the whole head (Dense -> tanh*pi/2 -> circuit -> Dense for DQC, Dense for CDL) under
 mean BCE plus an Adam update, jitted. Compilation and warm-up steps are excluded; the table gives
 the median and min/max of the timed steps, the peak resident memory of the process that ran the
-configuration, and the PennyLane/native ratio measured in the same invocation.
+configuration, and PennyLane's time over each native row's, measured in the same invocation.
+Native rows are timed per engine method (`--methods`, default `auto` and `statevector`: the
+statevector engine alone, and what `auto` picks, the split method for shallow circuits).
 
 Each configuration runs in its own subprocess so that its peak memory is its own and a crash or an
 out-of-memory kill is reported, not fatal. `--max-qubits` searches upward for the largest qubit
-count whose batch-32 DQC step fits the memory budget (processing the batch in chunks when needed).
+count whose batch-32 DQC step fits the memory budget and the time limit, with the method `auto`
+picks there (the statevector processes the batch in chunks when needed).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def _run_single(cfg: dict) -> dict:
             block_size=cfg["block_size"],
             remat=cfg["remat"],
             chunk_size=cfg["chunk_size"],
+            method=cfg.get("method", "auto"),
         )
     kf, ky, kp = jax.random.split(jax.random.key(cfg["seed"]), 3)
     features = jax.random.normal(kf, (batch, FEATURES), jnp.float32)
@@ -85,8 +89,15 @@ def _run_single(cfg: dict) -> dict:
         params, state, loss = step(params, state)
         jax.block_until_ready(loss)
         times.append(time.perf_counter() - t)
+    used = None
+    if cfg["head"] == "dqc" and cfg["simulator"] == "native":
+        from qcxr.quantum import compile_ansatz
+        from qcxr.quantum.engine import choose_method
+
+        used = choose_method(compile_ansatz(ansatz), cfg.get("method", "auto"), cfg["block_size"])
     return {
         **cfg,
+        "method_used": used,
         "compile_s": compile_s,
         "times_s": times,
         "median_s": float(np.median(times)),
@@ -122,28 +133,41 @@ def _fmt_ms(s: float) -> str:
     return f"{ms:.3g}" if ms < 100 else f"{ms:,.0f}"
 
 
+def _label(r: dict) -> str:
+    if r["head"] == "cdl":
+        return "—"
+    if r["simulator"] != "native":
+        return r["simulator"]
+    method = r.get("method", "auto")
+    used = r.get("method_used")
+    label = f"native, {method}" if method != "auto" or not used else f"native, auto: {used}"
+    if r.get("max_qubits_search") and used == "statevector":
+        label += f", chunks of {r['chunk_size']}"
+    if r.get("max_qubits_search"):
+        label += f" (est. {r.get('estimate_gib', 0):.1f} GiB)"
+    return label
+
+
 def _table(results: list[dict]) -> str:
+    """Markdown table; native rows carry PennyLane's time over theirs (same qubits)."""
     rows = [
         "| head | qubits | simulator | median ms | min–max ms | steps | peak RSS MB "
-        "| PennyLane/native |",
+        "| PennyLane/this |",
         "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
-    native = {
-        (r["head"], r["qubits"]): r["median_s"]
+    pennylane = {
+        r["qubits"]: r["median_s"]
         for r in results
-        if r.get("simulator") == "native" and "median_s" in r
+        if r.get("simulator") == "pennylane" and r["head"] == "dqc" and "median_s" in r
     }
     for r in results:
-        head = r["head"].upper()
-        sim = r["simulator"] if r["head"] != "cdl" else "—"
-        if r.get("max_qubits_search"):
-            sim = f"native, chunks of {r['chunk_size']} (est. {r.get('estimate_gib', 0):.1f} GiB)"
+        head, sim = r["head"].upper(), _label(r)
         if "error" in r:
             rows.append(f"| {head} | {r['qubits']} | {sim} | — | — | — | — | {r['error']} |")
             continue
         ratio = ""
-        if r["simulator"] != "native" and (r["head"], r["qubits"]) in native:
-            ratio = f"{r['median_s'] / native[(r['head'], r['qubits'])]:.0f}×"
+        if r["head"] == "dqc" and r["simulator"] == "native" and r["qubits"] in pennylane:
+            ratio = f"{pennylane[r['qubits']] / r['median_s']:.0f}×"
         note = " (time limit)" if r.get("truncated") else ""
         rows.append(
             f"| {head} | {r['qubits']} | {sim} | {_fmt_ms(r['median_s'])} | "
@@ -154,8 +178,14 @@ def _table(results: list[dict]) -> str:
 
 
 def _max_qubits(args, base: dict) -> list[dict]:
-    """Largest qubit count whose batch DQC step fits the budget, searching upward."""
-    from qcxr.quantum import compile_ansatz, default_budget, make_ansatz
+    """Largest qubit count whose batch DQC step fits the budget (and the time limit), upward.
+
+    Each count runs with the method `auto` picks there (the split method for shallow circuits);
+    the search stops at the first count whose estimate exceeds the memory budget, whose run fails,
+    or whose step takes longer than the time limit.
+    """
+    from qcxr.quantum import compile_ansatz, default_budget, make_ansatz, split
+    from qcxr.quantum.engine import choose_method
     from qcxr.quantum.memory import choose_chunk_size, estimate_bytes
 
     budget = default_budget()
@@ -163,20 +193,26 @@ def _max_qubits(args, base: dict) -> list[dict]:
     for n in range(args.max_qubits_from, args.max_qubits_to + 1):
         ansatz = make_ansatz(args.ansatz, n, args.layers)
         prog = compile_ansatz(ansatz)
-        chunk = choose_chunk_size(ansatz, prog, args.batch, "float32", args.remat, budget)
-        need = estimate_bytes(ansatz, prog, chunk, "float32", args.remat, args.block_size)
+        method = choose_method(prog, args.methods[0], args.block_size)
+        chunk = None
+        if method == "split":
+            need = split.split_bytes(split.plan_split(prog), args.batch, 4)
+        else:
+            chunk = choose_chunk_size(ansatz, prog, args.batch, "float32", args.remat, budget)
+            need = estimate_bytes(ansatz, prog, chunk, "float32", args.remat, args.block_size)
         if need > budget:
-            log.info("%d qubits: %.1f GiB even in chunks of 1 > budget %.1f GiB: stop",
-                     n, need / 2**30, budget / 2**30)
+            log.info("%d qubits (%s): %.1f GiB > budget %.1f GiB: stop",
+                     n, method, need / 2**30, budget / 2**30)
             break
-        log.info("%d qubits: chunks of %d, estimate %.1f GiB", n, chunk, need / 2**30)
+        log.info("%d qubits: %s, estimate %.1f GiB", n, method, need / 2**30)
         cfg = {**base, "head": "dqc", "qubits": n, "simulator": "native", "chunk_size": chunk,
-               "repeats": max(1, min(args.repeats, 3)), "warmup": 0, "max_qubits_search": True}
+               "method": args.methods[0], "repeats": max(1, min(args.repeats, 3)), "warmup": 0,
+               "max_qubits_search": True}
         res = _spawn(cfg, timeout=args.time_limit * 4 + 600)
         res["estimate_gib"] = need / 2**30
         found.append(res)
         log.info("%s", json.dumps({k: v for k, v in res.items() if k != "times_s"}))
-        if "error" in res:
+        if "error" in res or res.get("median_s", 0) > args.time_limit:
             break
     return found
 
@@ -191,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ansatz", default="ry_cnot_ring")
     p.add_argument("--simulators", nargs="+", default=["native", "pennylane"],
                    choices=["native", "pennylane", "pennylane_lightning"])
+    p.add_argument("--methods", nargs="+", default=["auto", "statevector"],
+                   choices=["auto", "statevector", "split"],
+                   help="native-engine methods to time (one row each; --max-qubits uses the first)")
     p.add_argument("--repeats", type=int, default=20, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compilation")
     p.add_argument("--time-limit", type=float, default=120.0,
@@ -204,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-qubits", action="store_true",
                    help="also find the largest qubit count whose batch DQC step fits the budget")
     p.add_argument("--max-qubits-from", type=int, default=20)
-    p.add_argument("--max-qubits-to", type=int, default=30,
-                   help="stop the search here (each qubit doubles time and memory)")
+    p.add_argument("--max-qubits-to", type=int, default=40,
+                   help="stop the search here at the latest")
     p.add_argument("--out", default="bench_results/heads.json")
     p.add_argument("--single", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -225,10 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         for sim in args.simulators:
             if sim != "native" and n > args.pennylane_max_qubits:
                 continue
-            configs.append({**base, "head": "dqc", "qubits": n, "simulator": sim})
+            for method in args.methods if sim == "native" else ["auto"]:
+                configs.append({**base, "head": "dqc", "qubits": n, "simulator": sim,
+                                "method": method})
     results = []
     for cfg in configs:
-        log.info("running %s, %d qubits, %s ...", cfg["head"], cfg["qubits"], cfg["simulator"])
+        log.info("running %s, %d qubits, %s%s ...", cfg["head"], cfg["qubits"], cfg["simulator"],
+                 f" ({cfg['method']})" if cfg["head"] == "dqc" and cfg["simulator"] == "native"
+                 else "")
         res = _spawn(cfg, timeout=args.time_limit * 3 + 900)
         log.info("  %s", res.get("error") or f"median {1000 * res['median_s']:.3g} ms")
         results.append(res)

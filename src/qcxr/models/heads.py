@@ -34,13 +34,20 @@ def circuit_fn(
     block_size: int = 5,
     remat: bool = False,
     chunk_size: int | str | None = "auto",
+    method: str = "auto",
 ) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
     """The circuit as a function (weights, angles f[B, n]) -> <Z> f[B, n] on a simulator."""
     if simulator == "native":
 
         def run(weights, x):
             return engine.expvals(
-                ansatz, weights, x, block_size=block_size, remat=remat, chunk_size=chunk_size
+                ansatz,
+                weights,
+                x,
+                block_size=block_size,
+                remat=remat,
+                chunk_size=chunk_size,
+                method=method,
             )
 
         return run
@@ -66,6 +73,7 @@ class DQCHead(nn.Module):
     block_size: int = 5
     remat: bool = False
     chunk_size: int | str | None = "auto"
+    method: str = "auto"
 
     @nn.compact
     def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
@@ -76,7 +84,9 @@ class DQCHead(nn.Module):
         weights = self.param(
             "circuit", lambda key: self.ansatz.init_weights(key, jnp.float32)
         )
-        run = circuit_fn(self.ansatz, self.simulator, self.block_size, self.remat, self.chunk_size)
+        run = circuit_fn(
+            self.ansatz, self.simulator, self.block_size, self.remat, self.chunk_size, self.method
+        )
         q = run(weights, angles.astype(weights.dtype))
         return nn.Dense(n, name="post")(q)
 
@@ -107,6 +117,7 @@ def dqc_head(
     block_size: int = 5,
     remat: bool = False,
     chunk_size: int | str | None = "auto",
+    method: str = "auto",
 ) -> DQCHead:
     """Build the DQC head (`conf/head/dqc.yaml`); one qubit per label.
 
@@ -114,7 +125,8 @@ def dqc_head(
         num_labels: labels of the task; must equal the ansatz's qubits.
         ansatz: the circuit description.
         simulator: one of SIMULATORS.
-        block_size, remat, chunk_size: native-engine options (see qcxr.quantum.expvals).
+        block_size, remat, chunk_size, method: native-engine options (see
+            qcxr.quantum.expvals; method: auto, statevector or split).
     """
     if int(num_labels) != ansatz.num_qubits:
         raise ValueError(
@@ -123,7 +135,9 @@ def dqc_head(
         )
     if simulator not in SIMULATORS:
         raise ValueError(f"unknown simulator {simulator!r}; choose one of {SIMULATORS}")
-    return DQCHead(ansatz, simulator, int(block_size), bool(remat), chunk_size)
+    if method not in engine.METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {engine.METHODS}")
+    return DQCHead(ansatz, simulator, int(block_size), bool(remat), chunk_size, method)
 
 
 def dqc_nn_head(num_labels: int) -> DQCNNHead:

@@ -168,3 +168,28 @@ def choose_lanes(ansatz, program, batch, dtype, remat, budget=None, block_size=5
     budget = default_budget() if budget is None else float(budget)
     fits = estimate_bytes(ansatz, program, 1, dtype, remat, block_size, batch, 2) <= budget
     return 2 if batch > 1 and fits else 1
+
+
+def check_split_memory(ansatz, plan, batch, dtype, budget=None) -> int:
+    """Raise MemoryBudgetError if the split method (qcxr.quantum.split) would not fit the budget."""
+    from qcxr.quantum.split import split_bytes
+
+    budget = default_budget() if budget is None else float(budget)
+    need = split_bytes(plan, batch, state_itemsize(ansatz.is_real, dtype))
+    if need > budget:
+        raise MemoryBudgetError(
+            f"simulating {ansatz.name!r} on {ansatz.num_qubits} qubits for a batch of {batch} "
+            f"by the split method ({plan.max_terms} terms of 2 x 2^{plan.cut} amplitudes) needs "
+            f"about {need / 2**30:.1f} GiB, over the budget of {budget / 2**30:.1f} GiB. Fixes: "
+            f"a smaller batch than {batch}; fewer qubits than {ansatz.num_qubits}; a larger "
+            f"budget ({_ENV_BUDGET} or memory_budget=...)."
+        )
+    return need
+
+
+def fits_split_memory(ansatz, plan, batch, dtype, budget=None) -> bool:
+    """Whether the split method fits the memory budget (see check_split_memory)."""
+    from qcxr.quantum.split import split_bytes
+
+    budget = default_budget() if budget is None else float(budget)
+    return split_bytes(plan, batch, state_itemsize(ansatz.is_real, dtype)) <= budget
