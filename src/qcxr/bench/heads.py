@@ -83,8 +83,19 @@ def _run_single(cfg: dict) -> dict:
             break
         params, state, loss = step(params, state)
         jax.block_until_ready(loss)
-    times = []
-    while len(times) < cfg["repeats"] and (not times or time.perf_counter() < deadline):
+    # At least `repeats` steps, and for fast steps at least `min_time` seconds of them (sub-ms
+    # steps on a shared VM need hundreds of samples for a stable median), within the time limit.
+    times, start = [], time.perf_counter()
+    min_time = cfg.get("min_time", 0.0)
+
+    def more() -> bool:
+        if not times:
+            return True
+        if time.perf_counter() >= deadline:
+            return False
+        return len(times) < cfg["repeats"] or time.perf_counter() - start < min_time
+
+    while more():
         t = time.perf_counter()
         params, state, loss = step(params, state)
         jax.block_until_ready(loss)
@@ -232,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="native-engine methods to time (one row each; --max-qubits uses the first)")
     p.add_argument("--repeats", type=int, default=20, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compilation")
+    p.add_argument("--min-time", type=float, default=2.0,
+                   help="keep timing fast configurations for at least this many seconds")
     p.add_argument("--time-limit", type=float, default=120.0,
                    help="seconds of timed steps per configuration (at least one step runs)")
     p.add_argument("--pennylane-max-qubits", type=int, default=99,
@@ -256,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     chunk = None if chunk.lower() in ("none", "null") else chunk if chunk == "auto" else int(chunk)
     base = {"batch": args.batch, "layers": args.layers, "ansatz": args.ansatz, "seed": 0,
             "block_size": args.block_size, "remat": args.remat, "chunk_size": chunk,
-            "repeats": args.repeats, "warmup": args.warmup, "time_limit": args.time_limit}
+            "repeats": args.repeats, "warmup": args.warmup, "time_limit": args.time_limit,
+            "min_time": args.min_time}
     configs = []
     for n in args.qubits:
         if not args.no_cdl:
