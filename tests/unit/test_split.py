@@ -39,6 +39,7 @@ def test_perm_tables_reproduce_the_permutation_of_a_product_state():
     assert xs.shape[0] == step.factor == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ry_cnot_ring", "basic_entangler", "strongly_entangling"])
 def test_split_matches_statevector_at_15_qubits(name):
     # Real (ring) and complex (RX, Rot) circuits, float64, values and gradients.

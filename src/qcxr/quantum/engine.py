@@ -609,7 +609,8 @@ def expvals(
         memory_budget: bytes the simulation may use (default: see memory.default_budget()).
         method: "statevector" (the 2^n state), "split" (an exact sum of products over a cut of
             the wires, see qcxr.quantum.split: for shallow circuits) or "auto" (the default: the
-            split method where its estimated cost is well below the statevector's).
+            split method where its estimated cost is well below the statevector's and it fits
+            the memory budget). chunk_size and remat apply to the statevector only.
 
     Returns:
         f[..., qubits] expectations, the dtype of the promoted inputs.
