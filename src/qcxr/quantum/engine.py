@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcxr.quantum import gates, split
+from qcxr.quantum import gates
 from qcxr.quantum.ansatz import ANSATZE, Ansatz, encoding_vectors
 from qcxr.quantum.memory import (
     check_memory,
@@ -272,6 +272,25 @@ def _to_front_bwd(res, g):
 _to_front.defvjp(_to_front_fwd, _to_front_bwd)
 
 
+@jax.custom_vjp
+def _to_back(s: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
+    """[K, R] -> [R, J]: the mirror of _to_front, contracting the leading k wires (a batch-minor
+    state's major axis) and moving them to the back."""
+    return _dot(s, m, 0, 1)
+
+
+def _to_back_fwd(s, m):
+    return _to_back(s, m), (s, m)
+
+
+def _to_back_bwd(res, g):
+    s, m = res
+    return _dot(m, g, 0, 1), _dot(g, s, 0, 1)
+
+
+_to_back.defvjp(_to_back_fwd, _to_back_bwd)
+
+
 def kron_blocks(mats: jnp.ndarray, blocks: tuple[int, ...]) -> list[jnp.ndarray]:
     """Kronecker products of consecutive per-wire matrices, one [2^k, 2^k] matrix per block."""
     out, start = [], 0
@@ -318,6 +337,17 @@ def _blocks_to_front(state, kron, blocks):
     s = state.reshape(-1)
     for m, k in reversed(list(zip(kron, blocks, strict=True))):
         s = _to_front(s.reshape(-1, 2**k), m).reshape(-1)
+    return s
+
+
+def _blocks_to_back(state, kron, blocks):
+    """The mirror of _blocks_to_front: each block contracted from the front, moved to the back.
+
+    Returns the flat amplitudes; a batch-minor input [2^n, B] ends batch-major [B, 2^n].
+    """
+    s = state.reshape(-1)
+    for m, k in zip(kron, blocks, strict=True):
+        s = _to_back(s.reshape(2**k, -1), m).reshape(-1)
     return s
 
 
@@ -508,6 +538,8 @@ def _simulate(
         p = jnp.abs(vec) ** 2
         return p[..., 0] - p[..., 1]
     if plan is not None:
+        from qcxr.quantum import split
+
         mats = functools.partial(_layer_mats, ansatz, weights)
         return split.simulate(plan, mats, vec, block_size)
     blocks = block_sizes(n, block_size)
@@ -549,6 +581,8 @@ def choose_method(program: Program, method: str, block_size: int = 5) -> str:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if program.final_rows is None or not program.ops:
         return "statevector"  # product states only: neither method builds a 2^n state
+    from qcxr.quantum import split  # split builds on this module's block contractions
+
     terms = split.split_terms(program)
     if method == "split" and terms > split.MAX_TERMS:
         raise ValueError(
@@ -630,12 +664,14 @@ def expvals(
     xf = x.reshape(-1, n)
     batch = xf.shape[0]
     program = compile_ansatz(a)
-    chosen = choose_method(program, method, block_size)
-    if chosen == "split":
+    if choose_method(program, method, block_size) == "split":
+        from qcxr.quantum import split
+
         plan = split.plan_split(program)
+        if method == "split":
+            check_split_memory(a, plan, batch, dtype, memory_budget)
         # "auto" falls back to the statevector when the split method's memory does not fit.
-        if method == "split" or fits_split_memory(a, plan, xf.shape[0], dtype, memory_budget):
-            check_split_memory(a, plan, xf.shape[0], dtype, memory_budget)
+        if method == "split" or fits_split_memory(a, plan, batch, dtype, memory_budget):
             return _simulate(a, program, weights, xf, block_size, remat, plan).reshape(*lead, n)
     if chunk_size == "auto":
         chunk_size = choose_chunk_size(

@@ -29,6 +29,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qcxr.quantum.engine import (
+    _blocks_to_back,
+    _blocks_to_front,
+    _half_product,
+    _inverse_rows,
+    block_sizes,
+    kron_blocks,
+)
+
 #: Terms beyond which the split method is never used (its cost grows as terms^2).
 MAX_TERMS = 256
 
@@ -136,8 +145,6 @@ def _offsets(coeffs, nbits: int, count: int) -> np.ndarray:
 
 
 def _perm_step(rows: tuple[int, ...], n: int, cut: int) -> PermStep:
-    from qcxr.quantum.engine import _inverse_rows
-
     nl = n - cut
     lo_all = (1 << nl) - 1
     inv = _inverse_rows(rows, n)  # preimage wire w's bit = parity(image index & inv[w])
@@ -158,8 +165,6 @@ def _perm_step(rows: tuple[int, ...], n: int, cut: int) -> PermStep:
 
 def _cross_rank(rows: tuple[int, ...], n: int, cut: int) -> int:
     """r1 + r2 of a CNOT network across the cut (cheap: no tables)."""
-    from qcxr.quantum.engine import _inverse_rows
-
     nl = n - cut
     inv = _inverse_rows(rows, n)
     r1 = len(_gf2_span([r & ((1 << nl) - 1) for r in inv[:cut]])[0])
@@ -167,15 +172,20 @@ def _cross_rank(rows: tuple[int, ...], n: int, cut: int) -> int:
     return r1 + r2
 
 
-def split_terms(program) -> int:
-    """Terms the split method would carry at most for a compiled program (cut in the middle)."""
+def _terms_after_ops(program) -> list[int]:
+    """Terms of the split form after each op of a program (cut in the middle; no tables)."""
     n, cut = program.num_qubits, program.num_qubits // 2
-    terms, most = 1, 1
+    terms, out = 1, []
     for kind, arg in program.ops:
         if kind == "perm":
             terms <<= _cross_rank(arg, n, cut)
-            most = max(most, terms)
-    return most
+        out.append(terms)
+    return out
+
+
+def split_terms(program) -> int:
+    """Terms the split method would carry at most for a compiled program (cut in the middle)."""
+    return max(_terms_after_ops(program), default=1)
 
 
 @functools.lru_cache(maxsize=32)
@@ -206,9 +216,8 @@ def split_cost(program, block_size: int = 5) -> float:
     n, cut = program.num_qubits, program.num_qubits // 2
     halves = 2**cut + 2 ** (n - cut)
     cost, terms = 0.0, 1
-    for kind, arg in program.ops:
+    for (kind, _), terms in zip(program.ops, _terms_after_ops(program), strict=True):
         if kind == "perm":
-            terms <<= _cross_rank(arg, n, cut)
             cost += terms * halves
         else:
             cost += terms * halves * 2 ** min(block_size, cut) * math.ceil(n / block_size)
@@ -250,8 +259,6 @@ def _rot_half(z: jnp.ndarray, mats: jnp.ndarray, block_size: int, layout: str):
     statevector engine), giving minor [2^m, M]. Minor in: each block is contracted from the front
     and moved to the back, giving major. So layers alternate the layout and never transpose.
     """
-    from qcxr.quantum.engine import _blocks_to_front, block_sizes, kron_blocks
-
     m = mats.shape[0]
     blocks = block_sizes(m, block_size)
     dtype = jnp.result_type(z.dtype, mats.dtype)
@@ -259,32 +266,7 @@ def _rot_half(z: jnp.ndarray, mats: jnp.ndarray, block_size: int, layout: str):
     z = z.astype(dtype)
     if layout == "major":
         return _blocks_to_front(z, kron, blocks).reshape(2**m, -1), "minor"
-    s = z.reshape(-1)
-    for mat, k in zip(kron, blocks, strict=True):
-        s = _to_back(s.reshape(2**k, -1), mat).reshape(-1)
-    return s.reshape(-1, 2**m), "major"
-
-
-@jax.custom_vjp
-def _to_back(s: jnp.ndarray, m: jnp.ndarray) -> jnp.ndarray:
-    """[K, R] -> [R, J]: contract the leading k wires with m [J, K] and move them to the back."""
-    from qcxr.quantum.engine import _dot
-
-    return _dot(s, m, 0, 1)
-
-
-def _to_back_fwd(s, m):
-    return _to_back(s, m), (s, m)
-
-
-def _to_back_bwd(res, g):
-    from qcxr.quantum.engine import _dot
-
-    s, m = res
-    return _dot(m, g, 0, 1), _dot(g, s, 0, 1)
-
-
-_to_back.defvjp(_to_back_fwd, _to_back_bwd)
+    return _blocks_to_back(z, kron, blocks).reshape(-1, 2**m), "major"
 
 
 def _perm_halves(x, y, step: PermStep, layout: str):
@@ -364,8 +346,6 @@ def simulate(plan: SplitPlan, layer_mats, vec: jnp.ndarray, block_size: int) -> 
     Returns:
         f[B, n] expectations.
     """
-    from qcxr.quantum.engine import _half_product
-
     n, cut = plan.num_qubits, plan.cut
     batch = vec.shape[0]
     x, y = _half_product(vec[:, :cut]), _half_product(vec[:, cut:])  # major [B, 2^h], [B, 2^l]
