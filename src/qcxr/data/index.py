@@ -11,6 +11,8 @@ import csv
 import gzip
 import logging
 import os
+import posixpath
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,22 +78,65 @@ def read_csv(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
         path: the file.
 
     Returns:
-        (header, rows).
+        (header, rows); see `read_csv_lines`.
 
     Raises:
-        DataError: the file is missing or empty.
+        DataError: the file is missing or empty, or a row's field count differs from the header's.
+    """
+    header, rows, _ = read_csv_lines(path)
+    return header, rows
+
+
+def read_csv_lines(path: str | os.PathLike) -> tuple[list[str], list[list[str]], list[int]]:
+    """Read a CSV (optionally gzip-compressed): header, rows, and the line number of each row.
+
+    Trailing empty header fields (a trailing comma) are dropped. Every row must have one field per
+    header column; extra trailing fields are accepted only when empty. A short row would
+    otherwise crash later with an IndexError, and a row with extra values (an unquoted comma)
+    would shift its labels into the wrong columns.
+
+    Args:
+        path: the file.
+
+    Returns:
+        (header, rows, lines): lines[i] is the 1-based line of the file where row i ends.
+
+    Raises:
+        DataError: the file is missing or empty, or rows have the wrong number of fields (naming
+            the file, the lines and the expected columns).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"label file {path} does not exist; check the path (data.label_dir)")
     opener = gzip.open if path.suffix == ".gz" else open
+    rows, lines = [], []
     with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
-        rows = [r for r in reader if r]
+        for r in reader:
+            if r:
+                rows.append(r)
+                lines.append(reader.line_num)
     if not header:
         raise DataError(f"label file {path} is empty: expected a header row and one row per image")
-    return [h.strip() for h in header], rows
+    header = [h.strip() for h in header]
+    while header and not header[-1]:
+        header.pop()
+    width = len(header)
+    ragged = [
+        f"line {line}: {len(r)} field(s) {r[:width + 2]}"
+        for r, line in zip(rows, lines, strict=True)
+        if len(r) < width or any(x.strip() for x in r[width:])
+    ]
+    if ragged:
+        raise DataError(
+            f"label file {path} has {len(ragged)} row(s) whose number of fields differs from its "
+            f"header's {width} column(s) ({', '.join(header)}):{_listing(ragged)}\n"
+            "Fix: give every row one value per column, in the header's order (an empty value is "
+            "still written between its commas), and quote values that contain a comma."
+        )
+    rows = [r[:width] for r in rows]
+    return header, rows, lines
 
 
 def find_column(header: Sequence[str], names: Iterable[str]) -> int | None:
@@ -270,13 +315,13 @@ def patient_split(
 
 
 def index_images(image_dir: str | os.PathLike) -> dict[str, Path]:
-    """Map every file under `image_dir` (nested folders allowed) by relative path and by name.
+    """Map every file under `image_dir` (nested folders allowed) by its relative path.
 
     Args:
         image_dir: the image root, e.g. NIH's `images/` or a folder of `images_001/images/...`.
 
     Returns:
-        relative POSIX path -> path, plus bare file name -> path where the name is unique.
+        relative POSIX path -> path.
 
     Raises:
         DataError: the folder does not exist.
@@ -285,16 +330,50 @@ def index_images(image_dir: str | os.PathLike) -> dict[str, Path]:
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; check data.image_dir")
     found: dict[str, Path] = {}
-    names: dict[str, Path | None] = {}
     for dirpath, _, files in os.walk(root, followlinks=True):
         for name in files:
             full = Path(dirpath) / name
             found[full.relative_to(root).as_posix()] = full
-            names[name] = None if name in names else full
-    for name, full in names.items():
-        if full is not None:
-            found.setdefault(name, full)
     return found
+
+
+def _normalise_ref(ref: str, root: Path) -> str | None:
+    """A ref as a normalised relative POSIX path, or None when it points outside `root`."""
+    ref = str(ref).replace("\\", "/")
+    if re.match(r"^[A-Za-z]:/", ref):
+        return None  # a Windows drive path cannot lie inside a POSIX image folder
+    if ref.startswith("/"):
+        rel = os.path.relpath(posixpath.normpath(ref), os.path.abspath(root))
+        if rel == ".." or rel.startswith(".." + os.sep):  # maybe only through a symlink
+            rel = os.path.relpath(os.path.realpath(ref), os.path.realpath(root))
+        ref = rel.replace(os.sep, "/")
+    ref = posixpath.normpath(ref)
+    if ref == ".." or ref.startswith("../"):
+        return None
+    return ref
+
+
+def _match_ref(ref: str, files: Mapping[str, Path], by_name: Mapping[str, list[str]],
+               root_parts: Sequence[str]) -> list[str]:
+    """Relative paths under the image folder that a normalised ref can mean.
+
+    The ref names the file exactly (relative to the image folder); else the image folder lies
+    inside the ref's tree (the ref's leading folders are the image folder's own trailing folders,
+    e.g. `files/p10/...` with data.image_dir=.../files); else the files lie deeper than the ref
+    says (a file name, or `images/x.png`, under NIH's `images_001/images/`). A ref never falls back
+    to a bare file name elsewhere: `train/x.png` does not match `val/x.png`.
+    """
+    if ref in files:
+        return [ref]
+    parts = ref.split("/")
+    hits = set()
+    for j in range(1, len(parts)):
+        if j <= len(root_parts) and tuple(parts[:j]) == tuple(root_parts[-j:]):
+            rest = "/".join(parts[j:])
+            if rest in files:
+                hits.add(rest)
+    hits.update(rel for rel in by_name.get(parts[-1], ()) if rel.endswith("/" + ref))
+    return sorted(hits)
 
 
 def resolve_images(
@@ -305,6 +384,12 @@ def resolve_images(
     on_missing: str,
 ) -> SplitIndex:
     """Turn each ref (a relative path or file name) into a file path; handle missing images.
+
+    A ref matches the file it names relative to `image_dir`, or one file whose path ends with
+    it (nested folders), or the rest of it when `image_dir` is one of its leading folders (see
+    `_match_ref`). Refs that point outside `image_dir` (`../x.png`, an absolute path elsewhere)
+    and refs that match several files fail: either would load an image the label file did not
+    name.
 
     Args:
         split: split name, for messages.
@@ -317,18 +402,41 @@ def resolve_images(
         The split with refs replaced by paths (rows with missing images dropped on "skip").
 
     Raises:
-        DataError: missing images with on_missing="error".
+        DataError: refs outside image_dir or matching several files; missing images with
+            on_missing="error".
     """
     if on_missing not in ("error", "skip"):
         raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+    root = Path(image_dir)
+    root_parts = Path(os.path.abspath(root)).parts
+    by_name: dict[str, list[str]] = {}
+    for rel in files:
+        by_name.setdefault(rel.rsplit("/", 1)[-1], []).append(rel)
     paths, keep = [], np.ones(len(index), bool)
-    for i, ref in enumerate(index.refs):
-        ref = str(ref).replace("\\", "/").removeprefix("./").lstrip("/")
-        hit = (
-            files.get(ref) or files.get(ref.split("/", 1)[-1]) or files.get(ref.rsplit("/", 1)[-1])
+    outside, ambiguous = [], []
+    for i, raw in enumerate(index.refs):
+        ref = _normalise_ref(raw, root)
+        hits = [] if ref is None else _match_ref(ref, files, by_name, root_parts)
+        if ref is None:
+            outside.append(str(raw))
+        elif len(hits) > 1:
+            ambiguous.append(f"{raw}: {', '.join(hits[:3])}{', ...' if len(hits) > 3 else ''}")
+        keep[i] = len(hits) == 1
+        paths.append(files[hits[0]] if len(hits) == 1 else None)
+    if outside:
+        raise DataError(
+            f"{len(outside)} of {len(index)} image refs for split {split!r} in {index.source} "
+            f"point outside the image folder {image_dir}:{_listing(outside)}\n"
+            "Fix: write image paths relative to data.image_dir (e.g. x.png or sub/x.png), or "
+            "point data.image_dir at a folder that contains them."
         )
-        keep[i] = hit is not None
-        paths.append(hit)
+    if ambiguous:
+        raise DataError(
+            f"{len(ambiguous)} of {len(index)} image refs for split {split!r} in {index.source} "
+            f"match several files under {image_dir}:{_listing(ambiguous)}\n"
+            "Fix: write these refs as paths relative to data.image_dir (e.g. sub/x.png), so "
+            "each names one file."
+        )
     missing = [index.ids[i] for i in np.flatnonzero(~keep)]
     if missing and on_missing == "error":
         raise DataError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import re
 import urllib.request
 from collections.abc import Sequence
@@ -21,11 +22,13 @@ from qcxr.data.index import (
     SPLITS,
     DataError,
     SplitIndex,
+    _listing,
     find_column,
     index_images,
     parse_binary,
     patient_split,
     read_csv,
+    read_csv_lines,
     require_columns,
     resolve_images,
 )
@@ -73,7 +76,26 @@ def _module(name, splits, labels, *, external_image_dir, external_label_dir, on_
     for s, index in splits.items():
         store = index.extra.get("store") or FileImages(index.refs)
         stores[s] = (index, store)
+    _reject_shared_files(stores)
     return DataModule(stores, labels, name=name, **kw)
+
+
+def _reject_shared_files(stores) -> None:
+    """Fail when one image file is listed twice (in one split or across splits): a duplicate
+    weighs an image twice, and one in train and test leaks test data into training."""
+    seen: dict[str, list[str]] = {}
+    for s, (index, store) in stores.items():
+        if not isinstance(store, FileImages):
+            continue
+        for image_id, path in zip(index.ids, store.paths, strict=True):
+            seen.setdefault(os.path.realpath(path), []).append(f"{s} {image_id!r}")
+    shared = [f"{path}: {', '.join(uses)}" for path, uses in seen.items() if len(uses) > 1]
+    if shared:
+        raise DataError(
+            f"{len(shared)} image file(s) are listed more than once:{_listing(shared)}\n"
+            "Fix: keep one row per image in the label files (an image in two splits leaks "
+            "test data into training)."
+        )
 
 
 def _find_label_file(label_dir, pattern: str, what: str) -> Path:
@@ -513,7 +535,7 @@ def folder_csv(
                 "itself"
             )
         path = csvs[0]
-    header, rows = read_csv(path)
+    header, rows, lines = read_csv_lines(path)
     image_col = find_column(header, (image_column,) if image_column else _IMAGE_COLUMNS)
     if image_col is None:
         raise DataError(
@@ -533,6 +555,7 @@ def folder_csv(
     label_cols = _label_columns(path, header, labels)
     y = parse_binary(path, header, rows, label_cols)
     names = [r[image_col] for r in rows]
+    _reject_duplicate_rows(path, header, image_col, lines, y, split_col, rows)
     if patient_col is None:
         log.warning(
             "%s has no patient column: splitting by image (each image its own patient)", path
@@ -574,6 +597,33 @@ def folder_csv(
             augment_on,
             min_positives,
         ),
+    )
+
+
+def _reject_duplicate_rows(path, header, image_col, lines, labels, split_col, rows) -> None:
+    """Fail naming every image listed on more than one line of a label file."""
+    where: dict[str, list[int]] = {}
+    for i, name in enumerate(r[image_col] for r in rows):
+        where.setdefault(posixpath.normpath(name.strip().replace("\\", "/")), []).append(i)
+    dups = {n: rows_ for n, rows_ in where.items() if len(rows_) > 1}
+    if not dups:
+        return
+    parts = []
+    for name, at in dups.items():
+        splits = (
+            f", splits {', '.join(rows[i][split_col].strip() for i in at)}"
+            if split_col is not None
+            else ""
+        )
+        differ = len({labels[i].tobytes() for i in at}) > 1
+        parts.append(
+            f"{name!r}: lines {', '.join(str(lines[i]) for i in at)}{splits}"
+            + ("; labels differ" if differ else "")
+        )
+    raise DataError(
+        f"label file {path} lists {len(dups)} image(s) (column {header[image_col]!r}) on more "
+        f"than one line:{_listing(parts)}\nFix: keep one line per image (an image in two splits "
+        "leaks test data into training; conflicting labels make the result depend on row order)."
     )
 
 
