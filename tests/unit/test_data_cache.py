@@ -3,7 +3,9 @@
 import logging
 
 import numpy as np
+import pytest
 
+from qcxr.data import DataError
 from qcxr.data.cache import ImageCache, cache_key, decode, encode
 from qcxr.data.preprocess import make_preprocess_config
 from qcxr.data.synthetic import synthetic
@@ -79,3 +81,19 @@ def test_corrupted_cache_file_is_rebuilt(tmp_path, caplog):
     assert rebuilt.tobytes() == clean.tobytes()
     assert sum("corrupt" in r.message for r in caplog.records) == 3
     assert all(b.cache.get(k) is not None for k in keys[:3])
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_index_names_the_folder_and_the_fix(tmp_path, damage):
+    a = _module(tmp_path)
+    list(a.batches("val"))
+    a.cache.close()
+    db = tmp_path / "cache.db"
+    blob = db.read_bytes()
+    db.write_bytes(b"x" * len(blob) if damage == "garbage" else blob[: len(blob) // 2])
+    # Before: sqlite3.DatabaseError ("file is not a database") naming neither folder nor fix.
+    with pytest.raises(DataError) as err:
+        list(_module(tmp_path).batches("val"))
+    msg = str(err.value)
+    assert f"image cache index {db}" in msg and "corrupt" in msg
+    assert "delete that folder" in msg and str(tmp_path) in msg and "data.cache_dir" in msg

@@ -5,16 +5,20 @@ parameters) together with the preprocessing config, so a changed config or a rep
 reads a stale entry. Every value is a separate file tracked by diskcache's SQLite index (as in the
 paper); a zstd frame checksum plus safetensors' header check detect corruption, and a corrupt entry
 is dropped and rebuilt with a warning. diskcache writes the value file before committing its index
-row, so an interrupted write leaves no entry behind.
+row, so an interrupted write leaves no entry behind. A corrupt index (`cache.db`) is not rebuilt in
+place, since other runs may be using the folder at the same moment: it fails with an error naming
+the folder and the fix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import diskcache
@@ -22,6 +26,8 @@ import numpy as np
 import zstandard
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
+
+from qcxr.data.index import DataError
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +99,38 @@ class ImageCache:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         # Every value is its own file (min_file_size 0), tracked by the SQLite index.
-        self._cache = diskcache.Cache(
-            str(self.directory),
-            size_limit=_SIZE_LIMIT,
-            cull_limit=0,
-            disk_min_file_size=0,
-            eviction_policy="none",
-        )
+        with self._index():
+            self._cache = diskcache.Cache(
+                str(self.directory),
+                size_limit=_SIZE_LIMIT,
+                cull_limit=0,
+                disk_min_file_size=0,
+                eviction_policy="none",
+            )
+
+    @contextlib.contextmanager
+    def _index(self) -> Iterator[None]:
+        # SQLite reports a damaged index as DatabaseError ("file is not a database", "database
+        # disk image is malformed") or, when the schema itself is hit, as OperationalError.
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            db = self.directory / "cache.db"
+            raise DataError(
+                f"the image cache index {db} cannot be read ({type(err).__name__}: {err}); it "
+                "is most likely corrupt (a full disk, or a copy or kill in the middle of a "
+                f"write).\nFix: make sure no run is using {self.directory}, then delete that "
+                "folder (every image is preprocessed again from its source on the next run), "
+                "or set data.cache_dir (QCXR_CACHE_DIR) to another folder."
+            ) from err
 
     def __contains__(self, key: str) -> bool:
-        return key in self._cache
+        with self._index():
+            return key in self._cache
 
     def __len__(self) -> int:
-        return len(self._cache)
+        with self._index():
+            return len(self._cache)
 
     def get(self, key: str) -> np.ndarray | None:
         """The cached array, or None when absent or corrupt (a corrupt entry is deleted).
@@ -117,7 +142,8 @@ class ImageCache:
             The array or None.
         """
         try:
-            blob = self._cache.get(key, default=None, read=False)
+            with self._index():
+                blob = self._cache.get(key, default=None, read=False)
         except OSError as err:  # the value file vanished or is unreadable
             log.warning("cache entry %s unreadable (%s): dropping and rebuilding it", key, err)
             self._cache.delete(key)
@@ -143,7 +169,9 @@ class ImageCache:
             key: `cache_key(...)`.
             array: the preprocessed image.
         """
-        self._cache.set(key, encode(array))
+        blob = encode(array)
+        with self._index():
+            self._cache.set(key, blob)
 
     def get_or_build(self, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
         """The cached array, building and storing it on a miss.

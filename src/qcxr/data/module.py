@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from joblib import Parallel, delayed
+from PIL import Image
 
 from qcxr.data.augment import augment_device, augment_host, augment_params, epoch_order
 from qcxr.data.cache import ImageCache, cache_key
@@ -188,7 +189,8 @@ class DataModule:
         self.augment_on = augment_on
         self.name = name
         self.cache = ImageCache(cache_dir)
-        self._table = normalisation_table(IMAGENET_MEAN, IMAGENET_STD)
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self._table = normalisation_table(self.mean, self.std)
         self._keys: dict[str, list[str]] = {}
         self._prepared: set[str] = set()
         log.info(
@@ -247,28 +249,53 @@ class DataModule:
             self._keys[split] = [cache_key(store.identity(i), digest) for i in range(len(store))]
         return self._keys[split]
 
+    def image_keys(self, split: str) -> list[str]:
+        """The image-cache key of every image of a split, in index order.
+
+        A key hashes the source's identity (file path, size and modification time; the npz
+        file and row; the synthetic generator's version, data_seed, resolution, split and size)
+        with the preprocessing digest, so it changes whenever the cached image may. Anything
+        derived from the images (e.g. cached features) keys on these.
+
+        Args:
+            split: the split.
+
+        Returns:
+            One hex digest per image.
+        """
+        self._check(split)
+        return list(self._split_keys(split))
+
     def _build(self, split: str, i: int) -> np.ndarray:
         return preprocess_uint8(self._images[split].read(i), self.preprocess)
 
     def _fetch(self, split: str, i: int) -> np.ndarray:
         return self.cache.get_or_build(self._split_keys(split)[i], lambda: self._build(split, i))
 
-    def _try_build(self, split: str, i: int, key: str) -> str | None:
+    def _try_build(self, split: str, i: int, key: str) -> tuple[str, bool] | None:
+        # (message, too large) for an image that cannot be used, else None.
         try:
             self.cache.put(key, self._build(split, i))
+        except Image.DecompressionBombError as err:
+            return f"{self._images[split].describe(i)}: {err}", True
         except (OSError, ValueError, SyntaxError) as err:
-            return f"{self._images[split].describe(i)}: {type(err).__name__}: {err}"
+            return f"{self._images[split].describe(i)}: {type(err).__name__}: {err}", False
         return None
 
     def prepare(self, splits: Sequence[str] | None = None) -> None:
         """Preprocess and cache every image of the splits not cached yet (the cold pass).
 
+        Call it before training: it reads every image of every split once, so an unreadable
+        test image fails at start rather than after the last epoch.
+
         Args:
             splits: which splits; default all.
 
         Raises:
-            DataError: unreadable images, all named at once; nothing partial is cached.
+            DataError: unreadable images of any of the splits, all named at once (per split,
+                with counts and the fix); the readable ones stay cached, the bad ones are not.
         """
+        problems, too_large = [], False
         for split in splits or self.splits:
             self._check(split)
             if split in self._prepared:
@@ -284,11 +311,12 @@ class DataModule:
                     errors = parallel(delayed(self._try_build)(split, i, keys[i]) for i in todo)
                 errors = [e for e in errors if e]
                 if errors:
-                    raise DataError(
+                    too_large = too_large or any(big for _, big in errors)
+                    problems.append(
                         f"{len(errors)} of {len(keys)} images of split {split!r} could not be "
-                        f"read:{_listing(errors)}\nFix: re-download or replace these files, or "
-                        "remove their rows from the label file."
+                        f"read:{_listing([m for m, _ in errors])}"
                     )
+                    continue
                 log.info(
                     "%s/%s: cached %d images in %.1f s",
                     self.name,
@@ -297,6 +325,20 @@ class DataModule:
                     time.perf_counter() - start,
                 )
             self._prepared.add(split)
+        if problems:
+            fix = (
+                "Fix: re-download or replace these files, or remove their rows from the label "
+                "file."
+            )
+            if too_large:
+                fix += (
+                    " An image over Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS = "
+                    f"{Image.MAX_IMAGE_PIXELS} pixels; refused above twice that) is refused "
+                    "unread: downsample it beforehand (it is resized to "
+                    f"{self.preprocess.resize_size} px here anyway) or, if you trust the file, "
+                    "raise PIL.Image.MAX_IMAGE_PIXELS before building the data."
+                )
+            raise DataError("\n".join(problems) + "\n" + fix)
 
     # ---- batches ------------------------------------------------------------------------------
     def order(self, split: str, epoch: int) -> np.ndarray:
