@@ -150,6 +150,7 @@ def run(cfg: DictConfig) -> float:
         log.warning("backbone.freeze=true: features are computed once and cached, so the head "
                     "trains on un-augmented images (augmentation off)")
     data = build(cfg.data)(**data_kwargs)
+    data.prepare()  # reads every image of every split now: a bad test image fails before training
 
     tracker = build(cfg.tracker)
     tags = {**names, "git_commit": git_commit(cfg.paths.root_dir),
