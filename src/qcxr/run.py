@@ -213,14 +213,8 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
 
     start = time.perf_counter()
     if use_features:
-        frozen = state["params"]
-        featurize = jax.jit(lambda images: classifier.features(frozen, constants, images))
-        bb = classifier.backbone
-        identity = {"backbone": bb.name, "weights": bb.weights_id if bb.pretrained
-                    else f"random:{features.tree_fingerprint(frozen['backbone'])}",
-                    "image_size": bb.image_size, "resize_size": bb.resize_size,
-                    "data": data.name, "compute_dtype": classifier.compute_dtype}
-        feats = features.cached_features(data, featurize, identity, cache_dir,
+        # The cache key (inputs, backbone, weights, preprocessing) is built in train/features.py.
+        feats = features.cached_features(data, classifier, state["params"], constants, cache_dir,
                                          progress=bool(trainer.progress))
         source = features.FeatureBatches(data, feats)
 

@@ -1,12 +1,21 @@
 """Frozen backbone => features computed once per image, cached on disk, and head-only batches.
 
 A frozen backbone maps each (un-augmented) image to the same features every epoch, so they are
-computed once and stored as one safetensors file per split under the cache folder, keyed by the
-backbone's identity (its name and a fingerprint of its weights: the checkpoint hash, or a hash of
-the randomly initialised values, which covers the init seed), the preprocessing and the split's
-image list. `FeatureBatches` then serves batches of features in exactly the order the data module
-would serve images (the same seed/epoch permutation), so head-only training matches the image
-path with augmentation off.
+computed once and stored as one safetensors file per split under the cache folder. The file's
+key (`feature_keys`, the one place it is built) covers everything the features depend on:
+
+- each input image's image-cache key, in order (`DataModule.image_keys`: the source's identity,
+  i.e. file path, size and modification time, the npz file and row, or the synthetic
+  generator's version and data_seed, together with the preprocessing digest);
+- what is fed to the backbone: the crop size and the normalisation mean/std;
+- the backbone: its name, its module's hyperparameters, its checkpoint id and a fingerprint of
+  the weights actually used (which covers the init seed of a random backbone), the compute dtype;
+- `FEATURES_VERSION` of this code.
+
+Two datasets that share image ids or a source name therefore never share features. A cache file
+that cannot be read back is recomputed with a warning. `FeatureBatches` then serves batches of
+features in exactly the order the data module would serve images (the same seed/epoch
+permutation), so head-only training matches the image path with augmentation off.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +34,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 log = logging.getLogger(__name__)
+
+FEATURES_VERSION = 1  # bump when the same inputs would give other features (e.g. batching)
 
 
 def tree_fingerprint(tree: Any) -> str:
@@ -44,60 +55,110 @@ def tree_fingerprint(tree: Any) -> str:
     return h.hexdigest()
 
 
-def split_key(identity: dict, split: str, image_ids: Sequence[str]) -> str:
-    """Cache key of one split's features.
+def feature_keys(data: Any, model: Any, params: dict, constants: dict) -> dict[str, str]:
+    """The cache key of each split's features: everything the features depend on.
 
     Args:
-        identity: what determines the features besides the images (backbone name, weights
-            fingerprint, preprocessing, data source).
-        split: the split name.
-        image_ids: the split's images in index order.
+        data: a data module (splits, image_keys(split), image_size, mean, std).
+        model: the classifier (backbone with name, module, weights_id, feature_dim; and
+            compute_dtype).
+        params: its parameters; only params["backbone"] is read.
+        constants: its constants (the backbone's batch statistics).
 
     Returns:
-        Hex digest naming the cache file.
+        split -> hex digest naming the split's cache file.
     """
-    h = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
-    h.update(split.encode())
-    for i in image_ids:
-        h.update(str(i).encode() + b"\0")
-    return h.hexdigest()[:32]
+    bb = model.backbone
+    weights = {"params": params["backbone"], "constants": constants.get("backbone", {})}
+    identity = {
+        "version": FEATURES_VERSION,
+        "backbone": bb.name,
+        "module": repr(bb.module),
+        "weights_id": bb.weights_id,
+        "weights": tree_fingerprint(weights),
+        "feature_dim": int(bb.feature_dim),
+        "compute_dtype": str(model.compute_dtype),
+        "image_size": int(data.image_size),
+        "mean": [float(x) for x in data.mean],
+        "std": [float(x) for x in data.std],
+    }
+    head = json.dumps(identity, sort_keys=True).encode()
+    keys = {}
+    for split in data.splits:
+        h = hashlib.sha256(head)
+        h.update(split.encode() + b"\0")
+        for image_key in data.image_keys(split):
+            h.update(image_key.encode() + b"\0")
+        keys[split] = h.hexdigest()[:32]
+    return keys
+
+
+def _load(path: Path, num_images: int) -> np.ndarray | None:
+    """A split's cached features f32[N, D], or None (with a warning) if the file is unusable."""
+    try:
+        feats = load_file(str(path))["features"]
+        if feats.ndim != 2 or len(feats) != num_images or feats.dtype != np.float32:
+            raise ValueError(
+                f"features of shape {feats.shape} and dtype {feats.dtype}, expected "
+                f"({num_images}, D) float32"
+            )
+    except Exception as err:  # safetensors, OS and key errors all mean "do not trust it"
+        log.warning("feature cache file %s is unreadable (%s: %s): recomputing it", path,
+                    type(err).__name__, err)
+        return None
+    return feats
 
 
 def cached_features(
     data: Any,
-    featurize: Callable[[np.ndarray], jax.Array],
-    identity: dict,
+    model: Any,
+    params: dict,
+    constants: dict,
     cache_dir: str | os.PathLike | None,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Features f32[N, D] of every split in index order, from the cache or computed and stored.
 
     Args:
-        data: a data module (splits, batches(split, epoch), image_ids(split)) whose train split
-            is not augmented.
-        featurize: images f32[B, S, S, 3] -> features f32[B, D] (jitted by the caller).
-        identity: see `split_key`.
+        data: a data module (splits, batches(split, epoch), image_ids(split), num_batches,
+            and what `feature_keys` reads) whose train split is not augmented.
+        model: the classifier; `model.features(params, constants, images f32[B, S, S, 3])`
+            gives f32[B, D].
+        params: its parameters (the frozen backbone's are read).
+        constants: its constants.
         cache_dir: folder for the feature files; None keeps them in memory only.
         progress: show a progress bar while computing.
 
     Returns:
         split -> f32[N, D].
+
+    Raises:
+        ValueError: the data module augments its train split (features of one random view
+            would be cached as if they were the image's).
     """
     from tqdm.auto import tqdm
 
+    if getattr(data, "augment", False):
+        raise ValueError(
+            "cached features need un-augmented images, but the data module augments its train "
+            "split; build it with augment=False"
+        )
+    featurize = jax.jit(lambda images: model.features(params, constants, images))
+    keys = feature_keys(data, model, params, constants)
     out: dict[str, np.ndarray] = {}
     folder = Path(cache_dir) / "features" if cache_dir is not None else None
     for split in data.splits:
         ids = data.image_ids(split)
-        key = split_key(identity, split, ids)
-        path = folder / f"{key}.safetensors" if folder is not None else None
+        path = folder / f"{keys[split]}.safetensors" if folder is not None else None
         if path is not None and path.is_file():
-            out[split] = load_file(str(path))["features"]
-            log.info("features of %s: %d from cache %s", split, len(ids), path)
-            continue
+            cached = _load(path, len(ids))
+            if cached is not None:
+                out[split] = cached
+                log.info("features of %s: %d from cache %s", split, len(ids), path)
+                continue
         start = time.perf_counter()
         feats: np.ndarray | None = None
-        # Eval order (identity) for every split; train is not augmented here (see the caller).
+        # Eval order (identity) for every split; train is not augmented here (checked above).
         batches = data.batches(split, 0) if split != "train" else _identity_batches(data, split)
         for batch in tqdm(batches, total=data.num_batches(split), disable=not progress,
                           desc=f"features {split}", leave=False):
