@@ -34,6 +34,7 @@ from qcxr.data.labels import (
 )
 from qcxr.data.module import DataModule, ImageStore
 from qcxr.data.preprocess import make_preprocess_config
+from qcxr.data.sources import _module  # the factories' shared tail: external split, stores
 
 GENERATOR_VERSION = 1  # bump when the images for the same parameters change
 MIN_POSITIVES_PER_SPLIT = 2
@@ -338,8 +339,6 @@ def synthetic(
     Returns:
         A DataModule with train, val, test and (if num_external or external dirs) external.
     """
-    from qcxr.data.sources import _module  # shared factory tail; avoids an import cycle
-
     labels = resolve_labels(task)
     unknown = [n for n in labels if n not in CXR19]
     if unknown:

@@ -222,8 +222,10 @@ def fit(
 def compile_step(train_step, state, batch: dict):
     """Trace and compile the train step for the fixed batch shape before training starts.
 
-    A DQC head whose simulation cannot fit raises qcxr.quantum.MemoryBudgetError here, before
-    any time is spent on data or training.
+    A DQC head whose simulation cannot fit at the run's batch size raises
+    qcxr.quantum.MemoryBudgetError here, before the first epoch. By then `run.py` has read and
+    cached every image and, with a frozen backbone, computed (or loaded) the features, because
+    the batch whose shapes are compiled comes from them.
 
     Args:
         train_step: the jitted step.
