@@ -115,3 +115,15 @@ def test_full_size_matches_transformers(tmp_path):
     images = _images(224)
     features = np.asarray(jax.jit(backbone.module.apply)(backbone.variables, images))
     _assert_close(features, _reference(model, images))
+
+
+def test_random_init_gives_image_dependent_features():
+    """Training from scratch (the paper's variant) starts from features of order 1 that depend on
+    the image: with fixed batch-norm statistics, torchvision's fan_out init would leave them ~1e-9.
+    """
+    backbone = backbones.mobilenet_v2(pretrained=False, variant="paper")
+    variables = backbone.init(jax.random.key(0))
+    images = _images(64)
+    features = np.asarray(jax.jit(backbone.module.apply)(variables, images))
+    assert 0.1 < np.abs(features).mean() < 6
+    assert np.abs(features[0] - features[1]).mean() > 0.01 * np.abs(features).mean()
