@@ -71,6 +71,19 @@ class ResNetSchema:
 
 
 @dataclass
+class MobileNetV2Schema:
+    _target_: str = "qcxr.models.backbones.mobilenet_v2"
+    pretrained: bool = True
+    weights: str | None = None
+    allow_download: bool = False
+    freeze: bool = True
+    repo_id: str = "google/mobilenet_v2_1.0_224"
+    variant: str = "hf"
+    image_size: int | None = None
+    resize_size: int | None = None
+
+
+@dataclass
 class TinySchema:
     _target_: str = "qcxr.models.backbones.tiny"
     feature_dim: int = 64
@@ -202,7 +215,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "task": {"task": TaskSchema},
     "ansatz": {"ansatz": AnsatzSchema},
     "head": {"cdl": CDLHeadSchema, "dqc": DQCHeadSchema, "dqc_nn": DQCNNHeadSchema},
-    "backbone": {"resnet": ResNetSchema, "tiny": TinySchema},
+    "backbone": {"resnet": ResNetSchema, "mobilenet_v2": MobileNetV2Schema, "tiny": TinySchema},
     "optimizer": {
         "adam": AdamSchema,
         "adamw": AdamWSchema,
