@@ -8,6 +8,7 @@ DQC runs with the same seed see identical batches.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import resource
@@ -140,8 +141,9 @@ def run(cfg: DictConfig) -> float:
         "task": str(cfg.task.labels),
         "batch_size": int(trainer.batch_size),
         "seed": seed,
-        "image_size": backbone.image_size,
-        "resize_size": backbone.resize_size,
+        # The backbone says how its images are prepared (size, resize, crop, mean/std); data/
+        # gets the values, never the model.
+        "preprocessing": dataclasses.asdict(backbone.preprocessing),
     }
     if cfg.data.get("cache_dir") is None:
         data_kwargs["cache_dir"] = str(cache_dir / "images")

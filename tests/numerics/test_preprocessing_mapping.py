@@ -1,4 +1,5 @@
-"""A backbone's `Preprocessing` maps to its checkpoint's Hugging Face image processor.
+"""A backbone's `Preprocessing` maps to its checkpoint's Hugging Face image processor, and the
+data pipeline handed that `Preprocessing` (as run.py hands it over) produces exactly that output.
 
 For each pretrained backbone, transformers' image processor (the PIL backend, configured as the
 checkpoint's preprocessor_config.json) runs on a fixed synthetic non-square image, and so does a
@@ -8,6 +9,8 @@ same PIL resize gives the same uint8 pixels, and the rest is float32 arithmetic 
 A wrong size, filter, crop or statistic changes pixels by 1e-2 or more.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,6 +19,8 @@ transformers = pytest.importorskip("transformers")
 
 from transformers.utils import constants  # noqa: E402
 
+from qcxr.data.index import SplitIndex  # noqa: E402
+from qcxr.data.module import DataModule, FileImages  # noqa: E402
 from qcxr.models import backbones  # noqa: E402
 from qcxr.models.backbones import Preprocessing  # noqa: E402
 
@@ -114,3 +119,89 @@ def test_paper_variant_preprocessing_is_the_paper_codes():
     assert prep.std == tuple(constants.IMAGENET_DEFAULT_STD)
     out = _reference(_image(), prep)
     assert out.shape == (128, 128, 3)
+
+
+# ---- the data pipeline, given each backbone's Preprocessing, equals its image processor -------
+def _processors() -> dict:
+    """backbone -> (its Preprocessing, an independent transformers processor for it)."""
+    bilinear = int(transformers.image_utils.PILImageResampling.BILINEAR)
+    return {
+        "resnet50": (
+            backbones.resnet50(pretrained=False).preprocessing,
+            transformers.ConvNextImageProcessorPil(**RESNET50_PROCESSOR),
+        ),
+        "mobilenet_v2": (
+            backbones.mobilenet_v2(pretrained=False).preprocessing,
+            transformers.MobileNetV2ImageProcessorPil(),
+        ),
+        # The paper's code: transforms.Resize((128, 128)) + Normalize(ImageNet), no crop.
+        "mobilenet_v2_paper": (
+            backbones.mobilenet_v2(pretrained=False, variant="paper").preprocessing,
+            transformers.MobileNetV2ImageProcessorPil(
+                size={"height": 128, "width": 128},
+                do_center_crop=False,
+                resample=bilinear,
+                image_mean=list(constants.IMAGENET_DEFAULT_MEAN),
+                image_std=list(constants.IMAGENET_DEFAULT_STD),
+            ),
+        ),
+        # tiny: shortest side to 32 (bicubic), crop 32, ImageNet statistics.
+        "tiny": (
+            backbones.tiny(image_size=32).preprocessing,
+            transformers.MobileNetV2ImageProcessorPil(
+                size={"shortest_edge": 32},
+                crop_size={"height": 32, "width": 32},
+                resample=3,
+                image_mean=list(constants.IMAGENET_DEFAULT_MEAN),
+                image_std=list(constants.IMAGENET_DEFAULT_STD),
+            ),
+        ),
+    }
+
+
+def _module(folder, prep, cache_dir):
+    """A DataModule over the fixed images (one per split) prepared as `prep` states."""
+    folder.mkdir(exist_ok=True)
+    shapes = {"train": (300, 451), "val": (300, 451), "test": (451, 300)}
+    splits = {}
+    for split, (h, w) in shapes.items():
+        path = folder / f"{split}.png"
+        if not path.exists():
+            _image(h, w).save(path)
+        index = SplitIndex([split], [str(path)], np.ones((1, 1), bool), [split], source="test")
+        splits[split] = (index, FileImages([str(path)]))
+    return DataModule(splits, ["x"], batch_size=1, seed=0, augment=False, min_positives=0,
+                      num_threads=1, cache_dir=cache_dir,
+                      preprocessing=dataclasses.asdict(prep))
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "mobilenet_v2_paper", "tiny"])
+def test_data_pipeline_with_the_backbones_preprocessing_is_its_processor(tmp_path, name):
+    """Val (landscape) and test (portrait) batches equal transformers' output for that backbone."""
+    prep, processor = _processors()[name]
+    data = _module(tmp_path / "images", prep, tmp_path / "cache")
+    for split, (h, w) in {"val": (300, 451), "test": (451, 300)}.items():
+        batch = next(iter(data.batches(split)))["image"][0]
+        expected = _processed(processor, _image(h, w))
+        assert batch.shape == expected.shape == (prep.image_size, prep.image_size, 3)
+        np.testing.assert_allclose(batch, expected, rtol=0, atol=ATOL, err_msg=f"{name} {split}")
+
+
+def test_backbones_with_other_preprocessing_never_share_an_image_cache_entry(tmp_path):
+    """resnet50 and mobilenet_v2 both crop 224 from 256; mean/std and filter differ. In one
+    cache folder they get other keys and other entries, and each reads back its own pixels."""
+    procs = _processors()
+    modules = {n: _module(tmp_path / "images", procs[n][0], tmp_path / "cache")
+               for n in ("resnet50", "mobilenet_v2", "mobilenet_v2_paper", "tiny")}
+    keys = {n: set(m.image_keys("val")) | set(m.image_keys("test")) for n, m in modules.items()}
+    names = list(keys)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not keys[a] & keys[b], (a, b)
+    for m in modules.values():
+        m.prepare()
+    assert len(modules["tiny"].cache) == 3 * len(modules)  # 3 images per backbone, no sharing
+    for name, m in modules.items():  # read back after all four filled the folder
+        expected = _processed(procs[name][1], _image())
+        got = next(iter(m.batches("val")))["image"][0]
+        np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL, err_msg=name)

@@ -7,11 +7,12 @@ import pytest
 
 import qcxr.data
 from qcxr.data import LABEL_SETS, DataError
+from qcxr.data.sources import LOADER_SETTINGS
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 omegaconf = pytest.importorskip("omegaconf")
 hydra_utils = pytest.importorskip("hydra.utils")
-RUNTIME = {"task", "batch_size", "seed", "image_size"}
+RUNTIME = {"task", "batch_size", "seed", "preprocessing"}  # passed by run.py
 
 
 @pytest.mark.parametrize(
@@ -32,7 +33,8 @@ def test_data_option_keys_match_factory(option, monkeypatch):
     cfg = omegaconf.OmegaConf.load(CONF / "data" / f"{option}.yaml")
     assert cfg._target_ == f"qcxr.data.{option}" and cfg._partial_ is True
     factory = getattr(qcxr.data, option)
-    params = set(inspect.signature(factory).parameters)
+    # A source's own settings plus the loader settings every source hands to the DataModule.
+    params = set(inspect.signature(factory).parameters) | set(LOADER_SETTINGS)
     keys = {k for k in cfg if not k.startswith("_")}
     assert keys <= params, keys - params
     assert RUNTIME <= params and not keys & RUNTIME

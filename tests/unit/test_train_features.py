@@ -91,12 +91,35 @@ def test_key_covers_backbone_weights_and_preprocessing(tmp_path, tiny_model):
         "weights": features.feature_keys(data, model, other_params, consts),
         "compute_dtype": features.feature_keys(data, bf16, params, consts),
         "module": features.feature_keys(data, wider, wider_params, wider_consts),
-        "resize": features.feature_keys(_data(tmp_path, resize_size=10), model, params, consts),
     }
-    data.mean = (0.5, 0.5, 0.5)  # the normalisation the backbone sees
-    variants["mean"] = features.feature_keys(data, model, params, consts)
+    # The same weights under another preprocessing (what the backbone states, and the data
+    # prepared accordingly): resize, normalisation, resize mode, filter.
+    base_prep = model.backbone.preprocessing
+    for what, change in {
+        "resize": {"resize_size": 10},
+        "mean": {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)},
+        "resize_mode": {"resize_mode": "square"},
+        "resample": {"resample": 2},
+    }.items():
+        prep = dataclasses.replace(base_prep, **change)
+        other = dataclasses.replace(
+            model, backbone=dataclasses.replace(model.backbone, preprocessing=prep)
+        )
+        other_data = _data(tmp_path, preprocessing=dataclasses.asdict(prep), image_size=None,
+                           resize_size=None)
+        variants[what] = features.feature_keys(other_data, other, params, consts)
     for what, keys in variants.items():
         assert all(keys[s] != base[s] for s in base), what
+
+
+def test_data_prepared_for_another_backbone_is_refused(tmp_path, tiny_model):
+    """Features of images prepared differently from what the backbone states are never made."""
+    model, params, consts = tiny_model
+    data = _data(tmp_path, resize_size=10)  # the backbone states resize_size 8
+    with pytest.raises(ValueError, match=r"backbone 'tiny' expects .*'resize_size': 8"):
+        features.feature_keys(data, model, params, consts)
+    with pytest.raises(ValueError, match="preprocessing=dataclasses.asdict"):
+        features.cached_features(data, model, params, consts, tmp_path / "f")
 
 
 @pytest.mark.realdata
@@ -122,8 +145,8 @@ def test_realdata_same_ids_other_images_never_share_features(shared_data, tmp_pa
     def module(folder):
         return folder_csv(["Cardiomegaly", "Effusion"], image_dir=tmp_path / folder,
                           label_dir=tmp_path / "labels.csv", batch_size=4, image_size=8,
-                          cache_dir=tmp_path / "img", augment=False, min_positives=0,
-                          num_threads=1)
+                          resize_size=8, cache_dir=tmp_path / "img", augment=False,
+                          min_positives=0, num_threads=1)
 
     model, params, consts = tiny_model
     counting = Counting(model)

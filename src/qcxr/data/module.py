@@ -18,13 +18,13 @@ from qcxr.data.augment import augment_device, augment_host, augment_params, epoc
 from qcxr.data.cache import ImageCache, cache_key
 from qcxr.data.index import DataError, SplitIndex, _listing, check_split
 from qcxr.data.preprocess import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    PreprocessConfig,
     center_crop,
     decode_image,
     make_preprocess_config,
     normalisation_table,
     normalise,
+    preprocess_from_mapping,
     preprocess_uint8,
     to_uint8,
 )
@@ -129,8 +129,12 @@ class DataModule:
         label_names: the task's labels, in order (columns of every index's labels).
         batch_size: examples per batch B; the last batch is padded to B and masked.
         seed: run seed; data order and augmentation derive from it only.
-        image_size: crop size fed to the backbone (224 for ResNet50).
-        resize_size: shortest side before cropping; default follows the processor (256 for 224).
+        preprocessing: the backbone's preprocessing (image_size, resize_size, mean, std,
+            resample, resize_mode: `dataclasses.asdict(backbone.preprocessing)`, or a
+            PreprocessConfig); run.py always passes it. Give it or image_size, not both.
+        image_size: crop size, for callers without a backbone (tests, benchmarks): then the
+            ResNet50 processor's resize (bicubic, shortest side), crop and ImageNet mean/std.
+        resize_size: with image_size only: shortest side before cropping (256 for 224).
         cache_dir: preprocessed-image cache folder (None: a temporary folder).
         num_threads: joblib threads that fetch, decode and augment.
         augment: augment the train split (flip, rotation, random crop); val/test never are.
@@ -147,7 +151,8 @@ class DataModule:
         *,
         batch_size: int,
         seed: int,
-        image_size: int,
+        preprocessing: Mapping | PreprocessConfig | None = None,
+        image_size: int | None = None,
         resize_size: int | None = None,
         cache_dir: str | os.PathLike | None = None,
         num_threads: int = 2,
@@ -180,7 +185,23 @@ class DataModule:
             check_split(s, index, self.label_names, min_positives)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        self.preprocess = make_preprocess_config(image_size, resize_size)
+        if preprocessing is not None:
+            if image_size is not None or resize_size is not None:
+                raise ValueError(
+                    "give the data either preprocessing (the backbone's) or image_size/"
+                    f"resize_size, not both (got preprocessing={preprocessing!r}, image_size="
+                    f"{image_size}, resize_size={resize_size}). Fix: drop data.image_size / "
+                    "data.resize_size; set backbone.image_size / backbone.resize_size instead."
+                )
+            self.preprocess = (
+                preprocessing
+                if isinstance(preprocessing, PreprocessConfig)
+                else preprocess_from_mapping(preprocessing)
+            )
+        elif image_size is None:
+            raise ValueError("DataModule needs preprocessing (the backbone's) or image_size")
+        else:
+            self.preprocess = make_preprocess_config(image_size, resize_size)
         self.image_size = self.preprocess.image_size
         self.num_threads = max(1, int(num_threads))
         self.augment = bool(augment)
@@ -189,18 +210,22 @@ class DataModule:
         self.augment_on = augment_on
         self.name = name
         self.cache = ImageCache(cache_dir)
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self.mean, self.std = self.preprocess.mean, self.preprocess.std
         self._table = normalisation_table(self.mean, self.std)
         self._keys: dict[str, list[str]] = {}
         self._prepared: set[str] = set()
         log.info(
-            "%s: %s; %d labels; batch %d; %d px (from %d); augment %s on %s; cache %s",
+            "%s: %s; %d labels; batch %d; %d px (from %d, %s, mean %s, std %s); augment %s on "
+            "%s; cache %s",
             name,
             ", ".join(f"{s} {len(self._index[s])}" for s in self.splits),
             self.num_labels,
             self.batch_size,
             self.image_size,
             self.preprocess.resize_size,
+            self.preprocess.resize_mode,
+            self.mean,
+            self.std,
             self.augment,
             self.augment_on,
             self.cache.directory,
@@ -424,8 +449,8 @@ class DataModule:
             yield from _closing(par(delayed(task)(rows) for rows in chunks))
 
     def _device_batches(self, split, chunks, params) -> Iterator[dict]:
-        mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
-        std = jnp.asarray(IMAGENET_STD, jnp.float32)
+        mean = jnp.asarray(self.mean, jnp.float32)
+        std = jnp.asarray(self.std, jnp.float32)
         index = self._index[split]
         with Parallel(n_jobs=self.num_threads, prefer="threads", return_as="generator") as par:
             raws = _closing(par(delayed(self._raw_batch)(split, rows) for rows in chunks))

@@ -19,30 +19,45 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+# The legacy default when a caller gives only image_size/resize_size (tests, the loader
+# benchmark). A run never relies on it: run.py hands over the backbone's own `Preprocessing`.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_PCT = 224 / 256  # microsoft/resnet-50 preprocessor_config.json
-_PREPROCESS_VERSION = 1  # bump when the cached bytes for the same config would change
+RESIZE_MODES = ("shortest_side", "square")
+_PREPROCESS_VERSION = 2  # bump when the cached bytes for the same config would change
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """What the cached array depends on (part of every cache key).
+    """How images are prepared for a backbone; all of it is part of every cache key.
+
+    The same fields as `qcxr.models.backbones.Preprocessing` (data/ does not import models/:
+    run.py hands the backbone's values over as a mapping).
 
     Attributes:
         image_size: crop fed to the backbone (224 for ResNet50).
-        resize_size: shortest side after resizing (256 for 224); cached images are this square.
-        resample: PIL resampling filter (3 = bicubic, as the ResNet50 processor).
+        resize_size: resize target before the crop; cached images are this square.
+        mean: per-channel (RGB) mean subtracted after rescaling to [0, 1].
+        std: per-channel (RGB) standard deviation divided by after that.
+        resample: PIL resampling filter (2 bilinear, 3 bicubic).
+        resize_mode: "shortest_side" (keep the aspect ratio, then centre-crop to a square) or
+            "square" (resize to resize_size x resize_size, torchvision `Resize((s, s))`).
     """
 
     image_size: int
     resize_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     resample: int = 3
+    resize_mode: str = "shortest_side"
 
     def digest(self) -> str:
         """A short hash of the config and the preprocessing code version."""
@@ -50,22 +65,79 @@ class PreprocessConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def make_preprocess_config(image_size: int, resize_size: int | None = None) -> PreprocessConfig:
-    """The ResNet50 processor's geometry for a crop size.
+def make_preprocess_config(
+    image_size: int,
+    resize_size: int | None = None,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    resample: int = 3,
+    resize_mode: str = "shortest_side",
+) -> PreprocessConfig:
+    """A checked preprocessing config (defaults: the ResNet50 processor's).
 
     Args:
         image_size: crop size (224 for ResNet50; any size for the tiny backbone).
-        resize_size: shortest side after resize; default `int(image_size / crop_pct)`.
+        resize_size: resize target; default `int(image_size / crop_pct)`.
+        mean: 3 per-channel means.
+        std: 3 per-channel standard deviations (positive).
+        resample: PIL filter, 2 (bilinear) or 3 (bicubic).
+        resize_mode: "shortest_side" or "square".
 
     Returns:
         The config.
+
+    Raises:
+        ValueError: a field out of range, naming it.
     """
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
     resize = int(image_size / CROP_PCT) if resize_size is None else int(resize_size)
     if resize < image_size:
         raise ValueError(f"resize_size {resize} is smaller than image_size {image_size}")
-    return PreprocessConfig(image_size=int(image_size), resize_size=resize)
+    mean = tuple(float(x) for x in mean)
+    std = tuple(float(x) for x in std)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean and std need 3 values (std positive), got {mean} and {std}")
+    if int(resample) not in (2, 3):
+        raise ValueError(f"resample must be 2 (bilinear) or 3 (bicubic), got {resample}")
+    if resize_mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+    return PreprocessConfig(int(image_size), resize, mean, std, int(resample), resize_mode)
+
+
+PREPROCESSING_KEYS = ("image_size", "resize_size", "mean", "std", "resample", "resize_mode")
+
+
+def preprocess_from_mapping(values: Mapping[str, Any]) -> PreprocessConfig:
+    """A config from a backbone's preprocessing handed over as a mapping.
+
+    Args:
+        values: image_size, resize_size, mean, std, resample and resize_mode (e.g.
+            `dataclasses.asdict(backbone.preprocessing)`); every key is required, so a
+            half-specified preprocessing never falls back to another model's constants.
+
+    Returns:
+        The config.
+
+    Raises:
+        ValueError: a missing or unknown key, or a value out of range.
+    """
+    missing = [k for k in PREPROCESSING_KEYS if k not in values]
+    unknown = sorted(set(values) - set(PREPROCESSING_KEYS))
+    if missing or unknown:
+        raise ValueError(
+            f"preprocessing needs exactly the keys {list(PREPROCESSING_KEYS)}; missing "
+            f"{missing}, unknown {unknown}. Fix: pass dataclasses.asdict(backbone.preprocessing)."
+        )
+    return make_preprocess_config(
+        int(values["image_size"]),
+        int(values["resize_size"]),
+        mean=values["mean"],
+        std=values["std"],
+        resample=int(values["resample"]),
+        resize_mode=str(values["resize_mode"]),
+    )
 
 
 def hf_processor_config(image_size: int = 224) -> dict:
@@ -180,6 +252,26 @@ def resize_shortest(image: np.ndarray, size: int, resample: int = 3) -> np.ndarr
     return np.stack(channels, axis=-1)
 
 
+def resize_square(image: np.ndarray, size: int, resample: int = 2) -> np.ndarray:
+    """Resize to size x size, ignoring the aspect ratio (torchvision `Resize((s, s))` on PIL).
+
+    Args:
+        image: uint8 [H, W, C].
+        size: target side.
+        resample: PIL filter.
+
+    Returns:
+        uint8 [size, size, C].
+    """
+    if image.shape[:2] == (size, size):
+        return np.ascontiguousarray(image)
+    channels = [
+        np.asarray(Image.fromarray(image[:, :, c]).resize((size, size), resample=resample))
+        for c in range(image.shape[2])
+    ]
+    return np.stack(channels, axis=-1)
+
+
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Centre square crop with transformers' offsets (`(H - size) // 2`).
 
@@ -205,6 +297,8 @@ def preprocess_uint8(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     Returns:
         uint8 [R, R, C] with R = config.resize_size.
     """
+    if config.resize_mode == "square":
+        return resize_square(image, config.resize_size, config.resample)
     resized = resize_shortest(image, config.resize_size, config.resample)
     return np.ascontiguousarray(center_crop(resized, config.resize_size))
 
@@ -252,16 +346,20 @@ def normalise(image: np.ndarray, table: np.ndarray, out: np.ndarray | None = Non
     return out
 
 
-def preprocess_reference(image: np.ndarray, image_size: int = 224) -> np.ndarray:
+def preprocess_reference(
+    image: np.ndarray, image_size: int = 224, config: PreprocessConfig | None = None
+) -> np.ndarray:
     """The full processor pipeline (no augmentation): what val/test batches contain.
 
     Args:
         image: uint8 [H, W, C].
-        image_size: crop size.
+        image_size: crop size (when no config is given: the ResNet50 processor's geometry).
+        config: the preprocessing; default `make_preprocess_config(image_size)`.
 
     Returns:
         float32 [image_size, image_size, 3], normalised.
     """
-    config = make_preprocess_config(image_size)
+    config = config or make_preprocess_config(image_size)
     cached = preprocess_uint8(to_uint8(image), config)
-    return normalise(center_crop(cached, config.image_size), normalisation_table())
+    table = normalisation_table(config.mean, config.std)
+    return normalise(center_crop(cached, config.image_size), table)

@@ -15,6 +15,7 @@ import re
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -118,28 +119,32 @@ def _label_columns(path, header, labels: Sequence[str]) -> list[int]:
     return [cols[n] for n in labels]
 
 
-def _common(
-    batch_size,
-    seed,
-    image_size,
-    resize_size,
-    cache_dir,
-    num_threads,
-    augment,
-    augment_on,
-    min_positives,
-):
-    return {
-        "batch_size": batch_size,
-        "seed": seed,
-        "image_size": image_size,
-        "resize_size": resize_size,
-        "cache_dir": cache_dir,
-        "num_threads": num_threads,
-        "augment": augment,
-        "augment_on": augment_on,
-        "min_positives": min_positives,
-    }
+# How batches are made, passed to `DataModule` unchanged: a source only says which images,
+# labels and splits exist; the loader settings (and the backbone's preprocessing) are the same
+# for every source.
+LOADER_SETTINGS = (
+    "batch_size",
+    "seed",
+    "preprocessing",
+    "image_size",
+    "resize_size",
+    "cache_dir",
+    "num_threads",
+    "augment",
+    "augment_on",
+    "min_positives",
+)
+
+
+def _check_loader(source: str, loader: dict) -> dict:
+    """Name a misspelt loader setting before anything is read."""
+    unknown = sorted(set(loader) - set(LOADER_SETTINGS))
+    if unknown:
+        raise TypeError(
+            f"data source {source!r} got unknown setting(s) {unknown}; its own settings are in its "
+            f"docstring and the loader's are {list(LOADER_SETTINGS)}"
+        )
+    return {"batch_size": 32, "seed": 0, **loader}
 
 
 # ---- NIH-CXR-LT --------------------------------------------------------------------------------
@@ -204,19 +209,11 @@ def nih_cxr_lt(
     *,
     image_dir: str | os.PathLike | None = None,
     label_dir: str | os.PathLike | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
-    image_size: int = 224,
-    resize_size: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    num_threads: int = 2,
-    augment: bool = True,
-    augment_on: str = "auto",
     on_missing: str = "error",
-    min_positives: int = 1,
     split_seed: int = 0,
     external_image_dir: str | os.PathLike | None = None,
     external_label_dir: str | os.PathLike | None = None,
+    **loader: Any,
 ) -> DataModule:
     """NIH-CXR-LT: NIH's image folder plus the NIH-CXR-LT label files as released.
 
@@ -229,19 +226,11 @@ def nih_cxr_lt(
         task: label-set name (cxr8, cxr14, cxr19) or label names.
         image_dir: NIH `images/` (nested folders such as `images_001/images/` allowed).
         label_dir: folder of the label files (or the Data_Entry CSV itself).
-        batch_size: examples per batch.
-        seed: run seed (order and augmentation).
-        image_size: crop size (224 for ResNet50).
-        resize_size: shortest side before the crop; default follows the processor (256 for 224).
-        cache_dir: preprocessed-image cache (None: temporary).
-        num_threads: loader threads.
-        augment: augment train batches.
-        augment_on: host, device or auto.
         on_missing: "error" or "skip" for images listed but absent.
-        min_positives: positives each label needs in every split.
         split_seed: seed of the patient-wise split (Data_Entry layout only).
         external_image_dir: MIMIC-CXR-JPG root for the external test split (optional).
         external_label_dir: folder of the MIMIC-CXR-LT label files (optional).
+        **loader: the DataModule's loader settings (see `LOADER_SETTINGS`).
 
     Returns:
         A DataModule with train, val, test (and external).
@@ -279,17 +268,7 @@ def nih_cxr_lt(
         external_image_dir=external_image_dir,
         external_label_dir=external_label_dir,
         on_missing=on_missing,
-        **_common(
-            batch_size,
-            seed,
-            image_size,
-            resize_size,
-            cache_dir,
-            num_threads,
-            augment,
-            augment_on,
-            min_positives,
-        ),
+        **_check_loader("nih_cxr_lt", loader),
     )
 
 
@@ -372,20 +351,12 @@ def mimic_cxr_lt(
     *,
     image_dir: str | os.PathLike | None = None,
     label_dir: str | os.PathLike | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
-    image_size: int = 224,
-    resize_size: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    num_threads: int = 2,
-    augment: bool = True,
-    augment_on: str = "auto",
     on_missing: str = "error",
-    min_positives: int = 1,
     frontal_only: bool = True,
     metadata_file: str | os.PathLike | None = None,
     external_image_dir: str | os.PathLike | None = None,
     external_label_dir: str | os.PathLike | None = None,
+    **loader: Any,
 ) -> DataModule:
     """MIMIC-CXR-LT: MIMIC-CXR-JPG folders plus the CXR-LT MIMIC label files, frontal views only.
 
@@ -400,20 +371,12 @@ def mimic_cxr_lt(
         task: label-set name or label names.
         image_dir: MIMIC-CXR-JPG root (holding `files/p10/...`).
         label_dir: folder of the label files (or one label file, read as the test split).
-        batch_size: examples per batch.
-        seed: run seed.
-        image_size: crop size.
-        resize_size: shortest side before the crop.
-        cache_dir: preprocessed-image cache.
-        num_threads: loader threads.
-        augment: augment train batches.
-        augment_on: host, device or auto.
         on_missing: "error" or "skip".
-        min_positives: positives each label needs in every split.
         frontal_only: drop lateral (non PA/AP) views.
         metadata_file: MIMIC-CXR-JPG metadata CSV, if not beside the labels or images.
         external_image_dir: another external set's images (rarely useful here).
         external_label_dir: its labels.
+        **loader: the DataModule's loader settings (see `LOADER_SETTINGS`).
 
     Returns:
         A DataModule with the splits found.
@@ -454,17 +417,7 @@ def mimic_cxr_lt(
         external_image_dir=external_image_dir,
         external_label_dir=external_label_dir,
         on_missing=on_missing,
-        **_common(
-            batch_size,
-            seed,
-            image_size,
-            resize_size,
-            cache_dir,
-            num_threads,
-            augment,
-            augment_on,
-            min_positives,
-        ),
+        **_check_loader("mimic_cxr_lt", loader),
     )
 
 
@@ -474,16 +427,7 @@ def folder_csv(
     *,
     image_dir: str | os.PathLike | None = None,
     label_dir: str | os.PathLike | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
-    image_size: int = 224,
-    resize_size: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    num_threads: int = 2,
-    augment: bool = True,
-    augment_on: str = "auto",
     on_missing: str = "error",
-    min_positives: int = 1,
     image_column: str | None = None,
     patient_column: str | None = None,
     split_column: str | None = None,
@@ -491,6 +435,7 @@ def folder_csv(
     split_seed: int = 0,
     external_image_dir: str | os.PathLike | None = None,
     external_label_dir: str | os.PathLike | None = None,
+    **loader: Any,
 ) -> DataModule:
     """Any image folder plus a CSV with an image column and 0/1 label columns (bring your data).
 
@@ -503,16 +448,7 @@ def folder_csv(
         task: label-set name, label names, or None for every other column of the CSV.
         image_dir: the image folder (nested folders allowed).
         label_dir: the CSV, or a folder holding exactly one CSV.
-        batch_size: examples per batch.
-        seed: run seed.
-        image_size: crop size.
-        resize_size: shortest side before the crop.
-        cache_dir: preprocessed-image cache.
-        num_threads: loader threads.
-        augment: augment train batches.
-        augment_on: host, device or auto.
         on_missing: "error" or "skip".
-        min_positives: positives each label needs in every split.
         image_column: image column name (default: detected).
         patient_column: patient column name (default: detected, else none).
         split_column: split column name (default: `split` if present).
@@ -520,6 +456,7 @@ def folder_csv(
         split_seed: seed of the patient-wise split.
         external_image_dir: MIMIC-CXR-JPG root for an external test split (optional).
         external_label_dir: MIMIC-CXR-LT label folder (optional).
+        **loader: the DataModule's loader settings (see `LOADER_SETTINGS`).
 
     Returns:
         A DataModule with train, val, test (and external).
@@ -586,17 +523,7 @@ def folder_csv(
         external_image_dir=external_image_dir,
         external_label_dir=external_label_dir,
         on_missing=on_missing,
-        **_common(
-            batch_size,
-            seed,
-            image_size,
-            resize_size,
-            cache_dir,
-            num_threads,
-            augment,
-            augment_on,
-            min_positives,
-        ),
+        **_check_loader("folder_csv", loader),
     )
 
 
@@ -659,18 +586,10 @@ def medmnist(
     npz: str | os.PathLike | None = None,
     flavor: str | None = None,
     download: bool = False,
-    batch_size: int = 32,
-    seed: int = 0,
-    image_size: int = 224,
-    resize_size: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    num_threads: int = 2,
-    augment: bool = True,
-    augment_on: str = "auto",
     on_missing: str = "error",
-    min_positives: int = 1,
     external_image_dir: str | os.PathLike | None = None,
     external_label_dir: str | os.PathLike | None = None,
+    **loader: Any,
 ) -> DataModule:
     """A MedMNIST npz (`{train,val,test}_images`, `{train,val,test}_labels`), read with NumPy.
 
@@ -683,18 +602,10 @@ def medmnist(
         npz: the npz file (or the folder to download into with download=True).
         flavor: dataset name; default the npz file's stem.
         download: fetch the npz from Zenodo into `npz`'s folder if it is missing.
-        batch_size: examples per batch.
-        seed: run seed.
-        image_size: crop size.
-        resize_size: shortest side before the crop.
-        cache_dir: preprocessed-image cache.
-        num_threads: loader threads.
-        augment: augment train batches.
-        augment_on: host, device or auto.
         on_missing: unused (arrays cannot be missing); accepted for a uniform interface.
-        min_positives: positives each label needs in every split.
         external_image_dir: MIMIC-CXR-JPG root for an external test split (optional).
         external_label_dir: MIMIC-CXR-LT label folder (optional).
+        **loader: the DataModule's loader settings (see `LOADER_SETTINGS`).
 
     Returns:
         A DataModule with train, val, test (and external).
@@ -755,15 +666,5 @@ def medmnist(
         external_image_dir=external_image_dir,
         external_label_dir=external_label_dir,
         on_missing=on_missing,
-        **_common(
-            batch_size,
-            seed,
-            image_size,
-            resize_size,
-            cache_dir,
-            num_threads,
-            augment,
-            augment_on,
-            min_positives,
-        ),
+        **_check_loader("medmnist", loader),
     )

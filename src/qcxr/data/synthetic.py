@@ -18,7 +18,8 @@ and nothing is shipped.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -34,7 +35,10 @@ from qcxr.data.labels import (
 )
 from qcxr.data.module import DataModule, ImageStore
 from qcxr.data.preprocess import make_preprocess_config
-from qcxr.data.sources import _module  # the factories' shared tail: external split, stores
+from qcxr.data.sources import (  # the factories' shared tail: external split, stores
+    _check_loader,
+    _module,
+)
 
 GENERATOR_VERSION = 1  # bump when the images for the same parameters change
 MIN_POSITIVES_PER_SPLIT = 2
@@ -295,18 +299,10 @@ def synthetic(
     num_external: int = 300,
     resolution: int | None = None,
     data_seed: int = 0,
-    batch_size: int = 32,
-    seed: int = 0,
-    image_size: int = 64,
-    resize_size: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    num_threads: int = 2,
-    augment: bool = True,
-    augment_on: str = "auto",
     on_missing: str = "error",
-    min_positives: int = 1,
     external_image_dir: str | os.PathLike | None = None,
     external_label_dir: str | os.PathLike | None = None,
+    **loader: Any,
 ) -> DataModule:
     """The synthetic long-tailed chest-X-ray-like task (the embedded default).
 
@@ -323,18 +319,11 @@ def synthetic(
             statistics); 0 for none.
         resolution: generated image side; default the preprocessing resize size (no resampling).
         data_seed: seed of the generated dataset.
-        batch_size: examples per batch.
-        seed: run seed (order and augmentation).
-        image_size: crop size (64 by default: the tiny backbone takes any resolution).
-        resize_size: shortest side before the crop (default int(image_size / 0.875)).
-        cache_dir: preprocessed-image cache.
-        num_threads: loader threads.
-        augment: augment train batches.
-        augment_on: host, device or auto.
         on_missing: accepted for a uniform interface (generated images are never missing).
-        min_positives: positives each label needs in every split.
         external_image_dir: a real external set (MIMIC-CXR-JPG root) instead of the synthetic one.
         external_label_dir: its labels.
+        **loader: the DataModule's loader settings (`qcxr.data.sources.LOADER_SETTINGS`);
+            without preprocessing or image_size, 64 px crops.
 
     Returns:
         A DataModule with train, val, test and (if num_external or external dirs) external.
@@ -344,8 +333,8 @@ def synthetic(
     if unknown:
         raise ValueError(f"the synthetic task draws the CXR-19 labels only; unknown: {unknown}")
     columns = [CXR19.index(n) for n in labels]
-    preprocess = make_preprocess_config(image_size, resize_size)
-    resolution = int(resolution or preprocess.resize_size)
+    loader = _check_loader("synthetic", loader)
+    resolution = int(resolution or _resize_size(loader))
     sizes = {"train": num_train, "val": num_val, "test": num_test}
     if num_external and external_image_dir is None:
         sizes["external"] = num_external
@@ -362,13 +351,15 @@ def synthetic(
         external_image_dir=external_image_dir,
         external_label_dir=external_label_dir,
         on_missing=on_missing,
-        batch_size=batch_size,
-        seed=seed,
-        image_size=image_size,
-        resize_size=resize_size,
-        cache_dir=cache_dir,
-        num_threads=num_threads,
-        augment=augment,
-        augment_on=augment_on,
-        min_positives=min_positives,
+        **loader,
     )
+
+
+def _resize_size(loader: dict) -> int:
+    """The side of the cached images the loader settings ask for (the generated resolution)."""
+    if loader.get("preprocessing") is not None:
+        prep = loader["preprocessing"]
+        return int(prep["resize_size"] if isinstance(prep, Mapping) else prep.resize_size)
+    if loader.get("image_size") is None:
+        loader["image_size"] = 64  # the tiny backbone takes any resolution
+    return make_preprocess_config(loader["image_size"], loader.get("resize_size")).resize_size

@@ -7,7 +7,8 @@ key (`feature_keys`, the one place it is built) covers everything the features d
 - each input image's image-cache key, in order (`DataModule.image_keys`: the source's identity,
   i.e. file path, size and modification time, the npz file and row, or the synthetic
   generator's version and data_seed, together with the preprocessing digest);
-- what is fed to the backbone: the crop size and the normalisation mean/std;
+- what is fed to the backbone: the data's whole preprocessing (crop and resize sizes, resize
+  mode, resampling filter, normalisation mean/std), which must be the backbone's own;
 - the backbone: its name, its module's hyperparameters, its checkpoint id and a fingerprint of
   the weights actually used (which covers the init seed of a random backbone), the compute dtype;
 - `FEATURES_VERSION` of this code.
@@ -35,7 +36,7 @@ from safetensors.numpy import load_file, save_file
 
 log = logging.getLogger(__name__)
 
-FEATURES_VERSION = 1  # bump when the same inputs would give other features (e.g. batching)
+FEATURES_VERSION = 2  # bump when the same inputs would give other features (e.g. batching)
 
 
 def tree_fingerprint(tree: Any) -> str:
@@ -59,7 +60,7 @@ def feature_keys(data: Any, model: Any, params: dict, constants: dict) -> dict[s
     """The cache key of each split's features: everything the features depend on.
 
     Args:
-        data: a data module (splits, image_keys(split), image_size, mean, std).
+        data: a data module (splits, image_keys(split), preprocess: its PreprocessConfig).
         model: the classifier (backbone with name, module, weights_id, feature_dim; and
             compute_dtype).
         params: its parameters; only params["backbone"] is read.
@@ -67,8 +68,20 @@ def feature_keys(data: Any, model: Any, params: dict, constants: dict) -> dict[s
 
     Returns:
         split -> hex digest naming the split's cache file.
+
+    Raises:
+        ValueError: the data was prepared differently from what the backbone states (features
+            of wrongly prepared images must never be computed, let alone cached).
     """
     bb = model.backbone
+    prepared = _preprocessing_dict(data.preprocess)
+    stated = _preprocessing_dict(bb.preprocessing)
+    if prepared != stated:
+        raise ValueError(
+            f"the data prepares images as {prepared}, but backbone {bb.name!r} expects "
+            f"{stated}. Fix: build the data with preprocessing=dataclasses.asdict("
+            "backbone.preprocessing) (run.py does)."
+        )
     weights = {"params": params["backbone"], "constants": constants.get("backbone", {})}
     identity = {
         "version": FEATURES_VERSION,
@@ -78,9 +91,7 @@ def feature_keys(data: Any, model: Any, params: dict, constants: dict) -> dict[s
         "weights": tree_fingerprint(weights),
         "feature_dim": int(bb.feature_dim),
         "compute_dtype": str(model.compute_dtype),
-        "image_size": int(data.image_size),
-        "mean": [float(x) for x in data.mean],
-        "std": [float(x) for x in data.std],
+        "preprocessing": prepared,
     }
     head = json.dumps(identity, sort_keys=True).encode()
     keys = {}
@@ -91,6 +102,18 @@ def feature_keys(data: Any, model: Any, params: dict, constants: dict) -> dict[s
             h.update(image_key.encode() + b"\0")
         keys[split] = h.hexdigest()[:32]
     return keys
+
+
+def _preprocessing_dict(prep: Any) -> dict[str, Any]:
+    """The six preprocessing fields as plain JSON values (data's and backbone's compare equal)."""
+    return {
+        "image_size": int(prep.image_size),
+        "resize_size": int(prep.resize_size),
+        "mean": [float(x) for x in prep.mean],
+        "std": [float(x) for x in prep.std],
+        "resample": int(prep.resample),
+        "resize_mode": str(prep.resize_mode),
+    }
 
 
 def _load(path: Path, num_images: int) -> np.ndarray | None:
