@@ -1,4 +1,5 @@
-"""Masked mean BCE and per-label / macro AUROC (scikit-learn).
+"""Masked mean BCE, masked softmax cross-entropy, per-label / macro AUROC (scikit-learn) and
+multiclass scores (accuracy, balanced accuracy, macro-F1, confusion matrix).
 
 The loss is the paper's (section III-D): binary cross-entropy averaged over every label, then over
 the real (unmasked) examples of a fixed-size batch, so padding never contributes.
@@ -85,3 +86,98 @@ def macro_auroc(per_label: dict[str, float]) -> float:
         The unweighted mean.
     """
     return float(np.mean(list(per_label.values()))) if per_label else float("nan")
+
+
+# ---- multiclass (one class per example; labels one-hot bool[B, C]) -------------------------------
+def per_example_softmax_ce(
+    logits: jax.Array, labels: jax.Array, class_weights: jax.Array | None = None
+) -> jax.Array:
+    """Softmax cross-entropy of each example against its one-hot class.
+
+    Args:
+        logits: f32[B, C] pre-softmax scores.
+        labels: bool or f32[B, C] one-hot targets (all-False rows, i.e. padding, give 0).
+        class_weights: optional f32[C]; example b is weighted by class_weights[its class].
+
+    Returns:
+        f32[B] w_y * -log softmax(z)_y (w_y = 1 without class weights).
+    """
+    y = labels.astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    loss = -jnp.sum(y * logp, axis=-1)
+    if class_weights is not None:
+        loss = loss * (y @ jnp.asarray(class_weights, jnp.float32))
+    return loss
+
+
+def masked_softmax_ce(
+    logits: jax.Array,
+    labels: jax.Array,
+    mask: jax.Array,
+    class_weights: jax.Array | None = None,
+) -> jax.Array:
+    """Mean softmax cross-entropy over the unmasked examples (weighted mean with class weights).
+
+    With class weights the mean is sum_b w_yb CE_b / sum_b w_yb, PyTorch's and scikit-learn's
+    weighted mean, so the loss stays on the scale of the unweighted one.
+
+    Args:
+        logits: f32[B, C] pre-softmax scores.
+        labels: bool or f32[B, C] one-hot targets.
+        mask: bool[B], True for real examples.
+        class_weights: optional f32[C].
+
+    Returns:
+        f32[] the (weighted) mean over real examples (0 when none is real).
+    """
+    per_example = per_example_softmax_ce(logits, labels, class_weights)
+    weights = mask.astype(jnp.float32)
+    if class_weights is not None:
+        weights = weights * (labels.astype(jnp.float32) @ jnp.asarray(class_weights, jnp.float32))
+    return jnp.sum(per_example * mask) / jnp.maximum(jnp.sum(weights), 1e-12)
+
+
+def confusion_matrix(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Counts of (true class, predicted class) with the prediction the arg-max probability.
+
+    Args:
+        labels: bool[N, C] one-hot true classes.
+        probabilities: f[N, C] predicted class probabilities.
+
+    Returns:
+        int64[C, C], rows true classes, columns predictions.
+    """
+    labels = np.asarray(labels, bool)
+    num_classes = labels.shape[1]
+    true = labels.argmax(axis=1)
+    pred = np.asarray(probabilities).argmax(axis=1)
+    out = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(out, (true, pred), 1)
+    return out
+
+
+def multiclass_scores(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy and macro-F1 from a confusion matrix.
+
+    Balanced accuracy averages the recall of the classes present (scikit-learn's definition);
+    macro-F1 averages F1 over every class, an absent and never-predicted class counting 0
+    (scikit-learn's `zero_division=0` over the classes given).
+
+    Args:
+        confusion: int[C, C], rows true, columns predicted.
+
+    Returns:
+        {"accuracy", "balanced_accuracy", "f1_macro"}.
+    """
+    cm = np.asarray(confusion, np.float64)
+    support, predicted, hits = cm.sum(axis=1), cm.sum(axis=0), np.diag(cm)
+    present = support > 0
+    recall = np.divide(hits, support, out=np.zeros_like(hits), where=present)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(hits), where=denom > 0)
+    return {
+        "accuracy": float(hits.sum() / max(cm.sum(), 1.0)),
+        "balanced_accuracy": float(recall[present].mean()) if present.any() else float("nan"),
+        "f1_macro": float(f1.mean()),
+    }

@@ -134,6 +134,10 @@ def run(cfg: DictConfig) -> float:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
     names = run_names(cfg)
+    try:  # an unknown task kind or misplaced class weights fail before anything is read
+        steps.task_loss(str(cfg.task.kind), cfg.task.get("class_weights"))
+    except ValueError as err:
+        raise RunError(f"task {cfg.task.name}: {err}") from err
     backbone = build(cfg.backbone)
     head = build(cfg.head)
     use_features = bool(backbone.freeze and trainer.cache_features)
@@ -144,6 +148,8 @@ def run(cfg: DictConfig) -> float:
         # The backbone says how its images are prepared (size, resize, crop, mean/std); data/
         # gets the values, never the model.
         "preprocessing": dataclasses.asdict(backbone.preprocessing),
+        # A multiclass task's rows must each hold one class: checked when the data is built.
+        "kind": str(cfg.task.kind),
     }
     if cfg.data.get("cache_dir") is None:
         data_kwargs["cache_dir"] = str(cache_dir / "images")
@@ -229,8 +235,14 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
             return classifier.logits(params, constants, batch["image"])
     features_s = time.perf_counter() - start
 
-    train_step = steps.make_train_step(apply, tx)
-    eval_step = steps.make_eval_step(apply)
+    kind = str(cfg.task.kind)
+    weights = cfg.task.get("class_weights")
+    weights = None if weights is None else [float(w) for w in weights]
+    if weights is not None and len(weights) != len(label_names):
+        raise RunError(f"task.class_weights has {len(weights)} values for {len(label_names)} "
+                       f"classes ({', '.join(label_names)}); give one weight per class")
+    train_step = steps.make_train_step(apply, tx, kind, weights)
+    eval_step = steps.make_eval_step(apply, kind, weights)
     first = next(iter(source.batches("val", 0)))
     compiled, compile_s = loop.compile_step(train_step, state, first)
     log.info("train step compiled in %.1f s; %d steps per epoch", compile_s,
@@ -242,7 +254,7 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
         label_names=label_names, tracker=tracker, checkpoints=checkpoints,
         max_epochs=int(trainer.max_epochs), patience=int(trainer.patience),
         resume_meta=resume_meta, meta_extra={"run_id": run_id},
-        progress=bool(trainer.progress),
+        progress=bool(trainer.progress), kind=kind,
     )
     best = checkpoints.restore_best(result.state)
     if best is None:
@@ -256,7 +268,7 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
         for split in ("val", "test", "external"):
             if split not in data.splits:
                 continue
-            ev = loop.evaluate(eval_step, best_params, source, split, label_names)
+            ev = loop.evaluate(eval_step, best_params, source, split, label_names, kind=kind)
             evaluations[split] = ev
             if split != "val":
                 final.update(ev.as_metrics(split))
@@ -272,6 +284,10 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
         artifacts.write_auroc_table(tmp / "auroc_per_label.csv", label_names,
                                     {s: (ev.auroc, ev.labels) for s, ev in evaluations.items()})
         title = f"{names['head']} / {names['ansatz']} / {names['backbone']} / seed {names['seed']}"
+        for split, ev in evaluations.items():
+            if ev.confusion is not None:
+                artifacts.write_confusion(tmp / f"confusion_{split}.png", label_names,
+                                          ev.confusion, f"{split}: {title}")
         artifacts.plot_curves(tmp / "learning_curves.png", result.history, result.best_epoch,
                               title)
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
@@ -284,7 +300,7 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
              ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith("auroc_macro")))
     key = str(cfg.optimized_metric)
     if key not in final:
-        raise RunError(f"optimized_metric={key!r} was not produced by this run; available: "
+        raise RunError(f"optimized_metric={key!r} was not produced by this {kind} run; available: "
                        f"{sorted(k for k in final if '/auroc/' not in k)}")
     value = float(final[key])
     if not np.isfinite(value):

@@ -22,6 +22,8 @@ class TaskSchema:
     labels: str = MISSING
     num_labels: int = MISSING
     default_data: str | None = None
+    kind: str = "multilabel"  # or multiclass: softmax cross-entropy, one class per image
+    class_weights: list[float] | None = None  # multiclass: one weight per class, or null
 
 
 @dataclass

@@ -263,6 +263,35 @@ def check_split(
         )
 
 
+def check_one_class(split: str, index: SplitIndex, label_names: Sequence[str]) -> None:
+    """Fail unless every row of a multiclass split holds exactly one class.
+
+    Args:
+        split: split name.
+        index: the split (labels one-hot bool[N, C]).
+        label_names: the task's classes.
+
+    Raises:
+        DataError: naming the split, its source, how many rows have none or several classes,
+            a few of them, and the fix.
+    """
+    per_row = index.labels.sum(axis=1)
+    bad = np.flatnonzero(per_row != 1)
+    if not len(bad):
+        return
+    shown = [
+        f"{index.ids[i]}: "
+        + (", ".join(n for n, x in zip(label_names, index.labels[i], strict=True) if x) or "none")
+        for i in bad
+    ]
+    raise DataError(
+        f"split {split!r} (labels from {index.source or 'the source'}) is for a multiclass task "
+        f"({', '.join(label_names)}), but {len(bad)} of {len(index)} rows have "
+        f"{'no class' if (per_row[bad] == 0).all() else 'no class or several classes'}:"
+        f"{_listing(shown)}\nFix: give each image exactly one class, or use a multilabel task."
+    )
+
+
 def patient_split(
     patients: Sequence[str],
     labels: np.ndarray,

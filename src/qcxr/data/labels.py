@@ -36,7 +36,64 @@ CXR19 = CXR14 + (
     "Tortuous Aorta",
 )
 
-LABEL_SETS: dict[str, tuple[str, ...]] = {"cxr8": CXR8, "cxr14": CXR14, "cxr19": CXR19}
+# Multiclass tasks (one class per image). HAM10000's seven diagnoses (`dx` of
+# HAM10000_metadata.csv, Tschandl et al. 2018), in the release's alphabetical order, which is also
+# DermaMNIST's class order.
+HAM10000 = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+# ISIC 2017 Part 3: melanoma, seborrheic keratosis, and nevus (= neither, as the challenge defines).
+ISIC2017 = ("melanoma", "seborrheic_keratosis", "nevus")
+# The synthetic multiclass task: one finding (or none) per generated image, long-tailed.
+SYNTHETIC_MC = ("No Finding", "Cardiomegaly", "Effusion", "Mass", "Pneumothorax")
+
+LABEL_SETS: dict[str, tuple[str, ...]] = {
+    "cxr8": CXR8,
+    "cxr14": CXR14,
+    "cxr19": CXR19,
+    "ham10000": HAM10000,
+    "isic2017": ISIC2017,
+    "synthetic_mc": SYNTHETIC_MC,
+}
+
+# Class names of the multiclass MedMNIST v2 flavours, in label-index order (medmnist's INFO).
+MEDMNIST_CLASSES: dict[str, tuple[str, ...]] = {
+    "dermamnist": HAM10000,
+    "bloodmnist": (
+        "basophil",
+        "eosinophil",
+        "erythroblast",
+        "immature granulocytes",
+        "lymphocyte",
+        "monocyte",
+        "neutrophil",
+        "platelet",
+    ),
+    "pathmnist": (
+        "adipose",
+        "background",
+        "debris",
+        "lymphocytes",
+        "mucus",
+        "smooth muscle",
+        "normal colon mucosa",
+        "cancer-associated stroma",
+        "colorectal adenocarcinoma epithelium",
+    ),
+    "octmnist": ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal"),
+}
+_ORGAN = (
+    "bladder",
+    "femur-left",
+    "femur-right",
+    "heart",
+    "kidney-left",
+    "kidney-right",
+    "liver",
+    "lung-left",
+    "lung-right",
+    "pancreas",
+    "spleen",
+)
+MEDMNIST_CLASSES.update({f: _ORGAN for f in ("organamnist", "organcmnist", "organsmnist")})
 
 # Positives per label in the NIH-CXR-LT train split (paper, Table II, column "NIH Train"); the
 # synthetic task draws its long-tailed label frequencies in these proportions.
@@ -164,6 +221,7 @@ def resolve_labels(task: str | Sequence[str]) -> tuple[str, ...]:
     """
     if isinstance(task, str):
         key = task.strip().lower().replace("-", "")
+        key = key if key in LABEL_SETS else key.replace("_", "")
         if key not in LABEL_SETS:
             raise ValueError(
                 f"unknown label set {task!r}; choose one of {sorted(LABEL_SETS)} or pass a list "

@@ -16,7 +16,7 @@ from PIL import Image
 
 from qcxr.data.augment import augment_device, augment_host, augment_params, epoch_order
 from qcxr.data.cache import ImageCache, cache_key
-from qcxr.data.index import DataError, SplitIndex, _listing, check_split
+from qcxr.data.index import DataError, SplitIndex, _listing, check_one_class, check_split
 from qcxr.data.preprocess import (
     PreprocessConfig,
     center_crop,
@@ -142,6 +142,8 @@ class DataModule:
             the accelerator) or "auto" (device when JAX's default backend is not the CPU).
         min_positives: positives each label needs in every split (0 disables the check).
         name: source name for logs.
+        kind: the task's kind: "multilabel", or "multiclass" (labels stay one-hot bool[N, C],
+            and every row must hold exactly one class: checked here, before any image is read).
     """
 
     def __init__(
@@ -160,6 +162,7 @@ class DataModule:
         augment_on: str = "auto",
         min_positives: int = 1,
         name: str = "data",
+        kind: str = "multilabel",
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -183,6 +186,11 @@ class DataModule:
             if len(self._images[s]) != len(index):
                 raise ValueError(f"split {s}: {len(self._images[s])} images for {len(index)} rows")
             check_split(s, index, self.label_names, min_positives)
+            if kind == "multiclass":
+                check_one_class(s, index, self.label_names)
+        if kind not in ("multilabel", "multiclass"):
+            raise ValueError(f"kind must be multilabel or multiclass, got {kind!r}")
+        self.kind = kind
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         if preprocessing is not None:

@@ -133,6 +133,7 @@ LOADER_SETTINGS = (
     "augment",
     "augment_on",
     "min_positives",
+    "kind",
 )
 
 

@@ -272,9 +272,42 @@ class SyntheticImages(ImageStore):
         return img[:, :, None]
 
 
-def _make_split(split, n, data_seed, resolution) -> tuple[SplitIndex, SyntheticImages]:
+def draw_classes(num_images: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """One class per image, long-tailed: class k has weight 1 / (k + 1), at least 2 images each.
+
+    Args:
+        num_images: N (at least 2 * num_classes).
+        num_classes: C.
+        rng: random generator.
+
+    Returns:
+        int64[N] class indices.
+    """
+    weights = 1.0 / np.arange(1, num_classes + 1)
+    counts = np.maximum(MIN_POSITIVES_PER_SPLIT, np.floor(num_images * weights / weights.sum()))
+    counts = counts.astype(np.int64)
+    counts[0] += num_images - counts.sum()  # the rest to the most frequent class
+    if counts[0] < MIN_POSITIVES_PER_SPLIT:
+        raise ValueError(
+            f"{num_images} images are too few for {num_classes} classes with at least "
+            f"{MIN_POSITIVES_PER_SPLIT} each; raise data.num_train / num_val / num_test"
+        )
+    return rng.permutation(np.repeat(np.arange(num_classes), counts))
+
+
+def _make_split(
+    split, n, data_seed, resolution, classes: Sequence[str] | None = None
+) -> tuple[SplitIndex, SyntheticImages]:
     rng = np.random.default_rng([data_seed, _SPLIT_CODES[split], 0])
-    if split == "external":
+    onehot = None
+    if classes is not None:  # multiclass: one finding (or "No Finding") per image
+        cls = draw_classes(n, len(classes), rng)
+        onehot = cls[:, None] == np.arange(len(classes))[None, :]
+        y = np.zeros((n, len(CXR19)), bool)
+        for k, name in enumerate(classes):
+            if name in CXR19:
+                y[cls == k, CXR19.index(name)] = True
+    elif split == "external":
         y = draw_labels(n, MIMIC_CXR_LT_TEST_COUNTS, MIMIC_CXR_LT_TEST_SIZE, rng)
     else:
         y = draw_labels(n, NIH_CXR_LT_TRAIN_COUNTS, NIH_CXR_LT_TRAIN_SIZE, rng)
@@ -285,8 +318,11 @@ def _make_split(split, n, data_seed, resolution) -> tuple[SplitIndex, SyntheticI
     patients = [f"{split}-{p:05d}" for p in patient_of]
     ids = [f"synthetic/{split}/{i:05d}.png" for i in range(n)]
     identity = f"synthetic:v{GENERATOR_VERSION}:{data_seed}:{resolution}:{split}:{n}"
+    if classes is not None:  # other labels, other images: never the multilabel set's entries
+        identity += ":multiclass:" + "|".join(classes)
     store = SyntheticImages(y, anatomy, patient_of, resolution, data_seed, split, identity)
-    index = SplitIndex(ids, list(range(n)), y, patients, source=f"synthetic ({split})")
+    labels = y if onehot is None else onehot
+    index = SplitIndex(ids, list(range(n)), labels, patients, source=f"synthetic ({split})")
     return index, store
 
 
@@ -308,7 +344,10 @@ def synthetic(
 
     The images and labels depend only on `data_seed` and the sizes, never on `seed` (the run
     seed), so runs with different seeds train on the same data. CXR-8/14 tasks use the first
-    8/14 labels of the same images.
+    8/14 labels of the same images. With `kind="multiclass"` (task synthetic_mc) each image shows
+    exactly one of the task's findings, or none for the class "No Finding", class k drawn with
+    weight 1 / (k + 1); the external split then has the same class frequencies (and the
+    shifted image statistics).
 
     Args:
         task: label-set name (cxr8, cxr14, cxr19) or CXR-19 label names.
@@ -329,10 +368,14 @@ def synthetic(
         A DataModule with train, val, test and (if num_external or external dirs) external.
     """
     labels = resolve_labels(task)
-    unknown = [n for n in labels if n not in CXR19]
+    multiclass = loader.get("kind") == "multiclass"
+    known = CXR19 + (("No Finding",) if multiclass else ())
+    unknown = [n for n in labels if n not in known]
     if unknown:
-        raise ValueError(f"the synthetic task draws the CXR-19 labels only; unknown: {unknown}")
-    columns = [CXR19.index(n) for n in labels]
+        raise ValueError(
+            f"the synthetic task draws the CXR-19 labels only (a multiclass task also 'No "
+            f"Finding'); unknown: {unknown}"
+        )
     loader = _check_loader("synthetic", loader)
     resolution = int(resolution or _resize_size(loader))
     sizes = {"train": num_train, "val": num_val, "test": num_test}
@@ -340,8 +383,11 @@ def synthetic(
         sizes["external"] = num_external
     splits = {}
     for split, n in sizes.items():
-        index, store = _make_split(split, int(n), int(data_seed), resolution)
-        index.labels = index.labels[:, columns]
+        index, store = _make_split(
+            split, int(n), int(data_seed), resolution, labels if multiclass else None
+        )
+        if not multiclass:
+            index.labels = index.labels[:, [CXR19.index(n) for n in labels]]
         index.extra["store"] = store
         splits[split] = index
     return _module(

@@ -83,7 +83,7 @@ def plot_curves(path: Path, history: Sequence[Mapping[str, float]], best_epoch: 
     ax1.plot(epochs, [h["train/epoch_loss"] for h in history], label="train")
     ax1.plot(epochs, [h["val/loss"] for h in history], label="val")
     ax1.set_xlabel("epoch")
-    ax1.set_ylabel("mean BCE")
+    ax1.set_ylabel("loss")
     ax1.legend()
     ax2.plot(epochs, [h.get("val/auroc_macro", math.nan) for h in history], color="C2")
     ax2.set_xlabel("epoch")
@@ -96,3 +96,49 @@ def plot_curves(path: Path, history: Sequence[Mapping[str, float]], best_epoch: 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def write_confusion(path: Path, class_names: Sequence[str], confusion: np.ndarray,
+                    title: str) -> tuple[Path, Path]:
+    """A multiclass confusion matrix as a CSV and a PNG figure (counts and row-normalised).
+
+    Args:
+        path: the PNG to write; the CSV goes beside it with the suffix .csv.
+        class_names: C names, in column order.
+        confusion: int[C, C], rows true classes, columns predicted classes.
+        title: figure title.
+
+    Returns:
+        (the PNG path, the CSV path).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion)
+    csv_path = path.with_suffix(".csv")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true\\predicted", *class_names])
+        for name, row in zip(class_names, cm, strict=True):
+            w.writerow([name, *row.tolist()])
+    support = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, support, out=np.zeros(cm.shape), where=support > 0)
+    size = max(4.0, 0.6 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in ticks:
+        for j in ticks:  # the count, coloured for contrast against the row share
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
+                    color="white" if share[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path, csv_path

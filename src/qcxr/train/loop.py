@@ -39,6 +39,8 @@ class Evaluation:
         undefined: labels whose AUROC is undefined (no positives or no negatives).
         probabilities: f32[N, L] in index order.
         labels: bool[N, L] in index order.
+        scores: multiclass tasks: accuracy, balanced_accuracy, f1_macro (else empty).
+        confusion: multiclass tasks: int64[C, C] (rows true, columns arg-max), else None.
     """
 
     loss: float
@@ -46,6 +48,8 @@ class Evaluation:
     undefined: list[str]
     probabilities: np.ndarray
     labels: np.ndarray
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    confusion: np.ndarray | None = None
 
     @property
     def auroc_macro(self) -> float:
@@ -53,8 +57,10 @@ class Evaluation:
         return M.macro_auroc(self.auroc)
 
     def as_metrics(self, split: str) -> dict[str, float]:
-        """{split/loss, split/auroc_macro, split/auroc/<label>} (undefined labels absent)."""
+        """{split/loss, split/auroc_macro, split/auroc/<label>} (undefined labels absent), and for
+        multiclass tasks split/accuracy, split/balanced_accuracy, split/f1_macro."""
         out = {f"{split}/loss": self.loss}
+        out.update({f"{split}/{k}": v for k, v in self.scores.items()})
         if self.auroc:
             out[f"{split}/auroc_macro"] = self.auroc_macro
         out.update({f"{split}/auroc/{k}": v for k, v in self.auroc.items()})
@@ -81,8 +87,12 @@ class FitResult:
 
 
 def evaluate(eval_step, params, source, split: str, label_names: Sequence[str],
-             progress: bool = False) -> Evaluation:
+             progress: bool = False, kind: str = "multilabel") -> Evaluation:
     """Evaluate params on a split.
+
+    For a multiclass task the AUROC per class is one-vs-rest (each one-hot column against the
+    class's softmax probability), and accuracy, balanced accuracy, macro-F1 and the confusion
+    matrix come from the arg-max class.
 
     Args:
         eval_step: (params, batch) -> (probabilities f32[B, L], per-example loss f32[B]).
@@ -91,6 +101,7 @@ def evaluate(eval_step, params, source, split: str, label_names: Sequence[str],
         split: the split.
         label_names: the task's labels.
         progress: show a step bar.
+        kind: the task's kind, "multilabel" or "multiclass".
 
     Returns:
         The Evaluation; a warning names each label whose AUROC is undefined.
@@ -111,7 +122,11 @@ def evaluate(eval_step, params, source, split: str, label_names: Sequence[str],
     if undefined:
         log.warning("%s: AUROC undefined (no positives or no negatives) for %s; left out of the "
                     "mean", split, ", ".join(undefined))
-    return Evaluation(float(np.concatenate(losses).mean()), auroc, undefined, probabilities, y)
+    ev = Evaluation(float(np.concatenate(losses).mean()), auroc, undefined, probabilities, y)
+    if kind == "multiclass":
+        ev.confusion = M.confusion_matrix(y, probabilities)
+        ev.scores = M.multiclass_scores(ev.confusion)
+    return ev
 
 
 def _device_batch(batch: dict) -> dict:
@@ -133,6 +148,7 @@ def fit(
     resume_meta: dict | None = None,
     meta_extra: dict | None = None,
     progress: bool = True,
+    kind: str = "multilabel",
 ) -> FitResult:
     """Train with early stopping on the val loss, saving the latest and best checkpoints.
 
@@ -149,6 +165,8 @@ def fit(
         resume_meta: the latest checkpoint's meta when resuming, else None.
         meta_extra: stored in every checkpoint's meta (e.g. the tracker's run id).
         progress: epoch and step progress bars.
+        kind: the task's kind (multiclass adds accuracy, balanced accuracy and macro-F1 to the
+            val metrics); early stopping is on the val loss for both kinds.
 
     Returns:
         The FitResult.
@@ -189,7 +207,7 @@ def fit(
             losses.append(loss)
             tracker.log_metrics({"train/loss": loss}, step=global_step)
             bar.set_postfix(loss=f"{loss:.4f}")
-        val = evaluate(eval_step, state["params"], source, "val", label_names)
+        val = evaluate(eval_step, state["params"], source, "val", label_names, kind=kind)
         epoch_s = time.perf_counter() - start
         entry = {"epoch": epoch, "train/epoch_loss": float(np.mean(losses)),
                  **val.as_metrics("val"), "time/epoch_s": epoch_s,

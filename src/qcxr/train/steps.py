@@ -2,6 +2,8 @@
 
 The trainer sees the model only as `apply(params, batch) -> logits f32[B, L]`: the image path
 (backbone + head) and the cached-feature path (head only) are two apply functions, nothing more.
+The loss follows the task's kind (multilabel: BCE; multiclass: softmax cross-entropy), never the
+head.
 """
 
 from __future__ import annotations
@@ -17,6 +19,39 @@ from qcxr import metrics
 
 ApplyFn = Callable[[Any, dict], jax.Array]
 TrainState = dict  # {"params": pytree, "opt_state": pytree, "step": int32[]}
+KINDS = ("multilabel", "multiclass")
+
+
+def task_loss(kind: str, class_weights=None) -> tuple[Callable, Callable, Callable]:
+    """The loss of a task kind: the task decides it, never the head.
+
+    Args:
+        kind: "multilabel" (sigmoid, mean BCE over labels) or "multiclass" (softmax
+            cross-entropy against the one-hot class).
+        class_weights: optional C weights (multiclass only), e.g. for class imbalance.
+
+    Returns:
+        (masked mean loss (logits, labels, mask) -> f32[], per-example loss (logits, labels) ->
+        f32[B], link (logits f32[B, L]) -> probabilities f32[B, L]).
+
+    Raises:
+        ValueError: an unknown kind, or class weights for a multilabel task.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"task kind must be one of {KINDS}, got {kind!r}; fix: task.kind")
+    if kind == "multilabel":
+        if class_weights is not None:
+            raise ValueError("task.class_weights applies to multiclass tasks only; set it to null")
+        return metrics.masked_bce, metrics.per_example_bce, jax.nn.sigmoid
+    weights = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+
+    def loss(logits, labels, mask):
+        return metrics.masked_softmax_ce(logits, labels, mask, weights)
+
+    def per_example(logits, labels):
+        return metrics.per_example_softmax_ce(logits, labels, weights)
+
+    return loss, per_example, lambda z: jax.nn.softmax(z, axis=-1)
 
 
 def init_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
@@ -36,19 +71,25 @@ def init_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
     }
 
 
-def make_train_step(apply: ApplyFn, tx: optax.GradientTransformation):
+def make_train_step(
+    apply: ApplyFn, tx: optax.GradientTransformation, kind: str = "multilabel",
+    class_weights=None,
+):
     """One optimizer step (or micro-step under gradient accumulation), jitted.
 
     Args:
         apply: (params, batch) -> logits f32[B, L].
         tx: the optimizer (freeze mask and accumulation included).
+        kind: the task's kind (see `task_loss`).
+        class_weights: optional C class weights (multiclass).
 
     Returns:
-        step(state, batch) -> (state, loss f32[]): the masked mean BCE before the update.
+        step(state, batch) -> (state, loss f32[]): the task's masked mean loss before the update.
     """
+    masked_loss = task_loss(kind, class_weights)[0]
 
     def loss_fn(params, batch):
-        return metrics.masked_bce(apply(params, batch), batch["labels"], batch["mask"])
+        return masked_loss(apply(params, batch), batch["labels"], batch["mask"])
 
     def step(state, batch):
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
@@ -59,18 +100,21 @@ def make_train_step(apply: ApplyFn, tx: optax.GradientTransformation):
     return jax.jit(step, donate_argnums=0)
 
 
-def make_eval_step(apply: ApplyFn):
+def make_eval_step(apply: ApplyFn, kind: str = "multilabel", class_weights=None):
     """Probabilities and per-example loss of a batch, jitted.
 
     Args:
         apply: (params, batch) -> logits f32[B, L].
+        kind: the task's kind (see `task_loss`): sigmoid or softmax probabilities.
+        class_weights: optional C class weights (multiclass).
 
     Returns:
-        step(params, batch) -> (probabilities f32[B, L], per-example BCE f32[B]).
+        step(params, batch) -> (probabilities f32[B, L], per-example loss f32[B]).
     """
+    _, per_example, link = task_loss(kind, class_weights)
 
     def step(params, batch):
         logits = apply(params, batch)
-        return jax.nn.sigmoid(logits), metrics.per_example_bce(logits, batch["labels"])
+        return link(logits), per_example(logits, batch["labels"])
 
     return jax.jit(step)
