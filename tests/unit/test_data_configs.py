@@ -16,7 +16,7 @@ RUNTIME = {"task", "batch_size", "seed", "preprocessing"}  # passed by run.py
 
 
 @pytest.mark.parametrize(
-    "option", ["nih_cxr_lt", "mimic_cxr_lt", "medmnist", "folder_csv", "synthetic"]
+    "option", ["nih_cxr_lt", "mimic_cxr_lt", "medmnist", "folder_csv", "synthetic", "ham10000"]
 )
 def test_data_option_keys_match_factory(option, monkeypatch):
     for var in (
@@ -28,6 +28,7 @@ def test_data_option_keys_match_factory(option, monkeypatch):
         "QCXR_IMAGES",
         "QCXR_LABELS",
         "QCXR_CACHE_DIR",
+        "HAM10000_ROOT",
     ):
         monkeypatch.delenv(var, raising=False)
     cfg = omegaconf.OmegaConf.load(CONF / "data" / f"{option}.yaml")
@@ -44,9 +45,10 @@ def test_data_option_keys_match_factory(option, monkeypatch):
         assert dm.num_labels == 8 and dm.splits == ("train", "val", "test", "external")
     else:  # unset env vars: fails at start naming the key and the variable
         with pytest.raises(
-            DataError, match=r"data\.(image_dir|npz)=.*set the environment variable"
+            DataError, match=r"data\.(image_dir|npz|root)=.*set the environment variable"
         ):
-            build(task="cxr8", batch_size=2, seed=0, image_size=8)
+            task = "ham10000" if option == "ham10000" else "cxr8"
+            build(task=task, batch_size=2, seed=0, image_size=8)
 
 
 def test_synthetic_config_with_tiny_overrides(tmp_path):

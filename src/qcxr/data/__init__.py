@@ -5,6 +5,7 @@ This package never imports models/, train/, hydra or omegaconf.
 """
 
 from qcxr.data.augment import AUGMENT_STREAM, DATA_ORDER_STREAM, augment_device
+from qcxr.data.derm import ham10000
 from qcxr.data.index import DataError
 from qcxr.data.labels import LABEL_SETS, canonical_label, resolve_labels
 from qcxr.data.module import DataModule
@@ -21,6 +22,7 @@ __all__ = [
     "canonical_label",
     "download_medmnist",
     "folder_csv",
+    "ham10000",
     "medmnist",
     "mimic_cxr_lt",
     "nih_cxr_lt",
