@@ -232,7 +232,10 @@ def run(cfg: DictConfig) -> float:
 
     Raises:
         RunError: the configuration cannot run (e.g. the DQC simulation does not fit memory);
-            the tracker's run is marked FAILED.
+            the tracker's run is marked FAILED. Also, before anything is built, when the run
+            folder holds a run this one must not reopen (see `resume_plan`).
+        KeyboardInterrupt: Ctrl-C; the run is marked KILLED. SIGTERM marks it KILLED too and
+            then ends the process with that signal (exit status 143).
         loop.NonFiniteLossError: the loss became NaN/inf; the run is marked FAILED.
     """
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every manager at INFO
