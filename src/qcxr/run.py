@@ -9,11 +9,15 @@ DQC runs with the same seed see identical batches.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import resource
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,25 @@ INIT_STREAM = 0x1217  # fold_in constant of the parameter-init stream (data stre
 
 class RunError(RuntimeError):
     """A run that cannot start or cannot finish, with the reason and the fix."""
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM arrived (SLURM's pre-emption, `kill`); a BaseException, like KeyboardInterrupt,
+    so no `except Exception` on the way up swallows it.
+
+    Args:
+        signum: the signal's number.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(f"received {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+STATE_FILE = "run_state.json"  # in the run dir: run id, config, status; decides what a re-run does
+# Keys a resumed run may change: they do not change what the epochs already trained mean.
+RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.progress", "trainer.compilation_cache",
+                     "tracker.flush_every", "paths.cache_dir")
 
 
 def build(node: DictConfig) -> Any:
@@ -105,6 +128,99 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _read_state(out_dir: Path) -> dict | None:
+    path = out_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise RunError(f"{path} is not valid JSON ({err}); the run folder {out_dir} is damaged: "
+                       "start a new run with another hydra.run.dir") from err
+
+
+def _write_state(out_dir: Path, **fields: Any) -> None:
+    state = {**(_read_state(out_dir) or {}), **fields}
+    tmp = out_dir / f"{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=1, default=str))
+    tmp.replace(out_dir / STATE_FILE)  # atomic: a kill never leaves half a file
+
+
+def resume_plan(out_dir: Path, config: dict[str, Any], resume: bool) -> tuple[dict | None, dict]:
+    """Decide, before anything is built, whether a run folder is resumed, and refuse what would
+    damage the run already in it.
+
+    Args:
+        out_dir: the run folder (Hydra's run dir).
+        config: this run's resolved config, flattened ({"trainer.max_epochs": 50, ...}).
+        resume: trainer.resume.
+
+    Returns:
+        (the folder's saved state to resume, or None for a fresh run;
+        {key: (old, new)} for the RESUMABLE_CHANGES keys that differ).
+
+    Raises:
+        RunError: the folder holds a run that must not be reopened: one with another config, a
+            FINISHED one with nothing left to train, or any run when resume is off.
+    """
+    state = _read_state(out_dir)
+    if state is None:
+        if (out_dir / "tracker_run_id.txt").is_file() or (out_dir / "checkpoints").exists():
+            raise RunError(f"{out_dir} already holds checkpoints of a run whose config was not "
+                           f"recorded (no {STATE_FILE}), so it cannot be resumed safely. Fix: "
+                           "start this run in another folder (a new hydra.run.dir)")
+        return None, {}
+    run = f"the {state.get('status', 'unknown')} run {state.get('run_id')}"
+    if not resume:
+        raise RunError(f"{out_dir} already holds {run} and trainer.resume=false would overwrite "
+                       "its checkpoints. Fix: use a new hydra.run.dir, or trainer.resume=true to "
+                       "continue it")
+    old = state.get("config", {})
+    new = json.loads(json.dumps(config, default=str))  # compare as stored
+    differ = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k,
+                                                                                      "<absent>"))
+    blocking = [k for k in differ if k not in RESUMABLE_CHANGES]
+    if blocking:
+        shown = "; ".join(f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
+                          for k in blocking[:6])
+        more = f" (and {len(blocking) - 6} more)" if len(blocking) > 6 else ""
+        raise RunError(f"{out_dir} holds {run} with another config ({shown}{more}); resuming "
+                       "it would mix two configs in one run. Fix: start the changed config in a "
+                       "new folder (another hydra.run.dir), or restore the folder's config "
+                       f"(saved in {out_dir / STATE_FILE}) to resume it")
+    max_epochs = int(new["trainer.max_epochs"])
+    if state.get("status") == "FINISHED":
+        epochs = int(state.get("epochs_run", 0))
+        if state.get("stopped_early"):
+            raise RunError(f"{out_dir} holds {run}, stopped early after {epochs} epochs "
+                           "(patience): nothing is left to train. Fix: start a new run in "
+                           "another hydra.run.dir")
+        if epochs >= max_epochs:
+            raise RunError(f"{out_dir} holds {run}, which trained {epochs} epochs: nothing is "
+                           f"left to train with trainer.max_epochs={max_epochs}. Fix: raise "
+                           "trainer.max_epochs to train it longer, or start a new run in "
+                           "another hydra.run.dir")
+    return state, {k: (old.get(k), new.get(k)) for k in differ}
+
+
+def _raise_on_sigterm() -> Any:
+    """Make SIGTERM raise RunInterrupted in the main thread; return the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signal handlers can only be set from the main thread
+
+    def handler(signum, frame):
+        # One shot: a second SIGTERM must not interrupt marking the run KILLED.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise RunInterrupted(signum)
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # ---- the run ------------------------------------------------------------------------------------
 def run(cfg: DictConfig) -> float:
     """Train and evaluate one configuration, logging everything to the tracker.
@@ -117,7 +233,10 @@ def run(cfg: DictConfig) -> float:
 
     Raises:
         RunError: the configuration cannot run (e.g. the DQC simulation does not fit memory);
-            the tracker's run is marked FAILED.
+            the tracker's run is marked FAILED. Also, before anything is built, when the run
+            folder holds a run this one must not reopen (see `resume_plan`).
+        KeyboardInterrupt: Ctrl-C; the run is marked KILLED. SIGTERM marks it KILLED too and
+            then ends the process with that signal (exit status 143).
         loop.NonFiniteLossError: the loss became NaN/inf; the run is marked FAILED.
     """
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every manager at INFO
@@ -128,6 +247,8 @@ def run(cfg: DictConfig) -> float:
     cache_dir = Path(cfg.paths.cache_dir)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    flat_config = flatten(resolved)
+    saved_state, changed = resume_plan(out_dir, flat_config, bool(trainer.resume))
     if trainer.compilation_cache:
         # Repeated runs (seeds, sweeps) reuse compiled XLA programs instead of recompiling.
         jax.config.update("jax_compilation_cache_dir", str(cache_dir / "jax"))
@@ -161,7 +282,9 @@ def run(cfg: DictConfig) -> float:
     data.prepare()  # reads every image of every split now: a bad test image fails before training
 
     tracker = build(cfg.tracker)
+    entry = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("train.py")
     tags = {**names, "git_commit": git_commit(cfg.paths.root_dir),
+            "source": str(entry if entry.is_absolute() else Path(cfg.paths.root_dir) / entry),
             "features": "cached" if use_features else "images",
             **{str(k): str(v) for k, v in (cfg.tags or {}).items()}}
     for key in ("study", "trial"):
@@ -170,29 +293,50 @@ def run(cfg: DictConfig) -> float:
     run_name = f"{names['head']}-{names['ansatz']}-{names['backbone']}-s{seed}"
     if names["ansatz"] == "none":
         run_name = f"{names['head']}-{names['backbone']}-s{seed}"
-    # The tracker's run id is kept in the run dir, so a restarted run reopens the same run.
+    # The tracker's run id is kept in the run dir, so a restarted run reopens the same run
+    # (resume_plan has checked that it may); the sweeper reads tracker_run_id.txt too.
     id_file = out_dir / "tracker_run_id.txt"
-    previous = id_file.read_text().strip() if trainer.resume and id_file.is_file() else None
+    previous = saved_state["run_id"] if saved_state is not None else None
+    previous_sigterm = _raise_on_sigterm()
     run_id = tracker.start(run_name, tags, run_id=previous)
     id_file.write_text(run_id)
+    resumes = int((saved_state or {}).get("resumes", -1)) + 1
+    _write_state(out_dir, run_id=run_id, config=flat_config, status="RUNNING", resumes=resumes)
     checkpoints = Checkpoints(out_dir / "checkpoints")
     try:
+        if previous is not None and changed:
+            # MLflow params are immutable: a value changed on resume is logged under its own key.
+            tracker.log_params({f"resume.{resumes}.{k}": new for k, (_, new) in changed.items()})
+            log.info("resuming %s with %s", run_id,
+                     ", ".join(f"{k}={new} (was {old})" for k, (old, new) in changed.items()))
         objective = _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head,
                                         checkpoints, use_features, names, out_dir, cache_dir,
                                         resumed=previous is not None)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunInterrupted) as err:
+        log.warning("run %s interrupted (%s): marked KILLED; start it again with the same "
+                    "hydra.run.dir to resume from its latest checkpoint", run_name, err)
         tracker.end("KILLED")
+        _write_state(out_dir, status="KILLED")
+        if isinstance(err, RunInterrupted):
+            # Die of the signal itself, so SLURM and shells see the conventional status (143).
+            checkpoints.close()
+            signal.signal(err.signum, signal.SIG_DFL)
+            os.kill(os.getpid(), err.signum)
         raise
     except MemoryBudgetError as err:
         tracker.end("FAILED")
+        _write_state(out_dir, status="FAILED")
         raise RunError(f"the {names['head']} head does not fit in memory: {err}") from err
     except BaseException:
         log.exception("run %s failed", run_name)
         tracker.end("FAILED")
+        _write_state(out_dir, status="FAILED")
         raise
     finally:
         checkpoints.close()
+        _restore_sigterm(previous_sigterm)
     tracker.end("FINISHED")
+    _write_state(out_dir, status="FINISHED")
     return objective
 
 
@@ -216,8 +360,17 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
             log.info("resuming from %s (epoch %d)", checkpoints.directory, resume_meta["epoch"])
     if not resumed:
         tracker.log_params(flatten(resolved))
-        tracker.log_metrics({f"data/train_positives/{k}": v
-                             for k, v in data.train_label_counts().items()}, step=0)
+        # Dataset facts are params and dataset inputs, not metrics: as metrics they were charts,
+        # identical for every run, that the MLflow UI showed before any AUROC or loss.
+        tracker.log_params({f"data/train_positives/{k}": v
+                            for k, v in data.train_label_counts().items()})
+        for split in data.splits:
+            positives = data.labels(split).sum(axis=0)
+            tracker.log_dataset(
+                f"{data.name}-{split}", data.split_digest(split), source=data.name,
+                context=split,
+                profile={"num_examples": data.num_examples(split),
+                         "positives": dict(zip(label_names, map(int, positives), strict=True))})
 
     start = time.perf_counter()
     if use_features:
@@ -256,6 +409,8 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
         resume_meta=resume_meta, meta_extra={"run_id": run_id},
         progress=bool(trainer.progress), kind=kind,
     )
+    _write_state(out_dir, epochs_run=result.epochs_run,
+                 stopped_early=result.epochs_run < int(trainer.max_epochs))
     best = checkpoints.restore_best(result.state)
     if best is None:
         raise RunError("no best checkpoint was saved (no epoch finished)")

@@ -42,7 +42,7 @@ def has_label(split: str, label: str, seed: int) -> bool:
 
 
 def log_training_run(client, experiment_id, head, seed, start, status="FINISHED", macro=None):
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, Param
 
     run = client.create_run(
         experiment_id,
@@ -66,8 +66,8 @@ def log_training_run(client, experiment_id, head, seed, start, status="FINISHED"
             if has_label(split, label, seed):
                 v = label_auroc(head, split, label, seed)
                 metrics.append(Metric(f"{split}/auroc/{label}", v, start, 0))
-    for label, count in POSITIVES.items():
-        metrics.append(Metric(f"data/train_positives/{label}", count, start, 0))
+    # Training-set counts are params since issue 11 (the report reads metrics of older runs too).
+    params = [Param(f"data/train_positives/{label}", str(n)) for label, n in POSITIVES.items()]
     epochs = EPOCHS[head][idx]
     for e in range(1, epochs + 1):
         metrics += [
@@ -84,7 +84,7 @@ def log_training_run(client, experiment_id, head, seed, start, status="FINISHED"
         Metric("train/epochs_run", epochs, start + 99, 0),
         Metric("train/best_epoch", epochs - 1, start + 99, 0),
     ]
-    client.log_batch(run.info.run_id, metrics=metrics)
+    client.log_batch(run.info.run_id, metrics=metrics, params=params)
     client.set_terminated(run.info.run_id, status=status, end_time=start + 1000)
     return run.info.run_id
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -274,6 +275,26 @@ class DataModule:
         if counts is None:
             raise KeyError(f"no train split; this data has {self.splits}")
         return {n: int(c) for n, c in zip(self.label_names, counts, strict=True)}
+
+    def split_digest(self, split: str) -> str:
+        """Hex SHA-256 of what a split is: source name, label names, ids, labels and each image's
+        identity (file path, size and mtime; array source and index), not its preprocessing.
+
+        Args:
+            split: the split.
+
+        Returns:
+            64 hex characters; equal for two splits only when all of the above are equal.
+        """
+        self._check(split)
+        index, images = self._index[split], self._images[split]
+        h = hashlib.sha256()
+        for part in (self.name, *self.label_names, *index.ids):
+            h.update(part.encode() + b"\0")
+        h.update(np.ascontiguousarray(index.labels, dtype=np.bool_).tobytes())
+        for i in range(len(images)):
+            h.update(images.identity(i).encode() + b"\0")
+        return h.hexdigest()
 
     # ---- cache --------------------------------------------------------------------------------
     def _split_keys(self, split: str) -> list[str]:

@@ -378,7 +378,7 @@ def build_report(
                 figures.append(path)
                 if not per_label["sorted_by_frequency"].iloc[0]:
                     md += [
-                        "No `data/train_positives/<label>` metrics were logged: labels are in "
+                        "No `data/train_positives/<label>` params were logged: labels are in "
                         "alphabetical order, not by training frequency.",
                         "",
                     ]

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 FINISHED = "FINISHED"
 RUN_TAGS = ("head", "seed", "ansatz", "backbone", "git_commit", "study", "trial")
 HISTORY_KEYS = ("train/epoch_loss", "val/loss", "time/step_s", "time/epoch_s")
+POSITIVES_PARAM_PREFIX = "data/train_positives/"  # params read as values (report label order)
 DEFAULT_DB = Path("mlruns") / "mlflow.db"
 _PAGE = 1000
 
@@ -212,6 +213,12 @@ def _load_runs(tracking_uri, experiments, filter_string, tasks) -> RunData:
             rows.append(row)
             metric_rows.extend(
                 (run.info.run_id, key, float(value)) for key, value in run.data.metrics.items()
+            )
+            # Training-set label counts are params since issue 11 (metrics before it).
+            metric_rows.extend(
+                (run.info.run_id, key, float(value))
+                for key, value in run.data.params.items()
+                if key.startswith(POSITIVES_PARAM_PREFIX) and key not in run.data.metrics
             )
     columns = ["run_id", "run_name", "experiment", "task", "status", "start_time", "end_time"]
     runs = pd.DataFrame(rows, columns=[*columns, *RUN_TAGS, "seed_tag"])

@@ -23,6 +23,13 @@ class Tracker(Protocol):
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file or a folder."""
 
+    def log_dataset(self, name: str, digest: str, source: str, context: str,
+                    profile: Mapping[str, object] | None = None) -> None:
+        """Record a dataset the run reads (one per split), identified by its content digest."""
+
+    def flush(self) -> None:
+        """Make everything logged so far durable (called before every checkpoint is written)."""
+
     def end(self, status: str = "FINISHED") -> None:
         """Close the run with FINISHED, FAILED or KILLED."""
 
@@ -34,6 +41,7 @@ class NullTracker:
         self.params: dict[str, object] = {}
         self.metrics: dict[str, float] = {}
         self.history: list[tuple[str, float, int]] = []
+        self.datasets: list[dict[str, object]] = []
         self.status: str | None = None
         self.run_id = "null"
 
@@ -51,6 +59,14 @@ class NullTracker:
             self.history.append((key, float(value), int(step)))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        return None
+
+    def log_dataset(self, name: str, digest: str, source: str, context: str,
+                    profile: Mapping[str, object] | None = None) -> None:
+        self.datasets.append({"name": name, "digest": digest, "source": source,
+                              "context": context, "profile": dict(profile or {})})
+
+    def flush(self) -> None:
         return None
 
     def end(self, status: str = "FINISHED") -> None:

@@ -5,13 +5,22 @@ The default store is `sqlite:///<repo root>/mlruns/mlflow.db`, artifacts beside 
 launcher): every call takes an exclusive file lock beside the database and retries when SQLite
 still reports `database is locked`, and the experiment is created idempotently, so no run is lost.
 Metrics are buffered and written in batches (one SQLite transaction per step would cost more
-than the step).
+than the step); the trainer calls `flush` before every checkpoint, so whatever a checkpoint
+covers is in the store when the checkpoint exists. A reopened (resumed) run skips (key, step)
+pairs the store already holds, so a step re-run after a kill is logged once.
+
+What the MLflow UI shows first: experiments carry `mlflow.experimentKind =
+custom_model_development` (the model-training view, not the GenAI one), runs carry MLflow's own
+source tags (`mlflow.source.name/type`, `mlflow.source.git.commit`, `mlflow.user`) and their
+splits as dataset inputs with content digests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import getpass
+import json
 import logging
 import os
 import random
@@ -22,7 +31,7 @@ from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 import mlflow
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,10 @@ _MAX_PARAM_CHARS = 6000  # MLflow 3's limit on a param value
 _PARAM_BATCH = 100  # MLflow's limit on params per log_batch
 _METRIC_BATCH = 1000  # MLflow's limit on metrics per log_batch
 _RETRIES = 30
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+# The MLflow UI opens an experiment without this tag in its GenAI view (traces, token usage).
+EXPERIMENT_KIND = "custom_model_development"
+_DIGEST_CHARS = 32  # MLflow's dataset digest column holds 36 characters
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -80,6 +93,7 @@ class MLflowTracker:
         self.artifact_root = artifact_root
         self.flush_every = int(flush_every)
         self._buffer: list[Metric] = []
+        self._logged: set[tuple[str, int]] = set()  # (key, step) already in a reopened run
         self._client: MlflowClient | None = None
         self.run_id: str | None = None
 
@@ -122,12 +136,17 @@ class MLflowTracker:
         def get_or_create() -> str:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is not None:
+                if EXPERIMENT_KIND_TAG not in found.tags:  # an experiment made by older code
+                    self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                                   EXPERIMENT_KIND)
                 return found.experiment_id
             location = None
             if self.artifact_root is not None:
                 location = (Path(self.artifact_root) / self.experiment).resolve().as_uri()
             try:
-                return self.client.create_experiment(self.experiment, artifact_location=location)
+                return self.client.create_experiment(
+                    self.experiment, artifact_location=location,
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except mlflow.exceptions.MlflowException:
                 # Another process created it between our lookup and our insert.
                 found = self.client.get_experiment_by_name(self.experiment)
@@ -143,14 +162,15 @@ class MLflowTracker:
         if run_id is not None:
             self._call(lambda: self.client.update_run(run_id, status="RUNNING"))
             self.run_id = run_id
+            self._logged = self._call(lambda: _logged_steps(self.client, run_id))
         else:
             experiment_id = self._experiment_id()
+            all_tags = {**source_tags(tags), **{k: str(v) for k, v in tags.items()}}
             run = self._call(
-                lambda: self.client.create_run(
-                    experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()}
-                )
+                lambda: self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
             )
             self.run_id = run.info.run_id
+            self._logged = set()
         log.info("MLflow run %s (%s) in %s", self.run_id, run_name, self.tracking_uri)
         return self.run_id
 
@@ -168,9 +188,11 @@ class MLflowTracker:
             self._call(lambda c=chunk: self.client.log_batch(self.run_id, params=c))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Buffer metric values at a step; written every `flush_every` values and at the end."""
+        """Buffer metric values at a step; written every `flush_every` values, by `flush` and at
+        the end. A (key, step) that a reopened run already holds is skipped."""
         now = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items())
+        self._buffer.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items()
+                            if (k, int(step)) not in self._logged)
         if len(self._buffer) >= self.flush_every:
             self.flush()
 
@@ -179,6 +201,23 @@ class MLflowTracker:
         while self._buffer:
             chunk, self._buffer = self._buffer[:_METRIC_BATCH], self._buffer[_METRIC_BATCH:]
             self._call(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
+
+    def log_dataset(self, name: str, digest: str, source: str, context: str,
+                    profile: Mapping[str, object] | None = None) -> None:
+        """Log a dataset input (MLflow's Dataset column; runs can be filtered by its digest).
+
+        Args:
+            name: the dataset's name, e.g. "synthetic-train".
+            digest: hex digest of its content (cut to MLflow's 36-character column).
+            source: where it comes from (a URI or a description).
+            context: the split it is used as (train, val, test, external).
+            profile: small JSON-able statistics (rows, positives per label), shown by the UI.
+        """
+        dataset = Dataset(name=name, digest=digest[:_DIGEST_CHARS], source_type="local",
+                          source=json.dumps({"uri": source}),
+                          profile=json.dumps(dict(profile or {})))
+        entry = DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
+        self._call(lambda: self.client.log_inputs(self.run_id, datasets=[entry]))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set run tags."""
@@ -203,6 +242,31 @@ class MLflowTracker:
         finally:
             RunStatus.from_string(status)  # validates the name
             self._call(lambda: self.client.set_terminated(self.run_id, status=status))
+
+
+def source_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """MLflow's own source tags (the runs table's Source column) from the run's plain tags.
+
+    Args:
+        tags: the run's tags; `source` (the entry script) and `git_commit` (a sha, `-dirty`
+            when the tree had uncommitted changes) are read when present.
+
+    Returns:
+        mlflow.source.type/name, mlflow.user, and mlflow.source.git.commit/dirty when known.
+    """
+    out = {"mlflow.source.type": "LOCAL", "mlflow.user": getpass.getuser()}
+    if tags.get("source"):
+        out["mlflow.source.name"] = str(tags["source"])
+    commit = str(tags.get("git_commit", ""))
+    if commit and commit != "unknown":
+        out["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+        out["mlflow.source.git.dirty"] = str(commit.endswith("-dirty")).lower()
+    return out
+
+
+def _logged_steps(client: MlflowClient, run_id: str) -> set[tuple[str, int]]:
+    keys = client.get_run(run_id).data.metrics
+    return {(key, m.step) for key in keys for m in client.get_metric_history(run_id, key)}
 
 
 def _make_client(uri: str) -> MlflowClient:

@@ -222,6 +222,9 @@ def fit(
             meta.update(best_epoch=epoch, best_val_loss=val.loss, bad_epochs=0)
         else:
             meta["bad_epochs"] += 1
+        # Everything a checkpoint covers must be in the tracker's store before the checkpoint
+        # exists: a run killed after it resumes from it and never logs those epochs again.
+        tracker.flush()
         if improved:
             checkpoints.save_best(epoch, state, meta)
         checkpoints.save_latest(epoch, state, meta)
