@@ -124,3 +124,44 @@ def test_layout_and_task_errors(sample, tmp_path):
         ham10000("cxr8", root=sample, **TINY)
     with pytest.raises(DataError, match="multiclass dataset"):
         ham10000(root=sample, kind="multilabel", **TINY)
+
+
+def _dermamnist_npz(sample, path, drop_class=None):
+    """A MedMNIST-layout npz (uint8 [N,28,28,3] images, uint8 [N,1] labels) from the real sample:
+    per class 5 train, 1 val, 1 test images, label = the class's index in HAM10000's order."""
+    from PIL import Image
+
+    by_class = {}
+    for r in _metadata(sample):
+        by_class.setdefault(r["dx"], []).append(r["image_id"])
+    arrays = {s: ([], []) for s in ("train", "val", "test")}
+    for k, dx in enumerate(HAM10000):
+        if k == drop_class:
+            continue
+        for j, image_id in enumerate(sorted(by_class[dx])):
+            split = "train" if j < 5 else ("val" if j == 5 else "test")
+            im = Image.open(sample / "HAM10000_images_part_1" / f"{image_id}.jpg").resize((28, 28))
+            arrays[split][0].append(np.asarray(im))
+            arrays[split][1].append([k])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{f"{s}_images": np.stack(a[0]).astype(np.uint8) for s, a in arrays.items()},
+             **{f"{s}_labels": np.array(a[1], np.uint8) for s, a in arrays.items()})
+    return path
+
+
+def test_medmnist_multiclass_flavour_has_named_classes(sample, tmp_path):
+    from qcxr.data import medmnist
+
+    npz = _dermamnist_npz(sample, tmp_path / "dermamnist.npz")
+    dm = medmnist(npz=npz, cache_dir=tmp_path / "c", kind="multiclass", **TINY)
+    assert dm.label_names == HAM10000
+    assert [dm.num_examples(s) for s in dm.splits] == [35, 7, 7]
+    with np.load(npz) as f:
+        np.testing.assert_array_equal(dm.labels("val").argmax(1), f["val_labels"][:, 0])
+    assert medmnist("dermamnist", npz=npz, cache_dir=tmp_path / "c", **TINY).label_names == HAM10000
+    with pytest.raises(DataError, match="Fix: task=null .* or task=dermamnist"):
+        medmnist("cxr8", npz=npz, **TINY)
+    # A copy lacking the last class keeps all 7 named columns (the flavour's), vasc empty.
+    partial = _dermamnist_npz(sample, tmp_path / "p" / "dermamnist.npz", drop_class=6)
+    dm = medmnist(npz=partial, cache_dir=tmp_path / "c", min_positives=0, **TINY)
+    assert dm.label_names == HAM10000 and dm.labels("train")[:, 6].sum() == 0

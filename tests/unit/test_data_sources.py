@@ -121,8 +121,8 @@ def test_medmnist_chestmnist_and_single_label(tmp_path):
     np.testing.assert_allclose(
         b["image"][1], preprocess_reference(arrays["val_images"][1], 8), atol=1e-6
     )
-    # Binary (pneumoniamnist) and multiclass sets.
-    for name, classes in (("pneumoniamnist", 2), ("dermamnist", 3)):
+    # Binary (pneumoniamnist) and an unnamed multiclass flavour (class 0..K-1).
+    for name, classes in (("pneumoniamnist", 2), ("othermnist", 3)):
         arrays = {}
         for s, n in (("train", 9), ("val", 6), ("test", 6)):
             arrays[f"{s}_images"] = rng.integers(0, 256, (n, 28, 28, 3), dtype=np.uint8)

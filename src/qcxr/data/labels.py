@@ -94,6 +94,7 @@ _ORGAN = (
     "spleen",
 )
 MEDMNIST_CLASSES.update({f: _ORGAN for f in ("organamnist", "organcmnist", "organsmnist")})
+LABEL_SETS.update(MEDMNIST_CLASSES)  # task=dermamnist, bloodmnist, ...
 
 # Positives per label in the NIH-CXR-LT train split (paper, Table II, column "NIH Train"); the
 # synthetic task draws its long-tailed label frequencies in these proportions.

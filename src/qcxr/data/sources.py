@@ -33,7 +33,7 @@ from qcxr.data.index import (
     require_columns,
     resolve_images,
 )
-from qcxr.data.labels import CXR14, label_key, resolve_labels
+from qcxr.data.labels import CXR14, LABEL_SETS, MEDMNIST_CLASSES, label_key, resolve_labels
 from qcxr.data.module import ArrayImages, DataModule, FileImages
 
 log = logging.getLogger(__name__)
@@ -596,7 +596,10 @@ def medmnist(
 
     `chestmnist` carries the 14 ChestX-ray14 labels in CXR-14 order and serves task cxr8/cxr14.
     Single-label sets give a binary task (one label, e.g. `Pneumonia` for pneumoniamnist) or a
-    multiclass task (one-hot labels `class 0..K-1`); pass task=None for them.
+    multiclass task with one-hot labels named as the flavour's classes
+    (`qcxr.data.labels.MEDMNIST_CLASSES`: dermamnist, bloodmnist, pathmnist, octmnist,
+    organ{a,c,s}mnist; `class 0..K-1` for others); pass task=None or the flavour's task
+    (task=dermamnist, ...).
 
     Args:
         task: for chestmnist a label-set name or names; else None (or the set's own labels).
@@ -641,17 +644,28 @@ def medmnist(
         cols = [keys.index(label_key(n)) for n in labels]
         onehot = {s: y[:, cols].astype(bool) for s, y in raw.items()}
     else:
-        num_classes = int(max(y.max() for y in raw.values())) + 1
+        seen_max = int(max(y.max() for y in raw.values()))
+        known = MEDMNIST_CLASSES.get(flavor)
+        num_classes = len(known) if known else seen_max + 1
+        if seen_max >= num_classes or int(min(y.min() for y in raw.values())) < 0:
+            raise DataError(
+                f"{npz} ({flavor}) has label values outside 0..{num_classes - 1} (the flavour's "
+                f"{num_classes} classes: {', '.join(known or ())}); fix: check the file or its "
+                "name (data.flavor)"
+            )
         if num_classes == 2:
             labels = (_MEDMNIST_BINARY.get(flavor, "class 1"),)
             onehot = {s: (y[:, :1] == 1) for s, y in raw.items()}
         else:
-            labels = tuple(f"class {k}" for k in range(num_classes))
+            # Named classes where the flavour is known (a class absent from this copy still
+            # keeps its column), else "class k".
+            labels = known or tuple(f"class {k}" for k in range(num_classes))
             onehot = {s: y[:, :1] == np.arange(num_classes)[None, :] for s, y in raw.items()}
         if task is not None and tuple(resolve_labels(task)) != labels:
             raise DataError(
                 f"{npz} ({flavor}) is a single-label task with labels {list(labels)}; "
-                f"task {task!r} does not match it. Fix: task=null (its own labels)."
+                f"task {task!r} does not match it. Fix: task=null (its own labels)"
+                + (f" or task={flavor}." if flavor in LABEL_SETS else ".")
             )
     splits = {}
     for s, (images, _) in arrays.items():
