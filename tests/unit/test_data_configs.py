@@ -16,7 +16,8 @@ RUNTIME = {"task", "batch_size", "seed", "preprocessing"}  # passed by run.py
 
 
 @pytest.mark.parametrize(
-    "option", ["nih_cxr_lt", "mimic_cxr_lt", "medmnist", "folder_csv", "synthetic", "ham10000"]
+    "option",
+    ["nih_cxr_lt", "mimic_cxr_lt", "medmnist", "folder_csv", "synthetic", "ham10000", "isic2017"],
 )
 def test_data_option_keys_match_factory(option, monkeypatch):
     for var in (
@@ -29,6 +30,7 @@ def test_data_option_keys_match_factory(option, monkeypatch):
         "QCXR_LABELS",
         "QCXR_CACHE_DIR",
         "HAM10000_ROOT",
+        "ISIC2017_ROOT",
     ):
         monkeypatch.delenv(var, raising=False)
     cfg = omegaconf.OmegaConf.load(CONF / "data" / f"{option}.yaml")
@@ -47,7 +49,7 @@ def test_data_option_keys_match_factory(option, monkeypatch):
         with pytest.raises(
             DataError, match=r"data\.(image_dir|npz|root)=.*set the environment variable"
         ):
-            task = "ham10000" if option == "ham10000" else "cxr8"
+            task = option if option in ("ham10000", "isic2017") else "cxr8"
             build(task=task, batch_size=2, seed=0, image_size=8)
 
 

@@ -165,3 +165,79 @@ def test_medmnist_multiclass_flavour_has_named_classes(sample, tmp_path):
     partial = _dermamnist_npz(sample, tmp_path / "p" / "dermamnist.npz", drop_class=6)
     dm = medmnist(npz=partial, cache_dir=tmp_path / "c", min_positives=0, **TINY)
     assert dm.label_names == HAM10000 and dm.labels("train")[:, 6].sum() == 0
+
+
+# ---- ISIC 2017 Part 3, official layout, built from the real sample's JPEGs ---------------------
+def _isic(sample, tmp_path, edit=None, test_part="Test_v2"):
+    """Three official folders + Part 3 ground truth: train 9, val 6, test 6 real images.
+    mel -> melanoma, bkl -> seborrheic_keratosis, nv -> nevus (the diagnoses they are)."""
+    by_class = {}
+    for r in _metadata(sample):
+        by_class.setdefault(r["dx"], []).append(r["image_id"])
+    root = tmp_path / "isic"
+    plan = {"Training": range(0, 3), "Validation": range(3, 5), test_part: range(5, 7)}
+    rows_of = {}
+    for part, take in plan.items():
+        folder = root / f"ISIC-2017_{part}_Data"
+        folder.mkdir(parents=True)
+        rows = []
+        for dx, mel, sk in (("mel", 1, 0), ("bkl", 0, 1), ("nv", 0, 0)):
+            for j in take:
+                image_id = sorted(by_class[dx])[j]
+                (folder / f"{image_id}.jpg").symlink_to(
+                    sample / "HAM10000_images_part_1" / f"{image_id}.jpg")
+                (folder / f"{image_id}_superpixels.png").write_bytes(b"not an image")
+                rows.append([image_id, f"{float(mel)}", f"{float(sk)}"])
+        rows_of[part] = rows
+    if edit:
+        edit(rows_of)
+    for part, rows in rows_of.items():
+        with open(root / f"ISIC-2017_{part}_Part3_GroundTruth.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["image_id", "melanoma", "seborrheic_keratosis"])
+            w.writerows(rows)
+    return root
+
+
+def test_isic2017_official_layout(sample, tmp_path):
+    from qcxr.data import isic2017
+    from qcxr.data.labels import ISIC2017
+
+    for test_part in ("Test_v2", "Test"):
+        root = _isic(sample, tmp_path / test_part, test_part=test_part)
+        dm = isic2017(root=root, cache_dir=tmp_path / "c", **TINY)
+        assert dm.label_names == ISIC2017 == ("melanoma", "seborrheic_keratosis", "nevus")
+        assert [dm.num_examples(s) for s in dm.splits] == [9, 6, 6]  # superpixels ignored
+        dx = {r["image_id"]: r["dx"] for r in _metadata(sample)}
+        for split in dm.splits:
+            for image_id, y in zip(dm.image_ids(split), dm.labels(split), strict=True):
+                assert {"mel": 0, "bkl": 1, "nv": 2}[dx[image_id]] == int(y.argmax())
+                assert y.sum() == 1
+        assert np.isfinite(next(iter(dm.batches("test")))["image"]).all()
+
+
+def test_isic2017_bad_rows_and_layout(sample, tmp_path):
+    from qcxr.data import isic2017
+
+    def both(rows):
+        rows["Validation"][0][1:] = ["1.0", "1.0"]
+        rows["Training"][2][2] = "0.5"
+
+    root = _isic(sample, tmp_path / "a", both)
+    with pytest.raises(DataError, match=r"(?s)line 4: seborrheic_keratosis = '0.5'"):
+        isic2017(root=root, **TINY)
+    root = _isic(sample, tmp_path / "b", lambda rows: rows["Training"][2].__setitem__(2, "0"))
+    (root / "ISIC-2017_Validation_Part3_GroundTruth.csv").write_text(
+        "image_id,melanoma,seborrheic_keratosis\nISIC_x,1.0,1.0\n")
+    with pytest.raises(DataError, match="both melanoma and seborrheic_keratosis are 1"):
+        isic2017(root=root, **TINY)
+    root = _isic(sample, tmp_path / "c")
+    gone = next((root / "ISIC-2017_Test_v2_Data").glob("*.jpg"))
+    gone.unlink()
+    with pytest.raises(DataError, match=rf"(?s)absent .*{gone.stem}.*on_missing=skip"):
+        isic2017(root=root, **TINY)
+    (root / "ISIC-2017_Validation_Part3_GroundTruth.csv").unlink()
+    with pytest.raises(DataError, match="ISIC-2017_Validation_Part3_GroundTruth.csv in .* val"):
+        isic2017(root=root, **TINY)
+    with pytest.raises(DataError, match="Fix: task=isic2017"):
+        isic2017("ham10000", root=root, **TINY)

@@ -5,7 +5,7 @@ This package never imports models/, train/, hydra or omegaconf.
 """
 
 from qcxr.data.augment import AUGMENT_STREAM, DATA_ORDER_STREAM, augment_device
-from qcxr.data.derm import ham10000
+from qcxr.data.derm import ham10000, isic2017
 from qcxr.data.index import DataError
 from qcxr.data.labels import LABEL_SETS, canonical_label, resolve_labels
 from qcxr.data.module import DataModule
@@ -23,6 +23,7 @@ __all__ = [
     "download_medmnist",
     "folder_csv",
     "ham10000",
+    "isic2017",
     "medmnist",
     "mimic_cxr_lt",
     "nih_cxr_lt",

@@ -153,4 +153,102 @@ def ham10000(
                    external_label_dir=external_label_dir, on_missing=on_missing, **loader)
 
 
-__all__ = ["HAM10000_METADATA", "ISIC2017", "ham10000"]
+# ISIC 2017 Part 3 (lesion classification): official folder and ground-truth names per split;
+# the test set was re-released as "Test_v2", and both spellings are accepted.
+ISIC2017_PARTS = {"train": ("Training",), "val": ("Validation",), "test": ("Test_v2", "Test")}
+
+
+def _isic_split(root: Path, split: str, on_missing: str) -> SplitIndex:
+    for part in ISIC2017_PARTS[split]:
+        gt = root / f"ISIC-2017_{part}_Part3_GroundTruth.csv"
+        folder = root / f"ISIC-2017_{part}_Data"
+        if gt.is_file():
+            break
+    else:
+        names = " or ".join(f"ISIC-2017_{p}_Part3_GroundTruth.csv" for p in ISIC2017_PARTS[split])
+        raise DataError(
+            f"no {names} in {root} (the {split} split); fix: point data.root (ISIC2017_ROOT) at "
+            "the folder holding the official ISIC-2017_*_Data/ folders and Part 3 ground truth"
+        )
+    if not folder.is_dir():
+        raise DataError(f"{gt} has no image folder {folder.name}/ beside it; fix: unpack it there")
+    header, rows, lines = read_csv_lines(gt)
+    cols = require_columns(
+        gt, header, {"image_id": ("image_id",), "melanoma": ("melanoma",),
+                     "seborrheic_keratosis": ("seborrheic_keratosis",)}
+    )
+    bad, y = [], np.zeros((len(rows), 2), bool)
+    for i, (row, ln) in enumerate(zip(rows, lines, strict=True)):
+        for j, name in enumerate(("melanoma", "seborrheic_keratosis")):
+            text = row[cols[name]].strip()
+            try:
+                value = float(text)
+            except ValueError:
+                value = -1.0
+            if value not in (0.0, 1.0):
+                bad.append(f"line {ln}: {name} = {text!r} (expected 0 or 1)")
+            y[i, j] = value == 1.0
+        if y[i].all():
+            bad.append(f"line {ln}: both melanoma and seborrheic_keratosis are 1 (one class each)")
+    if bad:
+        raise _rows_problem(gt, "invalid ground-truth row(s)", bad, "correct these rows")
+    # nevus is the third class: neither melanoma nor seborrheic keratosis (the challenge's rule).
+    onehot = np.concatenate([y, ~y.any(axis=1, keepdims=True)], axis=1)
+    ids = [r[cols["image_id"]].strip() for r in rows]
+    dups = sorted({i for i in ids if ids.count(i) > 1})
+    if dups:
+        raise _rows_problem(gt, "image_id(s) listed more than once", dups, "keep one row each")
+    files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+             and not p.stem.endswith("_superpixels")}
+    present = np.array([i in files for i in ids], bool)
+    if not present.all():
+        missing = [f"line {ln}: {i}" for ln, i, ok in zip(lines, ids, present, strict=True)
+                   if not ok]
+        if on_missing != "skip":
+            raise _rows_problem(gt, f"image(s) listed but absent from {folder}", missing,
+                                "restore the images, or set data.on_missing=skip")
+        log.warning("isic2017 %s: %d listed images are absent; skipped", split, len(missing))
+    keep = np.flatnonzero(present)
+    return SplitIndex([ids[i] for i in keep], [str(files[ids[i]]) for i in keep], onehot[keep],
+                      [ids[i] for i in keep], source=str(gt))
+
+
+def isic2017(
+    task: str | Sequence[str] = "isic2017",
+    *,
+    root: str | os.PathLike | None = None,
+    on_missing: str = "error",
+    external_image_dir: str | os.PathLike | None = None,
+    external_label_dir: str | os.PathLike | None = None,
+    **loader: Any,
+) -> DataModule:
+    """ISIC 2017 Part 3 as released: melanoma, seborrheic keratosis, nevus; the official splits.
+
+    `root` holds `ISIC-2017_{Training,Validation,Test_v2}_Data/` (`<image_id>.jpg`; the
+    `_superpixels.png` files are ignored) and `ISIC-2017_{...}_Part3_GroundTruth.csv`
+    (`image_id,melanoma,seborrheic_keratosis`, 0/1 or 0.0/1.0). Nevus is neither, as the
+    challenge defines it. ISIC 2017 has no patient ids, so each image is its own "patient".
+
+    Args:
+        task: the class list; must be `isic2017`.
+        root: the dataset folder.
+        on_missing: "error" (default) or "skip" for listed images that are absent.
+        external_image_dir: MIMIC-CXR-JPG root for an external split (rarely useful here).
+        external_label_dir: its labels.
+        **loader: the DataModule's loader settings (`qcxr.data.sources.LOADER_SETTINGS`).
+
+    Returns:
+        A DataModule with train, val and test; labels one-hot bool[N, 3].
+
+    Raises:
+        DataError: a missing ground-truth file or image folder, a value other than 0/1, a row
+            with both classes, a duplicate image_id or (on_missing="error") a missing image.
+    """
+    loader = _multiclass_loader("isic2017", task, ISIC2017, loader)
+    root = Path(_require(root, "root", "ISIC2017_ROOT", "isic2017"))
+    splits = {s: _isic_split(root, s, on_missing) for s in SPLITS}
+    return _module("isic2017", splits, ISIC2017, external_image_dir=external_image_dir,
+                   external_label_dir=external_label_dir, on_missing=on_missing, **loader)
+
+
+__all__ = ["HAM10000_METADATA", "ISIC2017_PARTS", "ham10000", "isic2017"]
