@@ -313,6 +313,14 @@ def test_bad_values_fail_before_anything_is_built(tmp_path, bad, message):
     assert not (tmp_path / "cache").exists()  # no data generated
 
 
+def test_a_run_folder_orbax_would_misplace_fails_first(tmp_path):
+    cfg = compose_run(tmp_path, [])
+    cfg.paths.output_dir = str(tmp_path / "job[1]")  # e.g. hydra.run.dir=outputs/job[1]
+    with pytest.raises(ConfigError, match=r"the run folder .*job\[1\] contains '\[\]'"):
+        run_module.run(cfg)
+    assert not (tmp_path / "job[1]").exists()
+
+
 def test_valid_edges_pass(tmp_path):
     validate_config(
         compose_run(

@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from qcxr import schema
+from qcxr.data.labels import resolve_labels
 from qcxr.models.classifier import Classifier
 from qcxr.quantum import MemoryBudgetError
 from qcxr.train import artifacts, features, loop, optim, steps
@@ -82,8 +83,6 @@ def validate_config(cfg: DictConfig) -> None:
             trainer.batch_size below 1, an unknown task.labels, or a task.num_labels (or
             head.num_labels) that does not match the task's label list in qcxr.data.labels.
     """
-    from qcxr.data.labels import resolve_labels  # the one source of truth for label sets
-
     problems = []
     seed = int(cfg.seed)
     if not 0 <= seed <= SEED_MAX:
