@@ -30,10 +30,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from qcxr import schema
+from qcxr.data.labels import resolve_labels
 from qcxr.models.classifier import Classifier
 from qcxr.quantum import MemoryBudgetError
 from qcxr.train import artifacts, features, loop, optim, steps
-from qcxr.train.checkpoint import Checkpoints
+from qcxr.train.checkpoint import UNSAFE_PATH_CHARS, Checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,76 @@ def build(node: DictConfig) -> Any:
     return instantiate(node, _execution_whitelist_=["qcxr.*"])
 
 
+class ConfigError(ValueError):
+    """A composed config whose values cannot make a run; the message names the key and the fix."""
+
+
+SEED_MAX = 2**32 - 1  # NumPy seeds (data order, synthetic images) are unsigned 32-bit
+
+
 def register_configs() -> None:
-    """Register the typed schemas in Hydra's ConfigStore (schema/run, schema/<group>/<option>)."""
+    """Register the typed schemas in Hydra's ConfigStore (schema/run, schema/<group>/<option>).
+
+    `tags` is registered open (struct off on that node only): Hydra closes every mapping of the
+    composed config, so without this `tags.note=baseline` fails with "Key 'note' is not in
+    struct"; a flag set on the node survives Hydra closing the root.
+    """
     cs = ConfigStore.instance()
-    cs.store(group="schema", name="run", node=schema.RunSchema, provider="qcxr", replace=True)
+    run_node = OmegaConf.structured(schema.RunSchema)
+    OmegaConf.set_struct(run_node.tags, False)
+    cs.store(group="schema", name="run", node=run_node, provider="qcxr", replace=True)
     for group, options in schema.GROUP_SCHEMAS.items():
         for name, node in options.items():
             cs.store(group=f"schema/{group}", name=name, node=node, provider="qcxr",
                      replace=True)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check the values the typed schemas cannot, before anything is built or compiled.
+
+    Called first by `run` and, for every job of a multirun, by the range sweeper before it
+    launches any job.
+
+    Args:
+        cfg: the composed config (config.yaml and its groups).
+
+    Raises:
+        ConfigError: a seed outside [0, 2**32 - 1], trainer.max_epochs, trainer.patience or
+            trainer.batch_size below 1, an unknown task.labels, or a task.num_labels (or
+            head.num_labels) that does not match the task's label list in qcxr.data.labels.
+    """
+    problems = []
+    seed = int(cfg.seed)
+    if not 0 <= seed <= SEED_MAX:
+        problems.append(f"seed={seed} is out of range: use an integer from 0 to {SEED_MAX}")
+    for key in ("max_epochs", "patience", "batch_size"):
+        value = int(cfg.trainer[key])
+        if value < 1:
+            problems.append(f"trainer.{key}={value} must be at least 1")
+    labels, num_labels = str(cfg.task.labels), int(cfg.task.num_labels)
+    try:
+        names = resolve_labels(labels)
+    except ValueError as err:
+        problems.append(f"task.labels: {err}")
+    else:
+        if num_labels != len(names):
+            problems.append(f"task.num_labels={num_labels} does not match task.labels={labels!r},"
+                            f" which has {len(names)} labels: set task.num_labels={len(names)} "
+                            "or choose another label set")
+    head_labels = cfg.head.get("num_labels") if "head" in cfg else None
+    if head_labels is not None and int(head_labels) != num_labels:
+        problems.append(f"head.num_labels={int(head_labels)} differs from task.num_labels="
+                        f"{num_labels}: leave head.num_labels at ${{task.num_labels}}")
+    # Resolvable inside a job only (Hydra sets the output dir when the job starts).
+    out_dir = OmegaConf.select(cfg, "paths.output_dir", default=None,
+                               throw_on_resolution_failure=False)
+    unsafe = sorted(set(UNSAFE_PATH_CHARS) & set(str(out_dir or "")))
+    if unsafe:
+        problems.append(f"the run folder {out_dir} contains {''.join(unsafe)!r}, where Orbax "
+                        "cannot write checkpoints: set hydra.run.dir (or hydra.sweep.subdir) to a "
+                        "folder without them")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
 
 
 # ---- small helpers ------------------------------------------------------------------------------
@@ -238,7 +301,9 @@ def run(cfg: DictConfig) -> float:
         KeyboardInterrupt: Ctrl-C; the run is marked KILLED. SIGTERM marks it KILLED too and
             then ends the process with that signal (exit status 143).
         loop.NonFiniteLossError: the loss became NaN/inf; the run is marked FAILED.
+        ConfigError: a value no run can use (see `validate_config`); nothing was built.
     """
+    validate_config(cfg)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every manager at INFO
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)

@@ -1,15 +1,19 @@
 """Typed config schemas: plain dataclasses, registered in Hydra's ConfigStore by `qcxr.run`.
 
-A wrong type fails at compose time (e.g. `seed=abc`, `trainer.max_epochs=1.5`). Each option of the
-groups head, ansatz, optimizer, backbone, trainer, tracker and task pulls its schema in through its
-defaults list (`/schema/<group>/<option>@_here_`); the top level's fields are all MISSING so that,
-merged after `_self_`, it types the values of config.yaml without overriding them.
+Types and required-ness only: every field is MISSING here and its value lives in the option's YAML
+(one source of truth, issue 11), so a schema can never disagree with its YAML. A wrong type fails
+at compose time (e.g. `seed=abc`, `trainer.max_epochs=1.5`), and so does an option YAML that
+forgets a key its schema declares. Each option of every group pulls its schema in through its
+defaults list (`/schema/<group>/<option>@_here_`, before `_self_`); the top level's schema is
+merged after config.yaml's `_self_`.
 This module imports neither hydra nor omegaconf.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 MISSING = "???"
@@ -21,167 +25,228 @@ class TaskSchema:
     name: str = MISSING
     labels: str = MISSING
     num_labels: int = MISSING
-    default_data: str | None = None
-    kind: str = "multilabel"  # or multiclass: softmax cross-entropy, one class per image
-    class_weights: list[float] | None = None  # multiclass: one weight per class, or null
+    kind: str = MISSING  # multilabel (sigmoid, BCE) or multiclass (softmax CE, one class each)
+    class_weights: list[float] | None = MISSING  # type: ignore[assignment]  # multiclass only
 
 
 @dataclass
 class AnsatzSchema:
-    _target_: str = "qcxr.quantum.make_ansatz"
+    _target_: str = MISSING
     name: str = MISSING
     num_qubits: int = MISSING
-    num_layers: int = 3
-    init: str = "normal_2pi"
-    encoding: str = "h_ry"
+    num_layers: int = MISSING
+    init: str = MISSING
+    encoding: str = MISSING
 
 
 @dataclass
 class CDLHeadSchema:
-    _target_: str = "qcxr.models.heads.cdl_head"
+    _target_: str = MISSING
     num_labels: int = MISSING
 
 
 @dataclass
 class DQCNNHeadSchema:
-    _target_: str = "qcxr.models.heads.dqc_nn_head"
+    _target_: str = MISSING
     num_labels: int = MISSING
 
 
 @dataclass
 class DQCHeadSchema:
-    _target_: str = "qcxr.models.heads.dqc_head"
+    _target_: str = MISSING
     num_labels: int = MISSING
     ansatz: Any = MISSING
-    simulator: str = "native"
-    block_size: int = 5
-    remat: bool = False
-    chunk_size: Any = "auto"
-    method: str = "auto"
+    simulator: str = MISSING
+    block_size: int = MISSING
+    remat: bool = MISSING
+    chunk_size: Any = MISSING  # an int, "auto" or null
+    method: str = MISSING
 
 
 @dataclass
 class ResNetSchema:
     _target_: str = MISSING
-    pretrained: bool = True
-    weights: str | None = None
-    allow_download: bool = False
-    freeze: bool = True
+    pretrained: bool = MISSING
+    weights: str | None = MISSING  # type: ignore[assignment]
+    allow_download: bool = MISSING
+    freeze: bool = MISSING
     repo_id: str = MISSING
-    image_size: int = 224
-    resize_size: int | None = None
+    image_size: int = MISSING
+    resize_size: int | None = MISSING  # type: ignore[assignment]
 
 
 @dataclass
 class MobileNetV2Schema:
-    _target_: str = "qcxr.models.backbones.mobilenet_v2"
-    pretrained: bool = True
-    weights: str | None = None
-    allow_download: bool = False
-    freeze: bool = True
-    repo_id: str = "google/mobilenet_v2_1.0_224"
-    variant: str = "hf"
-    image_size: int | None = None
-    resize_size: int | None = None
+    _target_: str = MISSING
+    pretrained: bool = MISSING
+    weights: str | None = MISSING  # type: ignore[assignment]
+    allow_download: bool = MISSING
+    freeze: bool = MISSING
+    repo_id: str = MISSING
+    variant: str = MISSING
+    image_size: int | None = MISSING  # type: ignore[assignment]
+    resize_size: int | None = MISSING  # type: ignore[assignment]
 
 
 @dataclass
 class TinySchema:
-    _target_: str = "qcxr.models.backbones.tiny"
-    feature_dim: int = 64
-    image_size: int = 64
-    freeze: bool = False
+    _target_: str = MISSING
+    feature_dim: int = MISSING
+    image_size: int = MISSING
+    freeze: bool = MISSING
 
 
 @dataclass
 class _OptimizerCommon:
-    _partial_: bool = True
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    accumulation_steps: int = 1
-    grad_clip: float | None = None
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    learning_rate: float = MISSING
+    schedule: str = MISSING
+    warmup_steps: int = MISSING
+    accumulation_steps: int = MISSING
+    grad_clip: float | None = MISSING  # type: ignore[assignment]
 
 
 @dataclass
 class AdamSchema(_OptimizerCommon):
-    _target_: str = "qcxr.train.optim.adam"
-    learning_rate: float = 1e-4
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
+    b1: float = MISSING
+    b2: float = MISSING
+    eps: float = MISSING
 
 
 @dataclass
-class AdamWSchema(_OptimizerCommon):
-    _target_: str = "qcxr.train.optim.adamw"
-    learning_rate: float = 1e-4
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 1e-4
+class AdamWSchema(AdamSchema):
+    weight_decay: float = MISSING
 
 
 @dataclass
 class SGDSchema(_OptimizerCommon):
-    _target_: str = "qcxr.train.optim.sgd"
-    learning_rate: float = 1e-2
-    momentum: float = 0.9
-    nesterov: bool = False
+    momentum: float = MISSING
+    nesterov: bool = MISSING
 
 
 @dataclass
 class LionSchema(_OptimizerCommon):
-    _target_: str = "qcxr.train.optim.lion"
-    learning_rate: float = 3e-5
-    b1: float = 0.9
-    b2: float = 0.99
-    weight_decay: float = 1e-3
+    b1: float = MISSING
+    b2: float = MISSING
+    weight_decay: float = MISSING
 
 
 @dataclass
-class LambSchema(_OptimizerCommon):
-    _target_: str = "qcxr.train.optim.lamb"
-    learning_rate: float = 1e-3
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-6
-    weight_decay: float = 0.0
+class LambSchema(AdamWSchema):
+    pass
 
 
 @dataclass
 class AdafactorSchema(_OptimizerCommon):
-    _target_: str = "qcxr.train.optim.adafactor"
-    learning_rate: float = 1e-3
-    min_dim_size_to_factor: int = 128
-    decay_rate: float = 0.8
-    clipping_threshold: float | None = 1.0
+    min_dim_size_to_factor: int = MISSING
+    decay_rate: float = MISSING
+    clipping_threshold: float | None = MISSING  # type: ignore[assignment]
+
+
+# ---- data ---------------------------------------------------------------------------------------
+@dataclass
+class _DataCommon:
+    _target_: str = MISSING
+    _partial_: bool = MISSING
+    cache_dir: str | None = MISSING  # type: ignore[assignment]
+    num_threads: int = MISSING
+    augment: bool = MISSING
+    augment_on: str = MISSING
+    min_positives: int = MISSING
+
+
+@dataclass
+class _ExternalData(_DataCommon):
+    external_image_dir: str | None = MISSING  # type: ignore[assignment]
+    external_label_dir: str | None = MISSING  # type: ignore[assignment]
+
+
+@dataclass
+class SyntheticDataSchema(_DataCommon):
+    num_train: int = MISSING
+    num_val: int = MISSING
+    num_test: int = MISSING
+    num_external: int = MISSING
+    resolution: int | None = MISSING  # type: ignore[assignment]
+    data_seed: int = MISSING
+
+
+@dataclass
+class NIHCXRLTDataSchema(_ExternalData):
+    image_dir: str | None = MISSING  # type: ignore[assignment]
+    label_dir: str | None = MISSING  # type: ignore[assignment]
+    on_missing: str = MISSING
+    split_seed: int = MISSING
+
+
+@dataclass
+class MIMICCXRLTDataSchema(_DataCommon):
+    image_dir: str | None = MISSING  # type: ignore[assignment]
+    label_dir: str | None = MISSING  # type: ignore[assignment]
+    metadata_file: str | None = MISSING  # type: ignore[assignment]
+    frontal_only: bool = MISSING
+    on_missing: str = MISSING
+
+
+@dataclass
+class FolderCSVDataSchema(_ExternalData):
+    image_dir: str | None = MISSING  # type: ignore[assignment]
+    label_dir: str | None = MISSING  # type: ignore[assignment]
+    image_column: str | None = MISSING  # type: ignore[assignment]
+    patient_column: str | None = MISSING  # type: ignore[assignment]
+    split_column: str | None = MISSING  # type: ignore[assignment]
+    fractions: list[float] = MISSING  # type: ignore[assignment]
+    split_seed: int = MISSING
+    on_missing: str = MISSING
+
+
+@dataclass
+class MedMNISTDataSchema(_ExternalData):
+    npz: str | None = MISSING  # type: ignore[assignment]
+    flavor: str | None = MISSING  # type: ignore[assignment]
+    download: bool = MISSING
+
+
+@dataclass
+class HAM10000DataSchema(_ExternalData):
+    root: str | None = MISSING  # type: ignore[assignment]
+    fractions: list[float] = MISSING  # type: ignore[assignment]
+    split_seed: int = MISSING
+    on_missing: str = MISSING
+
+
+@dataclass
+class ISIC2017DataSchema(_ExternalData):
+    root: str | None = MISSING  # type: ignore[assignment]
+    on_missing: str = MISSING
 
 
 # ---- support groups -----------------------------------------------------------------------------
 @dataclass
 class TrainerSchema:
-    max_epochs: int = 50
-    patience: int = 5
-    batch_size: int = 32
-    resume: bool = True
-    compute_dtype: str = "float32"
-    cache_features: bool = True
-    compilation_cache: bool = True
-    progress: bool = True
+    max_epochs: int = MISSING
+    patience: int = MISSING
+    batch_size: int = MISSING
+    resume: bool = MISSING
+    compute_dtype: str = MISSING
+    cache_features: bool = MISSING
+    compilation_cache: bool = MISSING
+    progress: bool = MISSING
 
 
 @dataclass
 class MLflowTrackerSchema:
-    _target_: str = "qcxr.tracking.mlflow_tracker"
-    tracking_uri: str | None = None
+    _target_: str = MISSING
+    tracking_uri: str | None = MISSING  # type: ignore[assignment]
     experiment: str = MISSING
-    artifact_root: str | None = None
-    flush_every: int = 500
+    artifact_root: str | None = MISSING  # type: ignore[assignment]
+    flush_every: int = MISSING
 
 
 @dataclass
 class NullTrackerSchema:
-    _target_: str = "qcxr.tracking.null_tracker"
+    _target_: str = MISSING
 
 
 @dataclass
@@ -194,10 +259,14 @@ class PathsSchema:
 
 @dataclass
 class RunSchema:
-    """The top level. Every field is MISSING here; config.yaml gives the values."""
+    """The top level; config.yaml gives the values.
+
+    `tags` is the one field with a value: an empty mapping that `qcxr.run.register_configs`
+    leaves open (not struct), so `tags.note=baseline` adds a tag without a `+`.
+    """
 
     seed: int = MISSING
-    tags: dict[str, str] = MISSING  # type: ignore[assignment]
+    tags: dict[str, str] = field(default_factory=dict)
     optimized_metric: str = MISSING
     study: str | None = MISSING  # type: ignore[assignment]
     trial: int | None = MISSING  # type: ignore[assignment]
@@ -226,7 +295,50 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "lamb": LambSchema,
         "adafactor": AdafactorSchema,
     },
+    "data": {
+        "synthetic": SyntheticDataSchema,
+        "nih_cxr_lt": NIHCXRLTDataSchema,
+        "mimic_cxr_lt": MIMICCXRLTDataSchema,
+        "folder_csv": FolderCSVDataSchema,
+        "medmnist": MedMNISTDataSchema,
+        "ham10000": HAM10000DataSchema,
+        "isic2017": ISIC2017DataSchema,
+    },
     "trainer": {"trainer": TrainerSchema},
     "tracker": {"mlflow": MLflowTrackerSchema, "none": NullTrackerSchema},
     "paths": {"paths": PathsSchema},
 }
+
+
+def _is_int(annotation: Any) -> bool:
+    """`int` or `int | None` (bool is not an int here)."""
+    if annotation is int:
+        return True
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args == [int]
+    return False
+
+
+def _field_types(schema: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(schema)
+    return {f.name: hints[f.name] for f in fields(schema)}
+
+
+def int_keys() -> frozenset[str]:
+    """The dotted config keys that the schemas type as integers (`seed`, `trainer.max_epochs`, ...).
+
+    A group key counts when every option of the group that declares it types it `int` (or
+    `int | None`). The range syntax `key=a-b` expands for these keys only.
+
+    Returns:
+        Keys such as "seed", "trial", "trainer.batch_size", "ansatz.num_layers".
+    """
+    keys = {name for name, hint in _field_types(RunSchema).items() if _is_int(hint)}
+    for group, options in GROUP_SCHEMAS.items():
+        verdicts: dict[str, set[bool]] = {}
+        for node in options.values():
+            for name, hint in _field_types(node).items():
+                verdicts.setdefault(name, set()).add(_is_int(hint))
+        keys.update(f"{group}.{name}" for name, seen in verdicts.items() if seen == {True})
+    return frozenset(keys)

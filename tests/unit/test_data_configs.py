@@ -15,6 +15,13 @@ hydra_utils = pytest.importorskip("hydra.utils")
 RUNTIME = {"task", "batch_size", "seed", "preprocessing"}  # passed by run.py
 
 
+def _load_option(option: str):
+    """conf/data/<option>.yaml without its defaults list (Hydra's schema entry, not an argument)."""
+    cfg = omegaconf.OmegaConf.load(CONF / "data" / f"{option}.yaml")
+    assert list(cfg.pop("defaults")) == [f"/schema/data/{option}@_here_", "_self_"]
+    return cfg
+
+
 @pytest.mark.parametrize(
     "option",
     ["nih_cxr_lt", "mimic_cxr_lt", "medmnist", "folder_csv", "synthetic", "ham10000", "isic2017"],
@@ -33,7 +40,7 @@ def test_data_option_keys_match_factory(option, monkeypatch):
         "ISIC2017_ROOT",
     ):
         monkeypatch.delenv(var, raising=False)
-    cfg = omegaconf.OmegaConf.load(CONF / "data" / f"{option}.yaml")
+    cfg = _load_option(option)
     assert cfg._target_ == f"qcxr.data.{option}" and cfg._partial_ is True
     factory = getattr(qcxr.data, option)
     # A source's own settings plus the loader settings every source hands to the DataModule.
@@ -54,9 +61,8 @@ def test_data_option_keys_match_factory(option, monkeypatch):
 
 
 def test_synthetic_config_with_tiny_overrides(tmp_path):
-    cfg = omegaconf.OmegaConf.load(CONF / "data" / "synthetic.yaml")
     cfg = omegaconf.OmegaConf.merge(
-        cfg,
+        _load_option("synthetic"),
         {
             "num_train": 8,
             "num_val": 4,
@@ -77,4 +83,3 @@ def test_task_options(option):
     cfg = omegaconf.OmegaConf.load(CONF / "task" / f"{option}.yaml")
     assert cfg.name == option
     assert cfg.num_labels == len(LABEL_SETS[cfg.labels])
-    assert (CONF / "data" / f"{cfg.default_data}.yaml").is_file()

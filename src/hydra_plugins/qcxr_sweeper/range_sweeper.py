@@ -1,79 +1,73 @@
-"""`RangeSweeper`: Hydra's basic sweeper, plus integer ranges written `a-b`.
+"""`RangeSweeper`: Hydra's basic sweeper, plus integer ranges `a-b` for integer-typed keys.
 
 `python train.py -m head=dqc,cdl seed=0-4` launches ten jobs: `seed=0-4` means every integer
 from 0 to 4 (inclusive), the same as `seed=range(0,5)`, which keeps working (STYLE.md, sweeps).
-Only a plain value matching `<int>-<int>` is expanded; anything else is passed on unchanged, so a
-non-integer seed still fails at compose time against the typed schema.
+The range is read only for keys that qcxr's typed schemas declare `int` (`qcxr.schema.int_keys`:
+seed, trainer.max_epochs, ansatz.num_layers, ...); any other key keeps its value as written, so
+`tags.note=2024-05` is the string "2024-05" and `tags.ticket=12-15` is one job, not four.
+A non-integer seed (`seed=a-b`, `seed=1.5`) is not a range and fails at compose time against the
+typed schema.
 
-Hydra composes the primary config with the command line before any sweeper runs, so the range must
-already read as a sweep there: importing this plugin (Hydra imports every plugin module when it
-scans for plugins, before composing) makes Hydra's override parser read `key=a-b` as the choice
-sweep `key=a,a+1,...,b`. Without `-m`, Hydra then refuses it with its usual "add --multirun"
-message.
+The one mechanism: Hydra composes the primary config with the command line before any sweeper
+runs, so the range must already read as a sweep there. Importing this plugin (Hydra imports every
+plugin module when it scans for plugins, before composing) makes Hydra's override parser read
+`key=a-b`, for an integer-typed key, as the choice sweep `key=a,a+1,...,b`; the sweeper then
+sees an ordinary sweep. Without `-m`, Hydra refuses it with its usual "add --multirun" message.
+
+Before launching, the sweeper composes every job's config and checks it with
+`qcxr.run.validate_config`, so a bad value anywhere in a grid (`seed=-1`,
+`trainer.max_epochs=0`) fails the multirun before any job starts.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.errors import ConfigCompositionException, OverrideParseException
 
-INT_RANGE = re.compile(r"^\s*(-?\d+)\s*-\s*(-?\d+)\s*$")
+from qcxr.schema import int_keys
+
+# `[+|++]key=a-b` with integers a, b (either may be negative): the only pattern of the syntax.
+OVERRIDE_RANGE = re.compile(r"^(\+{0,2})([\w.]+)=\s*(-?\d+)\s*-\s*(-?\d+)\s*$")
 
 
-def expand_int_range(value: str) -> list[int] | None:
-    """The integers of `a-b` (inclusive, a <= b), or None when the value is not such a range.
+@functools.cache
+def _int_keys() -> frozenset[str]:
+    return int_keys()
+
+
+def rewrite_int_range(line: str, keys: frozenset[str] | None = None) -> str:
+    """`key=a-b` -> `key=a,a+1,...,b` for an integer-typed key; any other line is unchanged.
 
     Args:
-        value: an override's value as written.
+        line: one override as written on the command line.
+        keys: the integer-typed keys (default: `qcxr.schema.int_keys()`).
 
     Returns:
-        [a, a+1, ..., b] or None.
+        The override with the range written out as a choice sweep, or `line` itself.
 
     Raises:
-        ValueError: `a-b` with a > b.
+        OverrideParseException: `a-b` with a > b on an integer key.
     """
-    match = INT_RANGE.match(value)
-    if match is None:
-        return None
-    start, stop = int(match.group(1)), int(match.group(2))
-    if start > stop:
-        raise ValueError(f"empty integer range {value!r}: write the smaller bound first")
-    return list(range(start, stop + 1))
-
-
-class RangeSweeper(BasicSweeper):
-    """Hydra's BasicSweeper where `key=a-b` (integers) sweeps a..b inclusive."""
-
-    @staticmethod
-    def split_arguments(overrides: list[Override], max_batch_size: int | None):
-        parser = OverridesParser.create()
-        rewritten = []
-        for override in overrides:
-            if not override.is_sweep_override() and isinstance(override._value, str):
-                values = expand_int_range(override._value)
-                if values is not None:
-                    key = override.get_key_element()
-                    text = f"{key}={','.join(str(v) for v in values)}"
-                    override = parser.parse_override(text)
-            rewritten.append(override)
-        return BasicSweeper.split_arguments(rewritten, max_batch_size)
-
-
-_OVERRIDE_RANGE = re.compile(r"^([\w.@/+~-]*[\w])=\s*(-?\d+)\s*-\s*(-?\d+)\s*$")
-
-
-def rewrite_int_range(line: str) -> str:
-    """`key=a-b` -> `key=a,...,b` (inclusive); any other override line is returned unchanged."""
-    match = _OVERRIDE_RANGE.match(line)
+    match = OVERRIDE_RANGE.match(line)
     if match is None:
         return line
-    values = expand_int_range(f"{match.group(2)}-{match.group(3)}")
-    return f"{match.group(1)}={','.join(str(v) for v in values)}"
+    prefix, key, start, stop = match.group(1), match.group(2), int(match.group(3)), int(
+        match.group(4))
+    if key not in (_int_keys() if keys is None else keys):
+        return line
+    if start > stop:
+        raise OverrideParseException(
+            override=line,
+            message=f"{line!r}: the integer range {start}-{stop} is empty; write the smaller "
+                    f"bound first ({key}={stop}-{start})")
+    return f"{prefix}{key}={','.join(str(v) for v in range(start, stop + 1))}"
 
 
 def _install() -> None:
@@ -81,6 +75,7 @@ def _install() -> None:
         return
     original = OverridesParser.parse_overrides
 
+    @functools.wraps(original)
     def parse_overrides(self, overrides):
         return original(self, [rewrite_int_range(o) for o in overrides])
 
@@ -89,6 +84,30 @@ def _install() -> None:
 
 
 _install()
+
+
+class RangeSweeper(BasicSweeper):
+    """Hydra's BasicSweeper; every job's config is composed and validated before any launch."""
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        """Compose each job's config (as the basic sweeper does) and check it with qcxr's rules.
+
+        Raises:
+            ConfigCompositionException: a job's config fails `qcxr.run.validate_config`; the
+                message names the job's overrides and the fix.
+        """
+        from qcxr.run import ConfigError, validate_config  # jax: only when a sweep runs
+
+        assert self.config is not None and self.hydra_context is not None
+        for overrides in batch:
+            cfg = self.hydra_context.config_loader.load_sweep_config(
+                master_config=self.config, sweep_overrides=list(overrides))
+            try:
+                validate_config(cfg)
+            except ConfigError as err:
+                raise ConfigCompositionException(
+                    f"job {' '.join(overrides)}: {err}; no job of this multirun was "
+                    "launched") from err
 
 
 @dataclass

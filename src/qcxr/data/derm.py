@@ -88,8 +88,8 @@ def ham10000(
         DataError: a missing metadata file or image folder, a row with an unknown `dx`, a
             duplicate `image_id`, or (on_missing="error") a missing image, each naming the rows.
     """
-    loader = _multiclass_loader("ham10000", task, HAM10000, loader)
     root = Path(_require(root, "root", "HAM10000_ROOT", "ham10000"))
+    loader = _multiclass_loader("ham10000", task, HAM10000, loader)
     meta = root / HAM10000_METADATA
     if not meta.is_file():
         raise DataError(
@@ -244,8 +244,8 @@ def isic2017(
         DataError: a missing ground-truth file or image folder, a value other than 0/1, a row
             with both classes, a duplicate image_id or (on_missing="error") a missing image.
     """
-    loader = _multiclass_loader("isic2017", task, ISIC2017, loader)
     root = Path(_require(root, "root", "ISIC2017_ROOT", "isic2017"))
+    loader = _multiclass_loader("isic2017", task, ISIC2017, loader)
     splits = {s: _isic_split(root, s, on_missing) for s in SPLITS}
     return _module("isic2017", splits, ISIC2017, external_image_dir=external_image_dir,
                    external_label_dir=external_label_dir, on_missing=on_missing, **loader)

@@ -17,6 +17,11 @@ import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
 
+# tensorstore's file driver turns "\\" into "/" and treats "[" "]" specially, so a folder whose
+# path holds one of them gets its arrays written elsewhere: saving "works", restoring fails
+# (issue 11: Hydra escapes ":" in job folder names as "\\:").
+UNSAFE_PATH_CHARS = "\\[]"
+
 
 class Checkpoints:
     """The latest and the best checkpoint of one run.
@@ -27,6 +32,13 @@ class Checkpoints:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory).resolve()
+        unsafe = sorted(set(UNSAFE_PATH_CHARS) & set(str(self.directory)))
+        if unsafe:
+            raise ValueError(
+                f"checkpoint folder {self.directory} contains {''.join(unsafe)!r}, which Orbax's "
+                "tensorstore reads as a path separator or pattern: the checkpoints would be "
+                "written to another folder and could not be restored. Run in a folder without "
+                "these characters (e.g. hydra.run.dir / hydra.sweep.subdir)")
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
         names = ("state", "meta")
         self._latest = ocp.CheckpointManager(self.directory / "latest", options=options,
