@@ -232,7 +232,7 @@ def test_paths_read_the_environment(tmp_path, monkeypatch):
 
 
 # ---- experiment presets -------------------------------------------------------------------------
-@pytest.mark.parametrize("preset", _options("experiment"))
+@pytest.mark.parametrize("preset", [p for p in _options("experiment") if p.startswith("paper_")])
 def test_preset_composes_and_builds(tmp_path, preset):
     cfg = compose_run(tmp_path, [f"experiment={preset}", "ansatz.num_layers=1"], tiny=False)
     task = preset.removeprefix("paper_")
@@ -250,6 +250,32 @@ def test_preset_composes_and_builds(tmp_path, preset):
     assert (backbone.image_size, backbone.resize_size) == (224, 256)
     head = build(cfg.head)
     assert head.ansatz.num_qubits == cfg.task.num_labels and head.ansatz.init == "normal_2pi"
+
+
+@pytest.mark.parametrize(
+    "preset", [p for p in _options("experiment") if not p.startswith("paper_")]
+)
+def test_multiclass_preset_composes_and_builds(tmp_path, preset):
+    """The second paper's presets (issue 13): a multiclass task, its source, a built backbone
+    whose preprocessing is stated, a head with one output per class, a stated command."""
+    cfg = compose_run(tmp_path, [f"experiment={preset}", "ansatz.num_layers=1"], tiny=False)
+    assert cfg.task.kind == "multiclass"
+    assert cfg.task.num_labels == len(LABEL_SETS[cfg.task.labels])
+    header = (CONF / "experiment" / f"{preset}.yaml").read_text().splitlines()[:16]
+    assert any("python train.py" in line for line in header)
+    validate_config(cfg)
+    backbone = build(_no_weights(cfg.backbone))
+    if preset.startswith("mobilenet_cdl_"):
+        dataset = preset.removeprefix("mobilenet_cdl_")
+        source = {"dermamnist": "medmnist"}.get(dataset, dataset)
+        assert cfg.task.name == dataset and cfg.data._target_ == f"qcxr.data.{source}"
+        assert backbone.name == "mobilenet_v2_paper" and backbone.feature_dim == 1280
+        prep = backbone.preprocessing
+        assert (prep.image_size, prep.resize_size, prep.resize_mode) == (128, 128, "square")
+        assert cfg.optimized_metric == "val/accuracy"
+    head = build(cfg.head)
+    logits = head.apply(head.init(jax.random.key(0), jnp.ones((2, 4))), jnp.ones((2, 4)))
+    assert logits.shape == (2, cfg.task.num_labels)
 
 
 # ---- schemas: types only ------------------------------------------------------------------------
