@@ -331,3 +331,48 @@ def test_pairing_and_label_order_on_plain_frames():
     assert table.loc["Alpha", "n"] == 1 and table.loc["Alpha", "n_missing"] == 1
     assert math.isnan(table.loc["Alpha", "p"]) and table.loc["Alpha", "stars"] == "n/a"
     assert table.loc["Zeta", "p"] == pytest.approx(sps.ttest_rel([0.9, 0.8], [0.7, 0.75]).pvalue)
+
+
+ACCURACY = {"cdl": [0.61, 0.58, 0.60], "dqc": [0.55, 0.57, 0.52]}
+BALANCED = {"cdl": [0.40, 0.41, 0.37], "dqc": [0.35, 0.36, 0.36]}
+
+
+def test_multiclass_runs_get_paired_score_tests(tmp_path):
+    """Runs of a multiclass task log test/accuracy, balanced accuracy, macro-F1: the report
+    pairs them over seeds (paired t-test as scipy computes it) beside the AUROC comparisons."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from qcxr.report import build_report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("ham10000", artifact_location=(tmp_path / "art").as_uri())
+    start = T0
+    for head in HEADS:
+        for i, seed in enumerate(SEEDS):
+            start += 10_000
+            run_id = log_training_run(client, exp, head, seed, start)
+            client.log_batch(run_id, metrics=[
+                Metric("test/accuracy", ACCURACY[head][i], start, 0),
+                Metric("test/balanced_accuracy", BALANCED[head][i], start, 0),
+            ])
+    out = build_report(uri, tmp_path / "report", heads=HEADS)
+    table = (tmp_path / "report" / "tables" / "score_comparisons.csv").read_text()
+    assert "test,accuracy,3" in table and "test,balanced_accuracy,3" in table
+    assert "f1_macro" not in table  # only what the runs logged
+    text = out.markdown.read_text()
+    assert "### Multiclass scores (arg-max class)" in text
+    for score, values in (("accuracy", ACCURACY), ("balanced accuracy", BALANCED)):
+        a, b = values["cdl"], values["dqc"]
+        p = sps.ttest_rel(a, b).pvalue
+        ma, mb = np.mean(a), np.mean(b)
+        line = next(ln for ln in text.splitlines() if f"| {score} |" in ln)
+        assert f"{ma:.3f} ± {np.std(a, ddof=1):.3f}" in line
+        assert f"| {100 * 2 * (ma - mb) / (ma + mb):+.2f}% | {p:.4f} |" in line
+    assert (out.comparisons["label"] == "(macro)").any()  # AUROC comparisons as before
+
+
+def test_multilabel_report_has_no_score_section(report):
+    assert "Multiclass scores" not in report.markdown.read_text()
+    assert not (report.markdown.parent / "tables" / "score_comparisons.csv").exists()

@@ -196,6 +196,49 @@ def auroc_comparisons(metrics: pd.DataFrame, selection: Selection) -> pd.DataFra
     return pd.DataFrame(rows, columns=columns)
 
 
+MULTICLASS_SCORES = ("accuracy", "balanced_accuracy", "f1_macro")
+
+
+def score_comparisons(
+    metrics: pd.DataFrame, selection: Selection, scores: Sequence[str] = MULTICLASS_SCORES
+) -> pd.DataFrame:
+    """Multiclass scores of the two heads (accuracy, balanced accuracy, macro-F1), compared over
+    paired seeds, for every task and split that logged them (`<split>/<score>`).
+
+    Args:
+        metrics: tidy latest metric values.
+        selection: output of `select_runs`.
+        scores: the metric names after `<split>/`.
+
+    Returns:
+        One row per (task, split, score): task, split, score, n, seeds, mean_a, sd_a, mean_b,
+        sd_b, pct_diff, p, stars, n_missing. Empty for multilabel tasks (nothing logged).
+    """
+    rows = []
+    for task, pairs in selection.pairs.groupby("task", sort=True):
+        values = _values(metrics, [*pairs["run_a"], *pairs["run_b"]])
+        keys = {k for _, k in values}
+        for split in SPLITS:
+            for score in scores:
+                key = f"{split}/{score}"
+                if key not in keys:
+                    continue
+                by_a, by_b = {}, {}
+                for seed, ra, rb in pairs[["seed", "run_a", "run_b"]].itertuples(index=False):
+                    if (ra, key) in values:
+                        by_a[int(seed)] = values[(ra, key)]
+                    if (rb, key) in values:
+                        by_b[int(seed)] = values[(rb, key)]
+                cmp = compare(by_a, by_b)
+                rows.append({"task": task, "split": split, "score": score, **asdict(cmp),
+                             "n_missing": len(pairs) - cmp.n})
+    columns = [
+        "task", "split", "score", "n", "seeds", "mean_a", "sd_a", "mean_b", "sd_b", "pct_diff",
+        "p", "stars", "n_missing",
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
 def per_seed_values(metrics: pd.DataFrame, selection: Selection, key: str) -> pd.DataFrame:
     """One metric's latest value for every chosen run.
 

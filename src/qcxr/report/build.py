@@ -185,6 +185,18 @@ def _auroc_table(rows: pd.DataFrame, heads: Sequence[str], with_label: bool) -> 
     return _table(header, body)
 
 
+def _score_table(rows: pd.DataFrame, heads: Sequence[str]) -> str:
+    a, b = (h.upper() for h in heads)
+    header = ["test set", "score", "n pairs", a, b, f"% diff ({a} vs {b})", "p (paired t)", "sig"]
+    body = []
+    for r in rows.itertuples(index=False):
+        n = f"{r.n}" + (f" ({r.n_missing} missing)" if r.n_missing else "")
+        body.append([plots.SPLIT_TITLES[r.split], r.score.replace("_", " "), n,
+                     _ms(r.mean_a, r.sd_a), _ms(r.mean_b, r.sd_b), _pct(r.pct_diff), _p(r.p),
+                     r.stars])
+    return _table(header, body)
+
+
 def _method_section(heads: Sequence[str]) -> list[str]:
     a, b = (h.upper() for h in heads)
     return [
@@ -294,6 +306,7 @@ def build_report(
         )
     sel = analysis.select_runs(data.runs, heads)
     comparisons = analysis.auroc_comparisons(data.metrics, sel)
+    scores = analysis.score_comparisons(data.metrics, sel)
     histories = analysis.clean_histories(
         load_histories(tracking_uri, list(sel.chosen["run_id"]), data.metrics), sel.chosen
     )
@@ -358,6 +371,14 @@ def build_report(
                 _auroc_table(rows[rows["label"] == analysis.MACRO], heads, with_label=False),
                 "",
             ]
+            task_scores = scores[scores["task"] == task]
+            if not task_scores.empty:  # multiclass tasks (accuracy etc. are logged for them)
+                md += [
+                    "### Multiclass scores (arg-max class)",
+                    "",
+                    _score_table(task_scores, heads),
+                    "",
+                ]
             for split in analysis.SPLITS:
                 per_label = rows[(rows["split"] == split) & (rows["label"] != analysis.MACRO)]
                 md += [f"### Per-label AUROC, {plots.SPLIT_TITLES[split]}", ""]
@@ -466,6 +487,10 @@ def build_report(
     comparisons.assign(seeds=comparisons["seeds"].map(_seeds)).to_csv(
         table_dir / "auroc_comparisons.csv", index=False
     )
+    if not scores.empty:
+        scores.assign(seeds=scores["seeds"].map(_seeds)).to_csv(
+            table_dir / "score_comparisons.csv", index=False
+        )
     training.to_csv(table_dir / "training_per_run.csv", index=False)
     sel.chosen.to_csv(table_dir / "runs_used.csv", index=False)
     sel.unpaired.to_csv(table_dir / "unpaired.csv", index=False)
