@@ -118,8 +118,10 @@ def test_backbone_builds_and_its_features_have_the_configured_size(tmp_path, opt
     if option == "tiny":
         assert built.feature_dim == _yaml("backbone", "tiny")["feature_dim"]
     else:
-        assert built.feature_dim == {"resnet18": 512, "resnet50": 2048}[option]
-        assert built.resize_size == cfg.backbone.resize_size == 256
+        dims = {"resnet18": 512, "resnet50": 2048, "mobilenet_v2": 1280, "mobilenet_v2_paper": 1280}
+        assert built.feature_dim == dims[option]
+        assert built.resize_size == cfg.backbone.resize_size
+        assert built.resize_size == _yaml("backbone", option)["resize_size"]
 
 
 @pytest.mark.parametrize("head", _options("head"))
