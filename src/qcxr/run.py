@@ -324,6 +324,11 @@ def run(cfg: DictConfig) -> float:
         steps.task_loss(str(cfg.task.kind), cfg.task.get("class_weights"))
     except ValueError as err:
         raise RunError(f"task {cfg.task.name}: {err}") from err
+    class_weights = cfg.task.get("class_weights")
+    if class_weights is not None and len(class_weights) != int(cfg.task.num_labels):
+        raise RunError(f"task.class_weights has {len(class_weights)} values for "
+                       f"{cfg.task.num_labels} classes; give one weight per class, in the order "
+                       f"of qcxr.data.labels.LABEL_SETS[{str(cfg.task.labels)!r}]")
     backbone = build(cfg.backbone)
     head = build(cfg.head)
     use_features = bool(backbone.freeze and trainer.cache_features)
@@ -455,10 +460,7 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
 
     kind = str(cfg.task.kind)
     weights = cfg.task.get("class_weights")
-    weights = None if weights is None else [float(w) for w in weights]
-    if weights is not None and len(weights) != len(label_names):
-        raise RunError(f"task.class_weights has {len(weights)} values for {len(label_names)} "
-                       f"classes ({', '.join(label_names)}); give one weight per class")
+    weights = None if weights is None else [float(w) for w in weights]  # checked in run()
     train_step = steps.make_train_step(apply, tx, kind, weights)
     eval_step = steps.make_eval_step(apply, kind, weights)
     first = next(iter(source.batches("val", 0)))

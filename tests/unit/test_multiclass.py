@@ -210,3 +210,23 @@ def test_evaluate_multiclass_scores_come_from_the_batches():
     assert ev.loss == pytest.approx(skm.log_loss(y, probs, labels=range(3)), rel=RTOL)
     out = ev.as_metrics("val")
     assert {"val/accuracy", "val/balanced_accuracy", "val/f1_macro", "val/auroc_macro"} <= set(out)
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("task.class_weights=[1.0,2.0]", r"class_weights has 2 values for 5 classes"),
+        ("task.kind=multiclas", r"task kind must be one of"),
+    ],
+)
+def test_bad_task_settings_fail_before_any_data_is_read(tmp_path, override, match):
+    cfg = compose_run(tmp_path, ["task=synthetic_mc", "head=cdl", override])
+    with pytest.raises(run_module.RunError, match=match):
+        run_module.run(cfg)
+    assert not (tmp_path / "cache" / "images").exists()  # nothing was preprocessed
+
+
+def test_class_weights_on_a_multilabel_task_fail_at_start(tmp_path):
+    cfg = compose_run(tmp_path, ["head=cdl", "task.class_weights=[1,1,1,1,1,1,1,1]"])
+    with pytest.raises(run_module.RunError, match="multiclass tasks only"):
+        run_module.run(cfg)
