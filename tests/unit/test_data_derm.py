@@ -55,8 +55,7 @@ def test_sample_loads_in_class_order_split_by_lesion(sample, tmp_path):
     for split in dm.splits:
         y = dm.labels(split)
         assert (y.sum(1) == 1).all() and (y.sum(0) >= 1).all()  # every class in every split
-        for image_id, label, lesion in zip(dm.image_ids(split), y, dm.patients(split),
-                                           strict=True):
+        for image_id, label, lesion in zip(dm.image_ids(split), y, dm.patients(split), strict=True):
             assert HAM10000[int(np.argmax(label))] == rows[image_id]["dx"]
             assert lesion == rows[image_id]["lesion_id"]
             lesions.setdefault(lesion, set()).add(split)
@@ -73,8 +72,9 @@ def test_images_of_one_lesion_stay_together(sample, tmp_path):
             r["lesion_id"] = f"HAM_SHARED_{i % 4}"
         return rows
 
-    dm = ham10000(root=_copy(sample, tmp_path, edit), cache_dir=tmp_path / "c",
-                  min_positives=0, **TINY)
+    dm = ham10000(
+        root=_copy(sample, tmp_path, edit), cache_dir=tmp_path / "c", min_positives=0, **TINY
+    )
     where = {}
     for split in dm.splits:
         for lesion in dm.patients(split):
@@ -144,8 +144,11 @@ def _dermamnist_npz(sample, path, drop_class=None):
             arrays[split][0].append(np.asarray(im))
             arrays[split][1].append([k])
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **{f"{s}_images": np.stack(a[0]).astype(np.uint8) for s, a in arrays.items()},
-             **{f"{s}_labels": np.array(a[1], np.uint8) for s, a in arrays.items()})
+    np.savez(
+        path,
+        **{f"{s}_images": np.stack(a[0]).astype(np.uint8) for s, a in arrays.items()},
+        **{f"{s}_labels": np.array(a[1], np.uint8) for s, a in arrays.items()},
+    )
     return path
 
 
@@ -185,7 +188,8 @@ def _isic(sample, tmp_path, edit=None, test_part="Test_v2"):
             for j in take:
                 image_id = sorted(by_class[dx])[j]
                 (folder / f"{image_id}.jpg").symlink_to(
-                    sample / "HAM10000_images_part_1" / f"{image_id}.jpg")
+                    sample / "HAM10000_images_part_1" / f"{image_id}.jpg"
+                )
                 (folder / f"{image_id}_superpixels.png").write_bytes(b"not an image")
                 rows.append([image_id, f"{float(mel)}", f"{float(sk)}"])
         rows_of[part] = rows
@@ -228,7 +232,8 @@ def test_isic2017_bad_rows_and_layout(sample, tmp_path):
         isic2017(root=root, **TINY)
     root = _isic(sample, tmp_path / "b", lambda rows: rows["Training"][2].__setitem__(2, "0"))
     (root / "ISIC-2017_Validation_Part3_GroundTruth.csv").write_text(
-        "image_id,melanoma,seborrheic_keratosis\nISIC_x,1.0,1.0\n")
+        "image_id,melanoma,seborrheic_keratosis\nISIC_x,1.0,1.0\n"
+    )
     with pytest.raises(DataError, match="both melanoma and seborrheic_keratosis are 1"):
         isic2017(root=root, **TINY)
     root = _isic(sample, tmp_path / "c")

@@ -41,13 +41,17 @@ def test_softmax_ce_matches_sklearn_log_loss_with_mask_and_class_weights():
     mask[-7:] = False  # padding must not count
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
-    got = float(metrics.masked_softmax_ce(jnp.asarray(logits), jnp.asarray(onehot),
-                                          jnp.asarray(mask)))
+    got = float(
+        metrics.masked_softmax_ce(jnp.asarray(logits), jnp.asarray(onehot), jnp.asarray(mask))
+    )
     want = skm.log_loss(y[mask], probs[mask], labels=range(5))
     np.testing.assert_allclose(got, want, rtol=RTOL)
     weights = np.array([0.5, 1.0, 2.0, 3.0, 0.25])
-    got_w = float(metrics.masked_softmax_ce(jnp.asarray(logits), jnp.asarray(onehot),
-                                            jnp.asarray(mask), jnp.asarray(weights)))
+    got_w = float(
+        metrics.masked_softmax_ce(
+            jnp.asarray(logits), jnp.asarray(onehot), jnp.asarray(mask), jnp.asarray(weights)
+        )
+    )
     want_w = skm.log_loss(y[mask], probs[mask], labels=range(5), sample_weight=weights[y[mask]])
     np.testing.assert_allclose(got_w, want_w, rtol=RTOL)
     assert abs(got_w - got) > 1e-3  # the weights matter
@@ -61,16 +65,21 @@ def test_multiclass_scores_and_ovr_auroc_match_sklearn():
     np.testing.assert_array_equal(cm, skm.confusion_matrix(y, pred, labels=range(4)))
     scores = metrics.multiclass_scores(cm)
     np.testing.assert_allclose(scores["accuracy"], skm.accuracy_score(y, pred), atol=1e-12)
-    np.testing.assert_allclose(scores["balanced_accuracy"],
-                               skm.balanced_accuracy_score(y, pred), atol=1e-12)
+    np.testing.assert_allclose(
+        scores["balanced_accuracy"], skm.balanced_accuracy_score(y, pred), atol=1e-12
+    )
     np.testing.assert_allclose(
         scores["f1_macro"],
-        skm.f1_score(y, pred, average="macro", labels=range(4), zero_division=0), atol=1e-12)
+        skm.f1_score(y, pred, average="macro", labels=range(4), zero_division=0),
+        atol=1e-12,
+    )
     per_class, undefined = metrics.auroc_per_label(onehot, probs, ["a", "b", "c", "d"])
     assert not undefined
-    np.testing.assert_allclose(metrics.macro_auroc(per_class),
-                               skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        metrics.macro_auroc(per_class),
+        skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"),
+        atol=1e-12,
+    )
 
 
 def test_a_never_predicted_class_counts_zero_in_macro_f1():
@@ -79,7 +88,8 @@ def test_a_never_predicted_class_counts_zero_in_macro_f1():
     pred = np.array([0, 0, 0, 0, 2, 2])
     scores = metrics.multiclass_scores(cm)
     assert scores["f1_macro"] == pytest.approx(
-        skm.f1_score(y, pred, average="macro", zero_division=0))
+        skm.f1_score(y, pred, average="macro", zero_division=0)
+    )
     assert scores["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
 
 
@@ -90,9 +100,11 @@ def test_task_loss_follows_the_kind():
     mc_loss, _, mc_link = steps.task_loss("multiclass")
     z = jnp.asarray(logits)
     assert float(ml_loss(z, onehot, mask)) == pytest.approx(
-        float(metrics.masked_bce(z, onehot, mask)))
+        float(metrics.masked_bce(z, onehot, mask))
+    )
     assert float(mc_loss(z, onehot, mask)) == pytest.approx(
-        float(metrics.masked_softmax_ce(z, onehot, mask)))
+        float(metrics.masked_softmax_ce(z, onehot, mask))
+    )
     np.testing.assert_allclose(np.asarray(mc_link(z)).sum(1), 1.0, rtol=1e-6)
     assert not np.allclose(np.asarray(ml_link(z)).sum(1), 1.0)
     with pytest.raises(ValueError, match="task kind must be one of"):
@@ -106,8 +118,9 @@ def _module(labels, kind):
     ids = [f"img{i}" for i in range(len(labels))]
     index = SplitIndex(ids, list(range(len(labels))), np.asarray(labels, bool), ids, source="t.csv")
     splits = {s: (index, ArrayImages(images, s)) for s in ("train", "val", "test")}
-    return DataModule(splits, ["a", "b", "c"], batch_size=2, seed=0, image_size=8,
-                      min_positives=0, kind=kind)
+    return DataModule(
+        splits, ["a", "b", "c"], batch_size=2, seed=0, image_size=8, min_positives=0, kind=kind
+    )
 
 
 def test_multiclass_rows_must_hold_one_class():
@@ -122,8 +135,17 @@ def test_multiclass_rows_must_hold_one_class():
 
 
 def test_synthetic_multiclass_task(tmp_path):
-    kw = dict(num_train=60, num_val=20, num_test=20, num_external=20, batch_size=4,
-              image_size=8, resize_size=8, cache_dir=tmp_path, num_threads=1)
+    kw = dict(
+        num_train=60,
+        num_val=20,
+        num_test=20,
+        num_external=20,
+        batch_size=4,
+        image_size=8,
+        resize_size=8,
+        cache_dir=tmp_path,
+        num_threads=1,
+    )
     mc = synthetic("synthetic_mc", kind="multiclass", **kw)
     assert mc.label_names == SYNTHETIC_MC
     for split in mc.splits:
@@ -151,10 +173,17 @@ def _read_predictions(path, classes):
 def test_multiclass_run_logs_multiclass_metrics(tmp_path, head):
     """CDL and DQC on task=synthetic_mc: softmax CE, the multiclass metrics as scikit-learn
     computes them from the logged predictions, a confusion matrix, optimized_metric on them."""
-    cfg = compose_run(tmp_path, [
-        "task=synthetic_mc", f"head={head}", "data.num_train=40", "data.num_val=20",
-        "data.num_test=20", "optimized_metric=val/balanced_accuracy",
-    ])
+    cfg = compose_run(
+        tmp_path,
+        [
+            "task=synthetic_mc",
+            f"head={head}",
+            "data.num_train=40",
+            "data.num_val=20",
+            "data.num_test=20",
+            "optimized_metric=val/balanced_accuracy",
+        ],
+    )
     objective = run_module.run(cfg)
     client = mlflow_client(tmp_path)
     exp = client.get_experiment_by_name("synthetic_mc")
@@ -173,12 +202,15 @@ def test_multiclass_run_logs_multiclass_metrics(tmp_path, head):
     assert m["test/accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
     assert m["test/balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
     assert m["test/f1_macro"] == pytest.approx(
-        skm.f1_score(y, pred, average="macro", labels=range(5), zero_division=0))
+        skm.f1_score(y, pred, average="macro", labels=range(5), zero_division=0)
+    )
     assert m["test/auroc_macro"] == pytest.approx(
-        skm.roc_auc_score(y, p, multi_class="ovr", average="macro"), abs=1e-4)
+        skm.roc_auc_score(y, p, multi_class="ovr", average="macro"), abs=1e-4
+    )
     for k, name in enumerate(SYNTHETIC_MC):
         assert m[f"test/auroc/{name}"] == pytest.approx(
-            skm.roc_auc_score(y == k, p[:, k]), abs=1e-4)
+            skm.roc_auc_score(y == k, p[:, k]), abs=1e-4
+        )
     files = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert {"confusion_test.png", "confusion_test.csv", "confusion_val.png"} <= files
     with open(f"{root}/confusion_test.csv") as f:
@@ -200,8 +232,12 @@ def test_evaluate_multiclass_scores_come_from_the_batches():
                 mask = rows < 10
                 rows = np.where(mask, rows, -1)
                 take = np.where(mask, rows, 0)
-                yield {"logits": logits[take], "labels": onehot[take] & mask[:, None],
-                       "mask": mask, "index": rows}
+                yield {
+                    "logits": logits[take],
+                    "labels": onehot[take] & mask[:, None],
+                    "mask": mask,
+                    "index": rows,
+                }
 
     eval_step = steps.make_eval_step(lambda params, batch: batch["logits"], "multiclass")
     ev = loop.evaluate(eval_step, None, Source(), "val", ["a", "b", "c"], kind="multiclass")

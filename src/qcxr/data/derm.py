@@ -111,7 +111,9 @@ def ham10000(
     unknown = [f"line {ln}: dx {d!r}" for ln, d in zip(lines, dx, strict=True) if d not in HAM10000]
     if unknown:
         raise _rows_problem(
-            meta, f"row(s) with an unknown dx (known: {', '.join(HAM10000)})", unknown,
+            meta,
+            f"row(s) with an unknown dx (known: {', '.join(HAM10000)})",
+            unknown,
             "correct or remove these rows",
         )
     image_ids = [r[cols["image_id"]].strip() for r in rows]
@@ -121,20 +123,28 @@ def ham10000(
     dups = [f"{i}: lines {', '.join(map(str, ls))}" for i, ls in seen.items() if len(ls) > 1]
     if dups:
         raise _rows_problem(
-            meta, "image_id(s) listed more than once", dups,
+            meta,
+            "image_id(s) listed more than once",
+            dups,
             "keep one row per image (a duplicate weighs an image twice or leaks it across splits)",
         )
     present = np.array([i in files for i in image_ids])
     if not present.all():
-        missing = [f"line {ln}: {i}.jpg" for ln, i, ok in zip(lines, image_ids, present,
-                                                            strict=True) if not ok]
+        missing = [
+            f"line {ln}: {i}.jpg"
+            for ln, i, ok in zip(lines, image_ids, present, strict=True)
+            if not ok
+        ]
         if on_missing != "skip":
             raise _rows_problem(
-                meta, f"image(s) listed but absent from {', '.join(map(str, folders))}", missing,
+                meta,
+                f"image(s) listed but absent from {', '.join(map(str, folders))}",
+                missing,
                 "restore the images, or set data.on_missing=skip to drop these rows",
             )
-        log.warning("ham10000: %d listed images are absent; skipped (data.on_missing=skip)",
-                    len(missing))
+        log.warning(
+            "ham10000: %d listed images are absent; skipped (data.on_missing=skip)", len(missing)
+        )
     keep = np.flatnonzero(present)
     onehot = np.array(dx)[:, None] == np.array(HAM10000)[None, :]
     lesions = [rows[i][cols["lesion_id"]].strip() for i in keep]
@@ -147,10 +157,20 @@ def ham10000(
     )
     part = patient_split(full.patients, full.labels, fractions, split_seed)
     splits = {s: full.take(part == k) for k, s in enumerate(SPLITS)}
-    log.info("ham10000: %s images, split by lesion_id (%d lesions)",
-             ", ".join(f"{s} {len(ix)}" for s, ix in splits.items()), len(set(lesions)))
-    return _module("ham10000", splits, HAM10000, external_image_dir=external_image_dir,
-                   external_label_dir=external_label_dir, on_missing=on_missing, **loader)
+    log.info(
+        "ham10000: %s images, split by lesion_id (%d lesions)",
+        ", ".join(f"{s} {len(ix)}" for s, ix in splits.items()),
+        len(set(lesions)),
+    )
+    return _module(
+        "ham10000",
+        splits,
+        HAM10000,
+        external_image_dir=external_image_dir,
+        external_label_dir=external_label_dir,
+        on_missing=on_missing,
+        **loader,
+    )
 
 
 # ISIC 2017 Part 3 (lesion classification): official folder and ground-truth names per split;
@@ -174,8 +194,13 @@ def _isic_split(root: Path, split: str, on_missing: str) -> SplitIndex:
         raise DataError(f"{gt} has no image folder {folder.name}/ beside it; fix: unpack it there")
     header, rows, lines = read_csv_lines(gt)
     cols = require_columns(
-        gt, header, {"image_id": ("image_id",), "melanoma": ("melanoma",),
-                     "seborrheic_keratosis": ("seborrheic_keratosis",)}
+        gt,
+        header,
+        {
+            "image_id": ("image_id",),
+            "melanoma": ("melanoma",),
+            "seborrheic_keratosis": ("seborrheic_keratosis",),
+        },
     )
     bad, y = [], np.zeros((len(rows), 2), bool)
     for i, (row, ln) in enumerate(zip(rows, lines, strict=True)):
@@ -198,19 +223,32 @@ def _isic_split(root: Path, split: str, on_missing: str) -> SplitIndex:
     dups = sorted({i for i in ids if ids.count(i) > 1})
     if dups:
         raise _rows_problem(gt, "image_id(s) listed more than once", dups, "keep one row each")
-    files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-             and not p.stem.endswith("_superpixels")}
+    files = {
+        p.stem: p
+        for p in folder.iterdir()
+        if p.suffix.lower() in (".jpg", ".jpeg", ".png") and not p.stem.endswith("_superpixels")
+    }
     present = np.array([i in files for i in ids], bool)
     if not present.all():
-        missing = [f"line {ln}: {i}" for ln, i, ok in zip(lines, ids, present, strict=True)
-                   if not ok]
+        missing = [
+            f"line {ln}: {i}" for ln, i, ok in zip(lines, ids, present, strict=True) if not ok
+        ]
         if on_missing != "skip":
-            raise _rows_problem(gt, f"image(s) listed but absent from {folder}", missing,
-                                "restore the images, or set data.on_missing=skip")
+            raise _rows_problem(
+                gt,
+                f"image(s) listed but absent from {folder}",
+                missing,
+                "restore the images, or set data.on_missing=skip",
+            )
         log.warning("isic2017 %s: %d listed images are absent; skipped", split, len(missing))
     keep = np.flatnonzero(present)
-    return SplitIndex([ids[i] for i in keep], [str(files[ids[i]]) for i in keep], onehot[keep],
-                      [ids[i] for i in keep], source=str(gt))
+    return SplitIndex(
+        [ids[i] for i in keep],
+        [str(files[ids[i]]) for i in keep],
+        onehot[keep],
+        [ids[i] for i in keep],
+        source=str(gt),
+    )
 
 
 def isic2017(
@@ -247,8 +285,15 @@ def isic2017(
     root = Path(_require(root, "root", "ISIC2017_ROOT", "isic2017"))
     loader = _multiclass_loader("isic2017", task, ISIC2017, loader)
     splits = {s: _isic_split(root, s, on_missing) for s in SPLITS}
-    return _module("isic2017", splits, ISIC2017, external_image_dir=external_image_dir,
-                   external_label_dir=external_label_dir, on_missing=on_missing, **loader)
+    return _module(
+        "isic2017",
+        splits,
+        ISIC2017,
+        external_image_dir=external_image_dir,
+        external_label_dir=external_label_dir,
+        on_missing=on_missing,
+        **loader,
+    )
 
 
 __all__ = ["HAM10000_METADATA", "ISIC2017_PARTS", "ham10000", "isic2017"]
