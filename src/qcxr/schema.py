@@ -59,6 +59,16 @@ class DQCHeadSchema:
 
 
 @dataclass
+class QCNNHeadSchema:
+    _target_: str = "qcxr.models.heads.qcnn_head"
+    num_labels: int = MISSING
+    cut: str = "fragments"
+    angle_scale: str = "none"
+    dropout: float = 0.2
+    init: str = "uniform_01"
+
+
+@dataclass
 class ResNetSchema:
     _target_: str = MISSING
     pretrained: bool = True
@@ -201,7 +211,8 @@ class RunSchema:
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "task": {"task": TaskSchema},
     "ansatz": {"ansatz": AnsatzSchema},
-    "head": {"cdl": CDLHeadSchema, "dqc": DQCHeadSchema, "dqc_nn": DQCNNHeadSchema},
+    "head": {"cdl": CDLHeadSchema, "dqc": DQCHeadSchema, "dqc_nn": DQCNNHeadSchema,
+             "qcnn": QCNNHeadSchema},
     "backbone": {"resnet": ResNetSchema, "tiny": TinySchema},
     "optimizer": {
         "adam": AdamSchema,
