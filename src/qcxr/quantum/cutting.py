@@ -29,8 +29,10 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from qcxr.quantum import gates
 from qcxr.quantum.circuit import Circuit, Measurement, Op, op, probs
-from qcxr.quantum.statevector import run_circuit
+from qcxr.quantum.kernels import apply_gate
+from qcxr.quantum.statevector import circuit_state, measure_state
 
 #: Preparations of the back fragment's wire 0 from |0>, with their coefficient's Pauli and sign.
 PREPARATIONS: tuple[tuple[str, tuple[str, ...], str, float], ...] = (
@@ -159,7 +161,10 @@ def cut_probs(
 ) -> jnp.ndarray:
     """The back fragment's probabilities, reconstructed from the nine fragment runs.
 
-    Every fragment runs on the whole batch at once (statevector.run_circuit: no loop over samples).
+    Every fragment runs on the whole batch at once (no loop over samples): the three front runs
+    share one front state before their basis rotations, and the six back runs are one batch of
+    6 B with wire 0 prepared in each Pauli eigenstate. The fragment circuits themselves
+    (front_circuits, back_circuits) are what PennyLane runs in the tests.
 
     Args:
         cut: the WireCut.
@@ -180,16 +185,41 @@ def cut_probs(
         if int(shots) < 1:
             raise ValueError(f"shots must be a positive integer, got {shots}")
         keys = list(jax.random.split(key, len(BASES) + len(PREPARATIONS)))
-    fronts = []
+    b = x.shape[0]
+    # The three front runs share everything before their basis rotation: one front state, then
+    # each rotation and measurement (the same numbers as three separate runs).
+    front = circuit_state(cut.front, weights, x)
+    expectations = []
     for c in front_circuits(cut):
-        p = run_circuit(c, weights, x)  # [B, 2]
+        rotated = front
+        for o in c.ops[len(cut.front.ops) :]:
+            rotated = apply_gate(rotated, gates.matrix(o.gate, (), rotated.real.dtype), o.wires)
+        p = measure_state(rotated, c.measurement)  # [B, 2]
         if shots is not None:
             p = _sample(keys.pop(), p, int(shots))
-        fronts.append(p[:, 0] - p[:, 1])
-    coef = coefficients(jnp.stack(fronts, axis=1))  # [B, 6]
+        expectations.append(p[:, 0] - p[:, 1])
+    coef = coefficients(jnp.stack(expectations, axis=1))  # [B, 6]
+    # The six back runs as one batch of 6 B: wire 0 starts in each preparation (its ops applied to
+    # |0>), the other wires in |0>.
+    dtype = front.real.dtype
+    zero = jnp.array([1.0, 0.0], dtype)
+    preps = []
+    for _, ops, _, _ in PREPARATIONS:
+        v = zero
+        for g in ops:
+            v = gates.matrix(g, (), dtype) @ v.astype(
+                jnp.result_type(v, gates.matrix(g, (), dtype))
+            )
+        preps.append(v)
+    ptype = jnp.result_type(*preps)
+    initial = jnp.zeros((len(preps), b, cut.back.num_qubits, 2), ptype).at[..., 0].set(1.0)
+    initial = initial.at[:, :, 0, :].set(jnp.stack([v.astype(ptype) for v in preps])[:, None, :])
+    xs = jnp.broadcast_to(x, (len(preps), *x.shape)).reshape(-1, x.shape[1])
+    state = circuit_state(cut.back, weights, xs, initial.reshape(-1, cut.back.num_qubits, 2))
+    backs = measure_state(state, cut.back.measurement).reshape(len(preps), b, -1)
     out = 0.0
-    for j, c in enumerate(back_circuits(cut)):
-        p = run_circuit(c, weights, x)  # [B, K]
+    for j in range(len(preps)):
+        p = backs[j]
         if shots is not None:
             p = _sample(keys.pop(), p, int(shots))
         out = out + coef[:, j : j + 1] * p

@@ -309,7 +309,8 @@ def apply_rotation_layer(state, mats, blocks, layout: str = "major"):
     From batch-major [B, 2^n], each block contraction takes the trailing wires and puts them at the
     front (a plain GEMM); after the whole layer the wire order is restored and the batch is last:
     batch-minor [2^n, B], which the following permutation turns back into batch-major for free.
-    No transpose is materialised.
+    A batch-minor input (a layer right after another, with no permutation between) is transposed
+    first: that one transpose is materialised.
 
     Args:
         state: amplitudes, [B, 2^n] ("major"; a "minor" [2^n, B] input is transposed first).

@@ -160,7 +160,12 @@ def measure_circuit(circuit: Circuit):
 
 
 @functools.lru_cache(maxsize=128)
-def circuit_qnode(circuit: Circuit, simulator: str = "pennylane", interface: str = "autograd"):
+def circuit_qnode(
+    circuit: Circuit,
+    simulator: str = "pennylane",
+    interface: str = "autograd",
+    diff_method: str | None = None,
+):
     """A QNode running a Circuit of the representation, gate for gate.
 
     Args:
@@ -168,6 +173,9 @@ def circuit_qnode(circuit: Circuit, simulator: str = "pennylane", interface: str
         simulator: a key of DEVICES.
         interface: "autograd" (PennyLane's NumPy, float64: the fast reference for tests) or
             "jax".
+        diff_method: PennyLane's differentiation method (default: the simulator's in DEVICES;
+            "best" lets PennyLane choose, e.g. for probabilities on lightning.qubit, whose
+            adjoint method takes expectation values only).
 
     Returns:
         A function (weights f[P], x f[I]) -> f[output_size] (probabilities, or <Z> per wire).
@@ -177,6 +185,7 @@ def circuit_qnode(circuit: Circuit, simulator: str = "pennylane", interface: str
             f"unknown PennyLane simulator {simulator!r}; choose one of {list(DEVICES)}"
         )
     name, diff = DEVICES[simulator]
+    diff = diff if diff_method is None else diff_method
     dev = qml.device(name, wires=circuit.num_qubits)
 
     @qml.qnode(dev, interface=interface, diff_method=diff)

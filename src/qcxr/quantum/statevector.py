@@ -191,29 +191,35 @@ def _angle_values(o, weights: jnp.ndarray, x: jnp.ndarray) -> tuple[tuple, bool]
     return tuple(vals), per_sample
 
 
-def run_circuit(circuit: Circuit, weights: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
-    """Run any circuit of the representation on a batch: the general statevector path.
+def circuit_state(
+    circuit: Circuit, weights: jnp.ndarray, x: jnp.ndarray, initial: jnp.ndarray | None = None
+) -> jnp.ndarray:
+    """The state a circuit prepares for a batch (its measurement is not applied).
 
     Single-qubit gates on wires no two-qubit gate has touched yet act on per-wire 2-vectors (the
     product-state fast path: the leading encoding costs O(n), not O(2^n)); the 2^n state is built
     at the first two-qubit gate, and every later gate is one einsum on the state reshaped to
     [B] + [2] * n, batched over samples (kernels.apply_gate). Pure, jit- and grad-able; the state
-    stays real when every gate is real.
+    stays real when every gate and the initial state are real.
 
     Args:
         circuit: the Circuit.
         weights: f[P], P >= circuit.num_weights (flat: circuits index it directly).
         x: f[B, I] input angles, I >= circuit.num_inputs.
+        initial: optional [B, n, 2] per-wire initial states (default |0> on every wire), e.g.
+            the preparations of a cut fragment.
 
     Returns:
-        f[B, circuit.output_size]: <Z> per measured wire, or the probabilities of the measured
-        wires (first wire most significant).
+        [B, 2, ..., 2] amplitudes, axis 1 + w for wire w.
     """
     n = circuit.num_qubits
     b = x.shape[0]
     dtype = jnp.result_type(weights.dtype, x.dtype, jnp.float32)
     weights, x = weights.astype(dtype), x.astype(dtype)
-    vecs: list = [jnp.zeros((b, 2), dtype).at[:, 0].set(1.0) for _ in range(n)]
+    if initial is None:
+        vecs: list = [jnp.zeros((b, 2), dtype).at[:, 0].set(1.0) for _ in range(n)]
+    else:
+        vecs = [initial[:, w] for w in range(n)]
     state = None
     for o in circuit.ops:
         angles, per_sample = _angle_values(o, weights, x)
@@ -227,16 +233,41 @@ def run_circuit(circuit: Circuit, weights: jnp.ndarray, x: jnp.ndarray) -> jnp.n
         if state is None:
             state = _product(vecs)
         state = apply_gate(state, m, o.wires)
-    if state is None:
-        state = _product(vecs)
-    meas = circuit.measurement
-    p = wire_probs(state, meas.wires)
-    if meas.kind == "probs":
+    return _product(vecs) if state is None else state
+
+
+def measure_state(state: jnp.ndarray, measurement) -> jnp.ndarray:
+    """A circuit's measurement on states shaped [B] + [2] * n.
+
+    Args:
+        state: [B, 2, ..., 2] amplitudes.
+        measurement: a circuit.Measurement.
+
+    Returns:
+        f[B, k] <Z> per measured wire, or f[B, 2^k] probabilities (first wire most significant).
+    """
+    p = wire_probs(state, measurement.wires)
+    if measurement.kind == "probs":
         return p
-    k = len(meas.wires)
+    k = len(measurement.wires)
     # <Z_j> from the joint probabilities: sign (-1)^bit_j of each outcome.
     bits = (np.arange(2**k)[:, None] >> np.arange(k - 1, -1, -1)[None, :]) & 1
     return p @ jnp.asarray(1.0 - 2.0 * bits, p.dtype)
+
+
+def run_circuit(circuit: Circuit, weights: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+    """Run any circuit of the representation on a batch: the general statevector path.
+
+    Args:
+        circuit: the Circuit.
+        weights: f[P], P >= circuit.num_weights (flat: circuits index it directly).
+        x: f[B, I] input angles, I >= circuit.num_inputs.
+
+    Returns:
+        f[B, circuit.output_size]: <Z> per measured wire, or the probabilities of the measured
+        wires (first wire most significant). See circuit_state for how it runs.
+    """
+    return measure_state(circuit_state(circuit, weights, x), circuit.measurement)
 
 
 def _product(vecs: list) -> jnp.ndarray:
