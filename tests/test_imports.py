@@ -107,3 +107,51 @@ def test_no_print_calls():
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
                  and isinstance(n.func, ast.Name) and n.func.id == "print"]
         assert not calls, path
+
+
+# Layers of qcxr.quantum (STYLE.md, DESIGN.md): representation -> kernels -> methods -> dispatcher.
+# A module may import only modules of a strictly lower rank: no cycles, not even lazy ones.
+QUANTUM_RANKS = {
+    "gates": 0,  # representation
+    "circuit": 0,
+    "ansatz": 1,
+    "kernels": 2,  # kernels
+    "split": 3,  # methods
+    "statevector": 3,
+    "memory": 4,  # the methods' estimates (memory uses the split method's)
+    "cutting": 4,
+    "qcnn": 5,
+    "engine": 6,  # the dispatcher
+    "reference": 7,  # PennyLane builds of the representation, for cross-checks
+    "__init__": 8,
+}
+
+
+def _quantum_deps(path: Path) -> list[tuple[str, list[str]]]:
+    """(imported qcxr.quantum module, names taken from it) for every import in the file."""
+    tree = ast.parse(path.read_text())
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names if _under(a.name, "qcxr.quantum")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "qcxr.quantum":  # `from qcxr.quantum import split`: modules
+                out += [(f"qcxr.quantum.{a.name}", []) for a in node.names]
+            elif _under(node.module, "qcxr.quantum"):
+                out.append((node.module, [a.name for a in node.names]))
+    return out
+
+
+def test_every_quantum_module_has_a_layer():
+    assert {p.stem for p in _modules("quantum")} == set(QUANTUM_RANKS)
+
+
+@pytest.mark.parametrize("path", _modules("quantum"), ids=lambda p: p.name)
+def test_quantum_imports_run_one_way_without_private_names(path):
+    rank = QUANTUM_RANKS[path.stem]
+    for module, names in _quantum_deps(path):
+        dep = module.removeprefix("qcxr.quantum.")
+        assert dep in QUANTUM_RANKS, (path.name, module)
+        assert QUANTUM_RANKS[dep] < rank, f"{path.name} imports {dep}: against the layer order"
+        private = [n for n in names if n.startswith("_")]
+        assert not private, f"{path.name} imports private names {private} from {dep}"

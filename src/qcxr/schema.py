@@ -64,6 +64,16 @@ class DQCHeadSchema:
 
 
 @dataclass
+class QCNNHeadSchema:
+    _target_: str = MISSING
+    num_labels: int = MISSING
+    cut: str = MISSING
+    angle_scale: str = MISSING
+    dropout: float = MISSING
+    init: str = MISSING
+
+
+@dataclass
 class ResNetSchema:
     _target_: str = MISSING
     pretrained: bool = MISSING
@@ -285,7 +295,8 @@ class RunSchema:
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "task": {"task": TaskSchema},
     "ansatz": {"ansatz": AnsatzSchema},
-    "head": {"cdl": CDLHeadSchema, "dqc": DQCHeadSchema, "dqc_nn": DQCNNHeadSchema},
+    "head": {"cdl": CDLHeadSchema, "dqc": DQCHeadSchema, "dqc_nn": DQCNNHeadSchema,
+             "qcnn": QCNNHeadSchema},
     "backbone": {"resnet": ResNetSchema, "mobilenet_v2": MobileNetV2Schema, "tiny": TinySchema},
     "optimizer": {
         "adam": AdamSchema,

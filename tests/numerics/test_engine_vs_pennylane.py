@@ -8,8 +8,8 @@ fresh random weights and inputs (never zeros), values and gradients w.r.t. weigh
 
 Every engine path is checked: the statevector for the whole batch at once (autodiff through the
 batched state) and one sample at a time (chunk_size=1: the adjoint method of
-engine._adjoint_circuit), and the split method (qcxr.quantum.split) wherever it applies (at most
-split.MAX_TERMS terms).
+statevector._adjoint_circuit), and the split method (qcxr.quantum.split) wherever it applies (at
+most split.MAX_TERMS terms).
 
 Coverage: every ansatz x n = 1..10 x layers = 1..4. The inner loop (not slow) runs a covering
 design: for each ansatz every n and every layer count appears; the full product runs as slow.

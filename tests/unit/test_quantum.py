@@ -10,9 +10,9 @@ from qcxr.quantum import (
     INITS,
     MemoryBudgetError,
     compile_ansatz,
-    engine,
     estimate_bytes,
     expvals,
+    kernels,
     make_ansatz,
 )
 from qcxr.quantum.memory import cache_bytes, choose_chunk_size
@@ -27,31 +27,31 @@ def test_cnot_network_permutation_matches_dense_cnots():
         idx = np.arange(2**n)
         src = np.where((idx >> (n - 1 - c)) & 1, idx ^ (1 << (n - 1 - t)), idx)
         dense = dense[:, src]
-    got = engine.permute(jnp.asarray(psi), engine.cnot_rows(n, pairs), n, "major")
+    got = kernels.permute(jnp.asarray(psi), kernels.cnot_rows(n, pairs), n, "major")
     np.testing.assert_array_equal(np.asarray(got), dense)
     # From batch-minor input the permutation also returns batch-major (the layout change is free).
-    got_minor = engine.permute(jnp.asarray(psi.T), engine.cnot_rows(n, pairs), n, "minor")
+    got_minor = kernels.permute(jnp.asarray(psi.T), kernels.cnot_rows(n, pairs), n, "minor")
     np.testing.assert_array_equal(np.asarray(got_minor), dense)
 
 
 def test_gf2_inverse_undoes_the_map():
     n = 7
-    rows = engine.cnot_rows(n, [(i, (i + 3) % n) for i in range(n)])
-    inv = engine._inverse_rows(rows, n)
+    rows = kernels.cnot_rows(n, [(i, (i + 3) % n) for i in range(n)])
+    inv = kernels.inverse_rows(rows, n)
     index = jnp.arange(2**n, dtype=jnp.uint32)
-    there = engine._gf2_apply(index, rows, n)
-    back = engine._gf2_apply(there, inv, n)
+    there = kernels.gf2_apply(index, rows, n)
+    back = kernels.gf2_apply(there, inv, n)
     np.testing.assert_array_equal(np.asarray(back), np.asarray(index))
     assert len(set(np.asarray(there).tolist())) == 2**n  # a permutation
 
 
 def test_in_graph_and_constant_permutation_tables_agree(monkeypatch):
     n = 6
-    rows = engine.cnot_rows(n, [(i, (i + 1) % n) for i in range(n)])
+    rows = kernels.cnot_rows(n, [(i, (i + 1) % n) for i in range(n)])
     psi = jax.random.normal(jax.random.key(0), (3, 2**n))
-    const = engine.permute(psi, rows, n, "major")
-    monkeypatch.setattr(engine, "_CONST_INDEX_MAX_QUBITS", 0)
-    np.testing.assert_array_equal(engine.permute(psi, rows, n, "major"), const)
+    const = kernels.permute(psi, rows, n, "major")
+    monkeypatch.setattr(kernels, "_CONST_INDEX_MAX_QUBITS", 0)
+    np.testing.assert_array_equal(kernels.permute(psi, rows, n, "major"), const)
 
 
 @pytest.mark.parametrize("name", sorted(ANSATZE))
@@ -60,17 +60,17 @@ def test_state_stays_normalised(name):
     prog = compile_ansatz(a)
     w = a.init_weights(jax.random.key(1))
     x = jax.random.uniform(jax.random.key(2), (4, 6), minval=-1.5, maxval=1.5)
-    vec = engine.encoding_vectors(a.encoding, x)
+    vec = kernels.encoding_vectors(a.encoding, x)
     for layer in prog.folded:
-        vec = jnp.einsum("nij,bnj->bni", engine._layer_mats(a, w, layer), vec.astype(jnp.complex64))
-    state, layout = engine.product_state(vec), "major"
+        vec = jnp.einsum("nij,bnj->bni", kernels.layer_mats(a, w, layer), vec.astype(jnp.complex64))
+    state, layout = kernels.product_state(vec), "major"
     norms = [jnp.sum(jnp.abs(state) ** 2, axis=1)]
     for kind, arg in prog.ops:
         if kind == "rot":
-            mats = engine._layer_mats(a, w, arg)
-            state, layout = engine.apply_rotation_layer(state, mats, (2, 4), layout)
+            mats = kernels.layer_mats(a, w, arg)
+            state, layout = kernels.apply_rotation_layer(state, mats, (2, 4), layout)
         else:
-            state, layout = engine.permute(state, arg, 6, layout), "major"
+            state, layout = kernels.permute(state, arg, 6, layout), "major"
         axis = 0 if layout == "minor" else 1
         norms.append(jnp.sum(jnp.abs(state) ** 2, axis=axis))
     np.testing.assert_allclose(np.stack(norms), 1.0, atol=1e-5)
@@ -139,7 +139,7 @@ def test_paper_circuit_compiles_to_two_state_layers_and_a_folded_last_ring():
     prog = compile_ansatz(make_ansatz("ry_cnot_ring", 8, 3))
     assert prog.folded == (0,)
     assert [op[0] for op in prog.ops] == ["perm", "rot", "perm", "rot"]
-    assert prog.final_rows != engine.identity_rows(8)
+    assert prog.final_rows != kernels.identity_rows(8)
 
 
 @pytest.mark.parametrize("init", INITS)
@@ -164,3 +164,29 @@ def test_bad_ansatz_arguments_are_clear():
         expvals(a, jnp.zeros((3, 3)), jnp.zeros((1, 3)))
     with pytest.raises(ValueError, match="must match"):
         expvals(a, jnp.zeros((2, 3)), jnp.zeros((1, 4)))
+
+
+def test_34_qubit_head_init_does_not_trip_the_guard_and_no_fix_suggests_a_batch_below_one():
+    # Issue 11: at 34 qubits the guard fired during parameter init (batch 1) and suggested "a
+    # smaller batch than 1". Init no longer simulates; the guard speaks at the real batch.
+    from qcxr.models import dqc_head
+
+    a = make_ansatz("ry_cnot_ring", 34, 3)
+    head = dqc_head(34, a, method="statevector")
+    budget = 20 * 2**30
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QCXR_MEMORY_BUDGET_GB", "20")
+        shapes = jax.eval_shape(head.init, jax.random.key(0), jnp.zeros((1, 64)))
+        assert shapes["params"]["circuit"].shape == (3, 34)
+        params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        with pytest.raises(MemoryBudgetError, match="batch of 32") as err:
+            jax.eval_shape(head.apply, params, jnp.zeros((32, 64)))
+    assert "a smaller batch than 32" in str(err.value)
+    for method in ("statevector", "split"):  # one sample over budget: no batch fix offered
+        with pytest.raises(MemoryBudgetError, match="batch of 1") as err:
+            jax.eval_shape(
+                lambda w, x, m=method: expvals(a, w, x, memory_budget=budget / 64, method=m),
+                jnp.zeros(a.weight_shape),
+                jnp.zeros((1, 34)),
+            )
+        assert "smaller batch" not in str(err.value) and "fewer qubits than 34" in str(err.value)

@@ -10,7 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qcxr.quantum import MemoryBudgetError, compile_ansatz, engine, expvals, make_ansatz, split
+from qcxr.quantum import (
+    MemoryBudgetError,
+    compile_ansatz,
+    engine,
+    expvals,
+    kernels,
+    make_ansatz,
+    split,
+)
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3, 4])
@@ -33,7 +41,7 @@ def test_perm_tables_reproduce_the_permutation_of_a_product_state():
     with jax.enable_x64(True):
         xs, ys = split._perm_halves(jnp.asarray(x), jnp.asarray(y), step, "major")
         psi = jnp.asarray(np.outer(x, y).reshape(1, -1))
-        want = np.asarray(engine.permute(psi, rows, n))[0]
+        want = np.asarray(kernels.permute(psi, rows, n))[0]
     got = np.einsum("th,tl->hl", xs, ys).reshape(-1)
     np.testing.assert_allclose(got, want, atol=1e-12)
     assert xs.shape[0] == step.factor == 4

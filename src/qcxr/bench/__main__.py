@@ -9,6 +9,7 @@ SUBCOMMANDS = {
     "loader": "qcxr.bench.loader",
     "heads": "qcxr.bench.heads",
     "train-step": "qcxr.bench.train_step",
+    "qcnn": "qcxr.bench.qcnn",
 }
 
 

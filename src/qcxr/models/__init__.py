@@ -5,9 +5,11 @@ from qcxr.models.heads import (
     CDLHead,
     DQCHead,
     DQCNNHead,
+    QCNNHead,
     cdl_head,
     dqc_head,
     dqc_nn_head,
+    qcnn_head,
 )
 
 __all__ = [
@@ -15,7 +17,9 @@ __all__ = [
     "CDLHead",
     "DQCHead",
     "DQCNNHead",
+    "QCNNHead",
     "cdl_head",
     "dqc_head",
     "dqc_nn_head",
+    "qcnn_head",
 ]

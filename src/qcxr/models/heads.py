@@ -1,7 +1,8 @@
-"""Classification heads on backbone features: CDL, DQC (the dressed quantum circuit) and DQC-NN.
+"""Classification heads on backbone features: CDL, DQC (the dressed quantum circuit), DQC-NN, QCNN.
 
-Each head maps features f[B, m] to logits f[B, n]; the sigmoid lives in the loss (section III-B of
-the paper applies it after the last linear layer).
+Each head maps features f[B, m] to logits f[B, n]; the sigmoid (or softmax) lives in the loss
+(section III-B of the first paper applies it after the last linear layer). Nothing in a head
+assumes a loss.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from qcxr.quantum import Ansatz, engine
+from qcxr.quantum import Ansatz, engine, qcnn
 
 #: simulator option -> implementation ("native" is ours; the others run PennyLane, see reference.py)
 SIMULATORS = ("native", "pennylane", "pennylane_lightning")
@@ -84,10 +86,21 @@ class DQCHead(nn.Module):
         weights = self.param(
             "circuit", lambda key: self.ansatz.init_weights(key, jnp.float32)
         )
-        run = circuit_fn(
-            self.ansatz, self.simulator, self.block_size, self.remat, self.chunk_size, self.method
-        )
-        q = run(weights, angles.astype(weights.dtype))
+        if self.is_initializing():
+            # Parameter shapes do not depend on the circuit's output: initialisation never
+            # simulates it, so the memory guard speaks at the first real batch, with its size
+            # (not during init with a batch of one, issue 11).
+            q = jnp.zeros(angles.shape, weights.dtype)
+        else:
+            run = circuit_fn(
+                self.ansatz,
+                self.simulator,
+                self.block_size,
+                self.remat,
+                self.chunk_size,
+                self.method,
+            )
+            q = run(weights, angles.astype(weights.dtype))
         return nn.Dense(n, name="post")(q)
 
 
@@ -143,3 +156,92 @@ def dqc_head(
 def dqc_nn_head(num_labels: int) -> DQCNNHead:
     """Build the DQC-NN ablation head (`conf/head/dqc_nn.yaml`)."""
     return DQCNNHead(int(num_labels))
+
+
+#: QCNN cut options: the 9-run reconstruction, the same circuit uncut, the paper's uncut comparison.
+QCNN_CUTS = qcnn.MODES
+#: QCNN angle scalings: raw Dense outputs (the paper's code) or tanh * pi/2 (as the DQC).
+QCNN_ANGLE_SCALES = ("none", "tanh_pi2")
+#: QCNN circuit initialisations: U[0, 1) (the paper's code: torch.rand), U[0, 2 pi), N(0, (2 pi)^2),
+#: N(0, 0.01^2).
+QCNN_INITS = ("uniform_01", "uniform_2pi", "normal_2pi", "small")
+
+
+def _qcnn_init(kind: str, num: int):
+    def init(key):
+        if kind == "uniform_01":
+            return jax.random.uniform(key, (num,), jnp.float32)
+        if kind == "uniform_2pi":
+            return jax.random.uniform(key, (num,), jnp.float32, 0.0, 2 * jnp.pi)
+        scale = 2 * jnp.pi if kind == "normal_2pi" else 0.01
+        return scale * jax.random.normal(key, (num,), jnp.float32)
+
+    return init
+
+
+class QCNNHead(nn.Module):
+    """The distributed QCNN head of arXiv 2501.06225 (its public code):
+    Dropout -> Dense(8) -> QCNN circuit (probabilities of wires 3..7) -> Dense(n).
+
+    Parameters: `pre` (Dense(m -> 8)), `circuit` (35 angles, or 45 for cut="none": one parameter
+    per angle however many fragment runs use it), `post` (Dense(32 -> n)).
+    """
+
+    num_labels: int
+    cut: str = "fragments"
+    angle_scale: str = "none"
+    dropout: float = 0.2
+    circuit_init: str = "uniform_01"  # `init` would shadow flax's Module.init
+
+    @nn.compact
+    def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Logits f[B, n] from features f[B, m].
+
+        Args:
+            features: f[B, m].
+            train: apply dropout (needs a "dropout" PRNG stream in `apply(..., rngs=...)`).
+
+        Returns:
+            f[B, num_labels] logits.
+        """
+        h = nn.Dropout(self.dropout, deterministic=not train)(features)
+        angles = nn.Dense(qcnn.NUM_INPUTS, name="pre")(h)
+        if self.angle_scale == "tanh_pi2":
+            angles = jnp.tanh(angles) * (jnp.pi / 2)
+        weights = self.param("circuit", _qcnn_init(self.circuit_init, qcnn.NUM_WEIGHTS[self.cut]))
+        p = qcnn.qcnn_probs(weights, angles.astype(weights.dtype), self.cut)
+        return nn.Dense(self.num_labels, name="post")(p)
+
+
+def qcnn_head(
+    num_labels: int,
+    cut: str = "fragments",
+    angle_scale: str = "none",
+    dropout: float = 0.2,
+    init: str = "uniform_01",
+) -> QCNNHead:
+    """Build the QCNN head (`conf/head/qcnn.yaml`).
+
+    Args:
+        num_labels: outputs (the task's labels or classes).
+        cut: one of QCNN_CUTS: "fragments" (a 4- and a 5-qubit fragment, 9 runs, exact
+            reconstruction), "exact" (the same circuit on 8 qubits: equal numbers), "none" (the
+            paper's uncut 45-angle comparison circuit).
+        angle_scale: one of QCNN_ANGLE_SCALES.
+        dropout: dropout rate on the features (0.2 in the paper's code).
+        init: circuit weight initialisation, one of QCNN_INITS.
+
+    Returns:
+        The QCNNHead.
+    """
+    for name, value, options in (
+        ("cut", cut, QCNN_CUTS),
+        ("angle_scale", angle_scale, QCNN_ANGLE_SCALES),
+        ("init", init, QCNN_INITS),
+    ):
+        if value not in options:
+            raise ValueError(f"unknown QCNN head {name} {value!r} (head.{name}); choose one of "
+                             f"{options}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"head.dropout must be in [0, 1), got {dropout}")
+    return QCNNHead(int(num_labels), cut, angle_scale, float(dropout), init)

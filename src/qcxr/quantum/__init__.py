@@ -1,18 +1,38 @@
-"""Quantum circuits as pure JAX functions (PennyLane only in reference.py, imported on demand)."""
+"""Quantum circuits as pure JAX functions (PennyLane only in reference.py, imported on demand).
 
-from qcxr.quantum.ansatz import ANSATZE, ENCODINGS, INITS, Ansatz, make_ansatz
-from qcxr.quantum.engine import compile_ansatz, expvals
+Layers, imported one way only: representation (gates, circuit, ansatz) -> kernels -> methods
+(statevector, split, memory; cutting and qcnn build on the statevector) -> the dispatcher (engine).
+"""
+
+from qcxr.quantum.ansatz import ANSATZE, ENCODINGS, INITS, Ansatz, make_ansatz, match_library
+from qcxr.quantum.circuit import Angle, Circuit, Measurement, Op
+from qcxr.quantum.cutting import WireCut, cut_probs, joined_circuit
+from qcxr.quantum.engine import expvals, run
+from qcxr.quantum.kernels import compile_ansatz
 from qcxr.quantum.memory import MemoryBudgetError, default_budget, estimate_bytes
+from qcxr.quantum.qcnn import qcnn_circuit, qcnn_cut, qcnn_probs
 
 __all__ = [
     "ANSATZE",
     "ENCODINGS",
     "INITS",
+    "Angle",
     "Ansatz",
+    "Circuit",
+    "Measurement",
     "MemoryBudgetError",
+    "Op",
+    "WireCut",
     "compile_ansatz",
+    "cut_probs",
     "default_budget",
     "estimate_bytes",
     "expvals",
+    "joined_circuit",
     "make_ansatz",
+    "match_library",
+    "qcnn_circuit",
+    "qcnn_cut",
+    "qcnn_probs",
+    "run",
 ]

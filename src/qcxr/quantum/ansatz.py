@@ -1,15 +1,18 @@
 """The ansatz library: circuit descriptions shared by the native engine and the PennyLane reference.
 
 An ansatz is a frozen description, not code that runs: an angle encoding of the features, then
-`num_layers` layers, each a rotation on every qubit followed by an entangling pattern of CNOTs. The
-engine (`engine.py`) compiles it into fast statevector operations; `reference.py` builds the same
-circuit from PennyLane gates or templates for cross-checks.
+`num_layers` layers, each a rotation on every qubit followed by an entangling pattern of CNOTs.
+`Ansatz.circuit()` builds it as a Circuit of the representation (circuit.py); `match_library`
+recognises such a circuit again, so the engine's fast paths (kernels.compile_ansatz) apply to any
+circuit of this shape. `reference.py` builds it from PennyLane's own gates or templates too, an
+independent reading of the library for cross-checks.
 
 Wires are numbered 0..n-1, wire 0 the most significant bit of a basis index (PennyLane's order).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -17,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from qcxr.quantum import gates
+from qcxr.quantum.circuit import Circuit, expval_z, inp, op, weight
 
 #: name -> (rotation gate of the trainable layers, entangling pattern). Names are the ids of
 #: `conf/ansatz/*.yaml`.
@@ -103,6 +107,10 @@ class Ansatz:
             return tuple((i, (i + r) % n) for i in range(n))
         return tuple((i, (i + 1) % n) for i in range(n))
 
+    def circuit(self) -> Circuit:
+        """The ansatz as a Circuit: weights are read flat, in row-major order of weight_shape."""
+        return _build_circuit(self)
+
     def init_weights(self, key: jax.Array, dtype=jnp.float32) -> jnp.ndarray:
         """Draw initial weights.
 
@@ -141,6 +149,50 @@ def make_ansatz(
         The Ansatz description.
     """
     return Ansatz(name, int(num_qubits), int(num_layers), init, encoding)
+
+
+_ENCODING_GATES = {"h_ry": ("h", "ry"), "ry": ("ry",), "rx": ("rx",)}
+
+
+@functools.lru_cache(maxsize=256)
+def _build_circuit(a: Ansatz) -> Circuit:
+    n, p = a.num_qubits, gates.GATE_NUM_PARAMS[a.rotation]
+    ops = []
+    for w in range(n):
+        for g in _ENCODING_GATES[a.encoding]:
+            ops.append(op(g, w, angles=inp(w) if g != "h" else ()))
+    for layer in range(a.num_layers):
+        for w in range(n):
+            base = (layer * n + w) * p
+            ops.append(op(a.rotation, w, angles=tuple(weight(base + k) for k in range(p))))
+        ops.extend(op("cnot", c, t) for c, t in a.entangling_pairs(layer))
+    return Circuit(n, tuple(ops), expval_z(range(n)))
+
+
+@functools.lru_cache(maxsize=256)
+def match_library(circuit: Circuit) -> Ansatz | None:
+    """The library ansatz whose circuit equals `circuit` exactly, or None.
+
+    Equality is of the whole description (every gate, wire, angle index and the measurement), so
+    a circuit gets the library's fast paths exactly when it is a library circuit.
+
+    Args:
+        circuit: any Circuit.
+
+    Returns:
+        The matching Ansatz (init "normal_2pi": initialisation is not part of a circuit) or None.
+    """
+    n, num_weights = circuit.num_qubits, circuit.num_weights
+    for name in ANSATZE:
+        p = gates.GATE_NUM_PARAMS[ANSATZE[name][0]]
+        layers, rest = divmod(num_weights, n * p)
+        if layers < 1 or rest:
+            continue
+        for encoding in ENCODINGS:
+            candidate = Ansatz(name, n, layers, encoding=encoding)
+            if _build_circuit(candidate) == circuit:
+                return candidate
+    return None
 
 
 def encoding_vectors(encoding: str, x: jnp.ndarray) -> jnp.ndarray:

@@ -2,8 +2,10 @@
 
 Conventions match PennyLane: RX(t) = exp(-i t X / 2), RY(t) = exp(-i t Y / 2),
 RZ(t) = exp(-i t Z / 2),
-Rot(phi, theta, omega) = RZ(omega) RY(theta) RZ(phi). Every function maps angles f[...] to
-matrices [..., 2, 2]; H and RY are real, the others complex.
+Rot(phi, theta, omega) = RZ(omega) RY(theta) RZ(phi); controlled gates CRX/CRY/CRZ/CRot act with
+their control (the first wire) as the more significant bit: diag(I, R). Every function maps angles
+f[...] to matrices [..., 2, 2] (or [..., 4, 4] for two-qubit gates); H and RY are real, RX, RZ,
+Rot complex. `matrix` gives any gate of the representation (circuit.GATES).
 """
 
 from __future__ import annotations
@@ -110,3 +112,60 @@ def matrices(gate: str, params: jnp.ndarray) -> jnp.ndarray:
 
 def _complex(dtype) -> jnp.dtype:
     return jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
+
+
+_FIXED = {
+    "x": ((0, 1), (1, 0)),
+    "y": ((0, -1j), (1j, 0)),
+    "z": ((1, 0), (0, -1)),
+    "s": ((1, 0), (0, 1j)),
+    "sdg": ((1, 0), (0, -1j)),
+    "cnot": ((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 0, 1), (0, 0, 1, 0)),
+    "cz": ((1, 0, 0, 0), (0, 1, 0, 0), (0, 0, 1, 0), (0, 0, 0, -1)),
+    "swap": ((1, 0, 0, 0), (0, 0, 1, 0), (0, 1, 0, 0), (0, 0, 0, 1)),
+}
+#: Fixed gates with complex entries.
+_COMPLEX_FIXED = frozenset({"y", "s", "sdg"})
+
+
+def controlled(m: jnp.ndarray) -> jnp.ndarray:
+    """The controlled version diag(I, m) of single-qubit matrices, control the first wire.
+
+    Args:
+        m: [..., 2, 2] matrices.
+
+    Returns:
+        [..., 4, 4] matrices.
+    """
+    eye = jnp.broadcast_to(jnp.eye(2, dtype=m.dtype), m.shape)
+    zero = jnp.zeros_like(m)
+    top = jnp.concatenate([eye, zero], -1)
+    bottom = jnp.concatenate([zero, m], -1)
+    return jnp.concatenate([top, bottom], -2)
+
+
+def matrix(gate: str, angles: tuple[jnp.ndarray, ...], dtype=jnp.float32) -> jnp.ndarray:
+    """The matrix of one gate of the representation (a key of circuit.GATES).
+
+    Args:
+        gate: the gate name.
+        angles: one array per gate angle, f[...] each (broadcast together; empty for fixed gates).
+        dtype: the float dtype of the computation (fixed gates: its real or complex version).
+
+    Returns:
+        [..., 2, 2] (one wire) or [..., 4, 4] (two wires, control first), real where the gate is
+        real, else complex of `dtype`'s precision.
+    """
+    if gate == "h":
+        return h(dtype)
+    if gate in _FIXED:
+        return jnp.asarray(_FIXED[gate], _complex(dtype) if gate in _COMPLEX_FIXED else dtype)
+    if gate in ("rx", "ry", "rz"):
+        return matrices(gate, angles[0])
+    if gate == "rot":
+        return rot(jnp.stack(jnp.broadcast_arrays(*angles), -1))
+    if gate in ("crx", "cry", "crz"):
+        return controlled(matrices(gate[1:], angles[0]))
+    if gate == "crot":
+        return controlled(rot(jnp.stack(jnp.broadcast_arrays(*angles), -1)))
+    raise ValueError(f"unknown gate {gate!r}")

@@ -6,7 +6,7 @@ where state_bytes = 2^n x itemsize (4 for a real float32 state, 8 for complex64,
 `kept` counts the full states backprop keeps (one per Kronecker block of every rotation layer, plus
 the product state and the final state; with remat only each layer's input plus one layer recomputed)
 and `working` = 3 states of live temporaries. Chunks of one sample use the adjoint method
-(engine._adjoint_circuit): the batch's final states (none with remat) plus 6 working states for
+(statevector._adjoint_circuit): the batch's final states (none with remat) plus 6 working states for
 each of the `lanes` samples simulated side by side.
 It was checked against measured peak memory by `python -m qcxr.bench heads` (see the README).
 """
@@ -18,6 +18,8 @@ import os
 
 import jax
 import jax.numpy as jnp
+
+from qcxr.quantum.split import split_bytes
 
 _WORKING_STATES = 3
 _ENV_BUDGET = "QCXR_MEMORY_BUDGET_GB"
@@ -64,7 +66,7 @@ def estimate_bytes(
 
     Args:
         ansatz: the Ansatz.
-        program: its compiled Program (engine.compile_ansatz).
+        program: its compiled Program (kernels.compile_ansatz).
         chunk: samples simulated at once.
         dtype: float dtype of the computation.
         remat: per-layer rematerialisation.
@@ -98,7 +100,8 @@ def _fixes(ansatz, batch: int, chunk: int, remat: bool) -> str:
         fixes.append(f"process the batch in chunks (chunk_size={max(1, chunk // 2)} or 'auto')")
     if not remat:
         fixes.append("rematerialise layers in the backward pass (remat=true)")
-    fixes.append(f"a smaller batch than {batch}")
+    if batch > 1:
+        fixes.append(f"a smaller batch than {batch}")
     fixes.append(f"fewer qubits than {ansatz.num_qubits}")
     fixes.append(f"a larger budget ({_ENV_BUDGET} or memory_budget=...)")
     return "; ".join(fixes)
@@ -172,24 +175,21 @@ def choose_lanes(ansatz, program, batch, dtype, remat, budget=None, block_size=5
 
 def check_split_memory(ansatz, plan, batch, dtype, budget=None) -> int:
     """Raise MemoryBudgetError if the split method (qcxr.quantum.split) would not fit the budget."""
-    from qcxr.quantum.split import split_bytes
-
     budget = default_budget() if budget is None else float(budget)
     need = split_bytes(plan, batch, state_itemsize(ansatz.is_real, dtype))
     if need > budget:
+        smaller = f"a smaller batch than {batch}; " if batch > 1 else ""
         raise MemoryBudgetError(
             f"simulating {ansatz.name!r} on {ansatz.num_qubits} qubits for a batch of {batch} "
             f"by the split method ({plan.max_terms} terms of 2 x 2^{plan.cut} amplitudes) needs "
             f"about {need / 2**30:.1f} GiB, over the budget of {budget / 2**30:.1f} GiB. Fixes: "
-            f"a smaller batch than {batch}; fewer qubits than {ansatz.num_qubits}; a larger "
-            f"budget ({_ENV_BUDGET} or memory_budget=...)."
+            f"{smaller}fewer qubits than {ansatz.num_qubits}; a larger budget ({_ENV_BUDGET} or "
+            "memory_budget=...)."
         )
     return need
 
 
 def fits_split_memory(ansatz, plan, batch, dtype, budget=None) -> bool:
     """Whether the split method fits the memory budget (see check_split_memory)."""
-    from qcxr.quantum.split import split_bytes
-
     budget = default_budget() if budget is None else float(budget)
     return split_bytes(plan, batch, state_itemsize(ansatz.is_real, dtype)) <= budget

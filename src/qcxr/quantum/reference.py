@@ -1,7 +1,11 @@
-"""PennyLane builds of the ansatz library: the reference for cross-checks and `simulator=pennylane`.
+"""PennyLane builds of circuits: the reference for cross-checks and `simulator=pennylane`.
 
-The paper's circuit is built gate by gate; `basic_entangler` and `strongly_entangling` use
-PennyLane's own templates, so the reference does not share the engine's reading of them.
+Two builds. `circuit_qnode` turns any Circuit of the representation (circuit.py) into PennyLane
+gates one for one, so every circuit a builder makes is checked against PennyLane with no
+hand-written twin. `qnode` builds the ansatz library independently of the representation: the
+paper's circuit gate by gate, `basic_entangler` and `strongly_entangling` from PennyLane's own
+templates, so the reference does not share the engine's reading of them (and checks
+`Ansatz.circuit()` itself).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import jax.numpy as jnp
 import pennylane as qml
 
 from qcxr.quantum.ansatz import Ansatz
+from qcxr.quantum.circuit import Circuit
 
 #: simulator option -> (PennyLane device, differentiation method)
 DEVICES = {
@@ -101,3 +106,97 @@ def expvals(ansatz: Ansatz, weights, x, simulator: str = "pennylane"):
     lead = x.shape[:-1]
     flat = x.reshape(-1, ansatz.num_qubits)
     return qnode(ansatz, simulator)(weights, flat).reshape(*lead, ansatz.num_qubits)
+
+
+#: representation gate -> PennyLane operation
+_PL_GATES = {
+    "h": qml.Hadamard,
+    "x": qml.PauliX,
+    "y": qml.PauliY,
+    "z": qml.PauliZ,
+    "s": qml.S,
+    "sdg": lambda wires: qml.adjoint(qml.S(wires=wires)),
+    "rx": qml.RX,
+    "ry": qml.RY,
+    "rz": qml.RZ,
+    "rot": qml.Rot,
+    "cnot": qml.CNOT,
+    "cz": qml.CZ,
+    "swap": qml.SWAP,
+    "crx": qml.CRX,
+    "cry": qml.CRY,
+    "crz": qml.CRZ,
+    "crot": qml.CRot,
+}
+
+
+def apply_circuit_ops(circuit: Circuit, weights, x) -> None:
+    """Queue a circuit's ops as PennyLane operations (inside a QNode).
+
+    Args:
+        circuit: the Circuit.
+        weights: f[P] flat weights.
+        x: f[I] or f[B, I] inputs (PennyLane broadcasts a leading batch axis).
+    """
+    for o in circuit.ops:
+        angles = []
+        for a in o.angles:
+            if a.source == "weight":
+                angles.append(weights[a.index])
+            elif a.source == "input":
+                angles.append(x[..., a.index])
+            else:
+                angles.append(a.value)
+        wires = list(o.wires) if len(o.wires) > 1 else o.wires[0]
+        _PL_GATES[o.gate](*angles, wires=wires)
+
+
+def measure_circuit(circuit: Circuit):
+    """The PennyLane measurement of a circuit (inside a QNode)."""
+    m = circuit.measurement
+    if m.kind == "probs":
+        return qml.probs(wires=list(m.wires))
+    return [qml.expval(qml.PauliZ(w)) for w in m.wires]
+
+
+@functools.lru_cache(maxsize=128)
+def circuit_qnode(
+    circuit: Circuit,
+    simulator: str = "pennylane",
+    interface: str = "autograd",
+    diff_method: str | None = None,
+):
+    """A QNode running a Circuit of the representation, gate for gate.
+
+    Args:
+        circuit: the Circuit.
+        simulator: a key of DEVICES.
+        interface: "autograd" (PennyLane's NumPy, float64: the fast reference for tests) or
+            "jax".
+        diff_method: PennyLane's differentiation method (default: the simulator's in DEVICES;
+            "best" lets PennyLane choose, e.g. for probabilities on lightning.qubit, whose
+            adjoint method takes expectation values only).
+
+    Returns:
+        A function (weights f[P], x f[I]) -> f[output_size] (probabilities, or <Z> per wire).
+    """
+    if simulator not in DEVICES:
+        raise ValueError(
+            f"unknown PennyLane simulator {simulator!r}; choose one of {list(DEVICES)}"
+        )
+    name, diff = DEVICES[simulator]
+    diff = diff if diff_method is None else diff_method
+    dev = qml.device(name, wires=circuit.num_qubits)
+
+    @qml.qnode(dev, interface=interface, diff_method=diff)
+    def qnode_fn(weights, x):
+        apply_circuit_ops(circuit, weights, x)
+        return measure_circuit(circuit)
+
+    if circuit.measurement.kind == "probs":
+        return qnode_fn
+    if interface == "autograd":
+        from pennylane import numpy as pnp
+
+        return lambda weights, x: pnp.stack(qnode_fn(weights, x), axis=-1)
+    return lambda weights, x: jnp.stack(qnode_fn(weights, x), axis=-1)

@@ -9,7 +9,7 @@ Every state can be written psi[hi, lo] = sum_t X[t, hi] Y[t, lo]; a product stat
   high bits through r2 parities. Splitting each term by the values of those parities makes every
   piece a product again: a term becomes 2^(r1 + r2) terms, each a permuted old half masked to one
   parity value. A CNOT ring crosses a contiguous cut twice (r1 = r2 = 1): four terms per ring.
-- <Z_j> after the trailing network (folded into signs, as in the statevector engine) weights
+- <Z_j> after the trailing network (folded into signs, as in the statevector method) weights
   |psi|^2 by a sign that factorises over the halves, so <Z_j> = sum_{t,s} A_j[t,s] B_j[t,s] with
   A_j[t,s] = sum_hi X[t,hi] conj(X[s,hi]) sign_j(hi): one GEMM over the pairwise products.
 Nothing of size 2^n is ever built: with K terms the work is ~K^2 2^(n/2) per distinct sign mask and
@@ -29,12 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcxr.quantum.engine import (
-    _blocks_to_back,
-    _blocks_to_front,
-    _half_product,
-    _inverse_rows,
+from qcxr.quantum.kernels import (
     block_sizes,
+    blocks_to_back,
+    blocks_to_front,
+    half_product,
+    inverse_rows,
     kron_blocks,
 )
 
@@ -67,7 +67,7 @@ class PermStep:
 
 @dataclass(frozen=True, eq=False)
 class SplitPlan:
-    """A compiled program (engine.Program) for the split method.
+    """A compiled program (kernels.Program) for the split method.
 
     Attributes:
         num_qubits: wires.
@@ -147,7 +147,7 @@ def _offsets(coeffs, nbits: int, count: int) -> np.ndarray:
 def _perm_step(rows: tuple[int, ...], n: int, cut: int) -> PermStep:
     nl = n - cut
     lo_all = (1 << nl) - 1
-    inv = _inverse_rows(rows, n)  # preimage wire w's bit = parity(image index & inv[w])
+    inv = inverse_rows(rows, n)  # preimage wire w's bit = parity(image index & inv[w])
     hi_rows, lo_rows = inv[:cut], inv[cut:]
     u_basis, u_coef = _gf2_span([r & lo_all for r in hi_rows])  # low parities the high side needs
     v_basis, v_coef = _gf2_span([r >> nl for r in lo_rows])  # high parities the low side needs
@@ -166,7 +166,7 @@ def _perm_step(rows: tuple[int, ...], n: int, cut: int) -> PermStep:
 def _cross_rank(rows: tuple[int, ...], n: int, cut: int) -> int:
     """r1 + r2 of a CNOT network across the cut (cheap: no tables)."""
     nl = n - cut
-    inv = _inverse_rows(rows, n)
+    inv = inverse_rows(rows, n)
     r1 = len(_gf2_span([r & ((1 << nl) - 1) for r in inv[:cut]])[0])
     r2 = len(_gf2_span([r >> nl for r in inv[cut:]])[0])
     return r1 + r2
@@ -190,7 +190,7 @@ def split_terms(program) -> int:
 
 @functools.lru_cache(maxsize=32)
 def plan_split(program) -> SplitPlan:
-    """Compile a program (engine.compile_ansatz) for the split method, cut in the middle."""
+    """Compile a program (kernels.compile_ansatz) for the split method, cut in the middle."""
     n = program.num_qubits
     cut = n // 2
     nl = n - cut
@@ -265,8 +265,8 @@ def _rot_half(z: jnp.ndarray, mats: jnp.ndarray, block_size: int, layout: str):
     kron = [k.astype(dtype) for k in kron_blocks(mats, blocks)]
     z = z.astype(dtype)
     if layout == "major":
-        return _blocks_to_front(z, kron, blocks).reshape(2**m, -1), "minor"
-    return _blocks_to_back(z, kron, blocks).reshape(-1, 2**m), "major"
+        return blocks_to_front(z, kron, blocks).reshape(2**m, -1), "minor"
+    return blocks_to_back(z, kron, blocks).reshape(-1, 2**m), "major"
 
 
 def _perm_halves(x, y, step: PermStep, layout: str):
@@ -348,7 +348,7 @@ def simulate(plan: SplitPlan, layer_mats, vec: jnp.ndarray, block_size: int) -> 
     """
     n, cut = plan.num_qubits, plan.cut
     batch = vec.shape[0]
-    x, y = _half_product(vec[:, :cut]), _half_product(vec[:, cut:])  # major [B, 2^h], [B, 2^l]
+    x, y = half_product(vec[:, :cut]), half_product(vec[:, cut:])  # major [B, 2^h], [B, 2^l]
     layout = "major"
     for kind, arg in plan.steps:
         if kind == "rot":
