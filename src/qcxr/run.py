@@ -9,11 +9,13 @@ DQC runs with the same seed see identical batches.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import resource
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +46,47 @@ def build(node: DictConfig) -> Any:
     return instantiate(node, _execution_whitelist_=["qcxr.*"])
 
 
+# Memory a job asks its scheduler for (conf/hydra/launcher/submitit_*.yaml): the process, data
+# and XLA take a few GB; a DQC adds, as an upper bound, the statevector working set of a batch
+# (complex64 amplitudes x samples x the states backprop keeps; qcxr.quantum.memory has the exact
+# model, which needs the built circuit, unknown when jobs are submitted).
+JOB_BASE_MEM_GB = 4
+_KEPT_STATES = 16
+
+
+def job_mem_gb(num_qubits: int, batch_size: int) -> int:
+    """Memory in GB to request for one training job.
+
+    Args:
+        num_qubits: the DQC's qubits (0 for a classical head).
+        batch_size: training batch size.
+
+    Returns:
+        JOB_BASE_MEM_GB plus the statevector bound, rounded up to whole GB.
+    """
+    sim = 2 ** int(num_qubits) * 8 * int(batch_size) * _KEPT_STATES if num_qubits else 0
+    return JOB_BASE_MEM_GB + math.ceil(sim / 2**30)
+
+
 def register_configs() -> None:
-    """Register the typed schemas in Hydra's ConfigStore (schema/run, schema/<group>/<option>)."""
+    """Register the typed schemas in Hydra's ConfigStore (schema/run, schema/<group>/<option>),
+    the launchers' schemas under hydra/launcher/<name>_schema, and the `qcxr.job_mem_gb`
+    resolver the launcher configs use."""
     cs = ConfigStore.instance()
+    OmegaConf.register_resolver("qcxr.job_mem_gb", job_mem_gb, replace=True)
+    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+    cs.store(group="hydra/launcher", name="joblib_schema", node=JobLibLauncherConf,
+             provider="qcxr", replace=True)
+    try:  # the `cluster` extra
+        from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+    except ImportError:
+        pass
+    else:
+        cs.store(group="hydra/launcher", name="submitit_slurm_schema", node=SlurmQueueConf,
+                 provider="qcxr", replace=True)
+        cs.store(group="hydra/launcher", name="submitit_local_schema", node=LocalQueueConf,
+                 provider="qcxr", replace=True)
     cs.store(group="schema", name="run", node=schema.RunSchema, provider="qcxr", replace=True)
     for group, options in schema.GROUP_SCHEMAS.items():
         for name, node in options.items():
@@ -97,6 +137,21 @@ def run_names(cfg: DictConfig) -> dict[str, str]:
     ansatz = str(cfg.head.ansatz.name) if "ansatz" in cfg.head else "none"
     return {"head": head, "ansatz": ansatz, "backbone": backbone, "task": str(cfg.task.name),
             "seed": str(int(cfg.seed))}
+
+
+def slurm_job_id(environ: Mapping[str, str]) -> str | None:
+    """The SLURM job id as squeue and submitit show it (`<array>_<task>` for an array task).
+
+    Args:
+        environ: the process environment.
+
+    Returns:
+        The id, or None outside a SLURM job.
+    """
+    array, task = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return environ.get("SLURM_JOB_ID") or None
 
 
 def peak_rss_mb() -> float:
@@ -158,6 +213,9 @@ def run(cfg: DictConfig) -> float:
     for key in ("study", "trial"):
         if cfg.get(key) is not None:
             tags[key] = str(cfg[key])
+    slurm_id = slurm_job_id(os.environ)
+    if slurm_id is not None:
+        tags["slurm_job_id"] = slurm_id
     run_name = f"{names['head']}-{names['ansatz']}-{names['backbone']}-s{seed}"
     if names["ansatz"] == "none":
         run_name = f"{names['head']}-{names['backbone']}-s{seed}"
