@@ -5,7 +5,8 @@ The tests marked `cluster` start, once per session, `scripts/local-cluster up`: 
 single-node SLURM cluster, PostgreSQL and an MLflow tracking server (PostgreSQL backend, artifacts
 served by it), all real; `scripts/local-cluster down` stops them in a finally, and the session
 fails if any of their processes is left running. They need root (the SLURM daemons; apt-get
-installs slurm-wlm, munge and postgresql when missing) and skip, saying so, without it.
+installs slurm-wlm, munge and postgresql when missing) and skip, saying so, without it. They are
+also marked slow: `pytest -m "not slow"` (the inner loop) leaves them out, `make test` runs them.
 
 On them: a grid `head=dqc,cdl seed=0-1` as 4 SLURM jobs, landing as 4 FINISHED runs on the MLflow
 server (tags with the SLURM job id, metrics, artifacts downloaded through the server), read back by
@@ -37,7 +38,7 @@ from tests.train_helpers import CONF, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "local-cluster"
-SUBMITIT_ID = re.compile(r"^\d+_\d+$")  # an array task: <array job id>_<task id>
+SUBMITIT_ID = re.compile(r"^\d+(_\d+)?$")  # a job, or an array task: <array job id>_<task>
 # Tiny runs, one epoch, JAX's compilation cache shared by the jobs; 1 CPU and 2 GB per job so the
 # 2-CPU node runs two jobs at once.
 JOB = [
@@ -180,7 +181,7 @@ def _train(cluster: Cluster, cwd: Path, *overrides: str, wait: bool = True):
 
 
 def _results(sweep: Path) -> dict[str, object]:
-    """submitit's result of every array task under the sweep folder: {job id: JobReturn}."""
+    """submitit's result of every job under the sweep folder: {job id: JobReturn}."""
     results = {}
     for folder in sorted((sweep / ".submitit").iterdir()):
         if not SUBMITIT_ID.match(folder.name):
@@ -199,6 +200,7 @@ def _client(cluster: Cluster):
 
 
 @pytest.mark.cluster
+@pytest.mark.slow  # minutes, and apt-get where packages are missing: not the inner loop
 def test_grid_as_slurm_jobs_lands_on_the_mlflow_server(cluster, tmp_path):
     import mlflow
 
@@ -279,6 +281,7 @@ def _trial_numbers(folder: Path) -> list[int]:
 
 
 @pytest.mark.cluster
+@pytest.mark.slow  # minutes, and apt-get where packages are missing: not the inner loop
 def test_study_on_postgres_two_sweepers_then_resume(cluster, tmp_path):
     import optuna
     from optuna.trial import TrialState
@@ -364,3 +367,59 @@ def test_study_on_postgres_two_sweepers_then_resume(cluster, tmp_path):
     password = cluster.storage.split(":")[2].split("@")[0]
     assert password not in summary_run.data.tags["storage"]
     assert "127.0.0.1" in summary_run.data.tags["storage"]
+
+
+@pytest.mark.cluster
+@pytest.mark.slow  # minutes, and apt-get where packages are missing: not the inner loop
+def test_scancelled_trial_fails_alone_and_its_run_is_not_left_running(cluster, tmp_path):
+    """scancel of a running trial: Optuna records FAIL, MLflow KILLED with SLURM's reason, and
+    the study goes on to its next trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    work = tmp_path / "work"
+    work.mkdir()
+    sweep = tmp_path / "s"
+    # Long enough to be cancelled mid-run (no early stop), one trial at a time.
+    worker = _train(
+        cluster,
+        work,
+        "sweep=dqc_tuning",
+        "hydra.sweeper.study_name=cancelled",
+        f"hydra.sweeper.storage={cluster.storage}",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=1",
+        "trainer.max_epochs=30",
+        "trainer.patience=30",
+        f"hydra.sweep.dir={sweep}",
+        wait=False,
+    )
+    run_id_file = sweep / "trial_0" / "tracker_run_id.txt"
+    deadline = time.monotonic() + 600
+    while not run_id_file.is_file():  # the trial's MLflow run is open: cancel its job now
+        assert worker.poll() is None, worker.communicate()[1][-4000:]
+        assert time.monotonic() < deadline, "trial 0 never opened its MLflow run"
+        time.sleep(0.5)
+    queue = subprocess.run(
+        ["squeue", "-h", "-t", "R", "-o", "%i"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(queue) == 1, queue
+    subprocess.run(["scancel", queue[0]], env=cluster.env, check=True)
+    _, err = worker.communicate(timeout=900)
+    assert worker.returncode == 0, err[-4000:]
+
+    trials = optuna.load_study(study_name="cancelled", storage=cluster.storage).get_trials()
+    assert [(t.number, t.state) for t in trials] == [(0, TrialState.FAIL), (1, TrialState.COMPLETE)]
+    client = _client(cluster)
+    killed = client.get_run(run_id_file.read_text().strip())
+    assert killed.info.status == "KILLED"
+    assert killed.data.tags["trial"] == "0" and killed.data.tags["slurm_job_id"] == queue[0]
+    assert "CANCELLED" in killed.data.tags["end_reason"]
+    (done,) = client.search_runs(
+        [killed.info.experiment_id], "tags.study = 'cancelled' and tags.trial = '1'"
+    )
+    assert done.info.status == "FINISHED"

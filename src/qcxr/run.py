@@ -70,14 +70,10 @@ def job_mem_gb(num_qubits: int, batch_size: int) -> int:
 
 def register_configs() -> None:
     """Register the typed schemas in Hydra's ConfigStore (schema/run, schema/<group>/<option>),
-    the launchers' schemas under hydra/launcher/<name>_schema, and the `qcxr.job_mem_gb`
+    the submitit launchers' schemas under hydra/launcher/<name>_schema, and the `qcxr.job_mem_gb`
     resolver the launcher configs use."""
     cs = ConfigStore.instance()
     OmegaConf.register_resolver("qcxr.job_mem_gb", job_mem_gb, replace=True)
-    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
-
-    cs.store(group="hydra/launcher", name="joblib_schema", node=JobLibLauncherConf,
-             provider="qcxr", replace=True)
     try:  # the `cluster` extra
         from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
     except ImportError:
@@ -159,6 +155,35 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+RUN_ID_FILE = "tracker_run_id.txt"  # in the run dir: a restarted run reopens its tracker run
+
+
+def end_abandoned_run(cfg: DictConfig, out_dir: str | os.PathLike, status: str,
+                      reason: str) -> str | None:
+    """End the tracker run of a job killed from outside (scancel, time limit, OOM kill, a lost
+    node), which could not end it itself; called by the launcher that saw the job end.
+
+    Args:
+        cfg: the job's composed config (its tracker group is used).
+        out_dir: the job's run dir, where `run` wrote the tracker's run id.
+        status: KILLED or FAILED.
+        reason: why, e.g. SLURM's notice; the run's tag `end_reason` (trackers with tags).
+
+    Returns:
+        The run id that was ended, or None when the job had not opened a run.
+    """
+    id_file = Path(out_dir) / RUN_ID_FILE
+    if not id_file.is_file():
+        return None
+    run_id = id_file.read_text().strip()
+    tracker = build(cfg.tracker)
+    tracker.start("", {}, run_id=run_id)
+    if hasattr(tracker, "set_tags"):
+        tracker.set_tags({"end_reason": reason})
+    tracker.end(status)
+    return run_id
+
+
 # ---- the run ------------------------------------------------------------------------------------
 def run(cfg: DictConfig) -> float:
     """Train and evaluate one configuration, logging everything to the tracker.
@@ -220,7 +245,7 @@ def run(cfg: DictConfig) -> float:
     if names["ansatz"] == "none":
         run_name = f"{names['head']}-{names['backbone']}-s{seed}"
     # The tracker's run id is kept in the run dir, so a restarted run reopens the same run.
-    id_file = out_dir / "tracker_run_id.txt"
+    id_file = out_dir / RUN_ID_FILE
     previous = id_file.read_text().strip() if trainer.resume and id_file.is_file() else None
     run_id = tracker.start(run_name, tags, run_id=previous)
     id_file.write_text(run_id)
