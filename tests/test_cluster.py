@@ -184,8 +184,11 @@ def _results(sweep: Path) -> dict[str, object]:
     """submitit's result of every job under the sweep folder: {job id: JobReturn}."""
     results = {}
     for folder in sorted((sweep / ".submitit").iterdir()):
-        if not SUBMITIT_ID.match(folder.name):
-            continue
+        if (
+            not SUBMITIT_ID.match(folder.name)
+            or not (folder / f"{folder.name}_submitted.pkl").is_file()
+        ):
+            continue  # an array's own folder holds only its submission script
         with open(folder / f"{folder.name}_0_result.pkl", "rb") as handle:
             outcome, value = pickle.load(handle)
         assert outcome == "success", f"job {folder.name}: {value}"
@@ -328,9 +331,8 @@ def test_study_on_postgres_two_sweepers_then_resume(cluster, tmp_path):
     experiment = client.get_experiment_by_name("synthetic")
     runs = {
         r.data.tags["trial"]: r
-        for r in client.search_runs(
-            [experiment.experiment_id], "tags.study = 'dqc_tuning' and tags.summary != 'true'"
-        )
+        for r in client.search_runs([experiment.experiment_id], "tags.study = 'dqc_tuning'")
+        if "summary" not in r.data.tags  # the summary run comes later; none yet
     }
     assert sorted(runs) == ["0", "1", "2", "3", "4"]
     for t in trials:
@@ -423,3 +425,67 @@ def test_scancelled_trial_fails_alone_and_its_run_is_not_left_running(cluster, t
         [killed.info.experiment_id], "tags.study = 'cancelled' and tags.trial = '1'"
     )
     assert done.info.status == "FINISHED"
+
+
+@pytest.mark.cluster
+@pytest.mark.slow  # minutes, and apt-get where packages are missing: not the inner loop
+def test_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path):
+    """`scontrol requeue` of a running job (what preemption does): it restarts in its run folder,
+    resumes from its latest Orbax checkpoint into the same MLflow run, and ends with the metrics
+    of its uninterrupted twin."""
+    work = tmp_path / "work"
+    work.mkdir()
+    sweep = tmp_path / "r"
+    worker = _train(
+        cluster,
+        work,
+        "head=cdl",
+        "seed=0",
+        "tags.copy=requeued,twin",
+        "trainer.max_epochs=20",
+        "trainer.patience=20",
+        f"hydra.sweep.dir={sweep}",
+        wait=False,
+    )
+    deadline = time.monotonic() + 600
+    latest: list[Path] = []
+    while not latest:  # the requeued copy (job 0) has saved its first epoch
+        assert worker.poll() is None, worker.communicate()[1][-4000:]
+        assert time.monotonic() < deadline, "job 0 saved no checkpoint"
+        latest = [p for p in sweep.glob("0_*/checkpoints/latest/*") if p.name.isdigit()]
+        time.sleep(0.2)
+    (task,) = [p.name for p in (sweep / ".submitit").glob("*_0")]
+    assert slurm_state_of(cluster, task) == "RUNNING"
+    subprocess.run(["scontrol", "requeue", task], env=cluster.env, check=True)
+    _, err = worker.communicate(timeout=900)
+    assert worker.returncode == 0, err[-4000:]
+
+    client = _client(cluster)
+    experiment = client.get_experiment_by_name("synthetic")
+    runs = {
+        r.data.tags["copy"]: r
+        for r in client.search_runs([experiment.experiment_id], "tags.copy != ''")
+    }
+    assert sorted(runs) == ["requeued", "twin"]  # the requeued job made no second run
+    requeued, twin = runs["requeued"], runs["twin"]
+    (out_dir,) = sweep.glob("0_*")
+    assert requeued.info.run_id == (out_dir / "tracker_run_id.txt").read_text().strip()
+    assert requeued.info.status == twin.info.status == "FINISHED"
+    logs = "".join(
+        p.read_text(errors="replace")
+        for p in [*out_dir.glob("*.log"), *(sweep / ".submitit").rglob("*.out")]
+    )
+    assert "resuming from" in logs
+    for key in ("train/epochs_run", "val/auroc_macro", "test/auroc_macro", "val/loss"):
+        assert requeued.data.metrics[key] == pytest.approx(twin.data.metrics[key], abs=1e-6), key
+
+
+def slurm_state_of(cluster: Cluster, job_id: str) -> str:
+    done = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
