@@ -441,7 +441,7 @@ def test_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path):
         work,
         "head=cdl",
         "seed=0",
-        "tags.copy=requeued,twin",
+        "+tags.copy=requeued,twin",
         "trainer.max_epochs=20",
         "trainer.patience=20",
         f"hydra.sweep.dir={sweep}",
