@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import resource
 import signal
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,7 @@ class RunInterrupted(BaseException):
 
 
 STATE_FILE = "run_state.json"  # in the run dir: run id, config, status; decides what a re-run does
+RUN_ID_FILE = "tracker_run_id.txt"  # in the run dir: a restarted run reopens its tracker run
 # Keys a resumed run may change: they do not change what the epochs already trained mean.
 RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.progress", "trainer.compilation_cache",
                      "tracker.flush_every", "paths.cache_dir")
@@ -76,14 +79,48 @@ class ConfigError(ValueError):
 SEED_MAX = 2**32 - 1  # NumPy seeds (data order, synthetic images) are unsigned 32-bit
 
 
+# Memory a job asks its scheduler for (conf/hydra/launcher/submitit_*.yaml): the process, data
+# and XLA take a few GB; a DQC adds, as an upper bound, the statevector working set of a batch
+# (complex64 amplitudes x samples x the states backprop keeps; qcxr.quantum.memory has the exact
+# model, which needs the built circuit, unknown when jobs are submitted).
+JOB_BASE_MEM_GB = 4
+_KEPT_STATES = 16
+
+
+def job_mem_gb(num_qubits: int, batch_size: int) -> int:
+    """Memory in GB to request for one training job.
+
+    Args:
+        num_qubits: the DQC's qubits (0 for a classical head).
+        batch_size: training batch size.
+
+    Returns:
+        JOB_BASE_MEM_GB plus the statevector bound, rounded up to whole GB.
+    """
+    sim = 2 ** int(num_qubits) * 8 * int(batch_size) * _KEPT_STATES if num_qubits else 0
+    return JOB_BASE_MEM_GB + math.ceil(sim / 2**30)
+
+
 def register_configs() -> None:
-    """Register the typed schemas in Hydra's ConfigStore (schema/run, schema/<group>/<option>).
+    """Register the typed schemas in Hydra's ConfigStore (schema/run, schema/<group>/<option>),
+    the submitit launchers' schemas (hydra/launcher/<name>_schema) and the `qcxr.job_mem_gb`
+    resolver the launcher configs use.
 
     `tags` is registered open (struct off on that node only): Hydra closes every mapping of the
     composed config, so without this `tags.note=baseline` fails with "Key 'note' is not in
     struct"; a flag set on the node survives Hydra closing the root.
     """
     cs = ConfigStore.instance()
+    OmegaConf.register_resolver("qcxr.job_mem_gb", job_mem_gb, replace=True)
+    try:  # the `cluster` extra
+        from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+    except ImportError:
+        pass
+    else:
+        cs.store(group="hydra/launcher", name="submitit_slurm_schema", node=SlurmQueueConf,
+                 provider="qcxr", replace=True)
+        cs.store(group="hydra/launcher", name="submitit_local_schema", node=LocalQueueConf,
+                 provider="qcxr", replace=True)
     run_node = OmegaConf.structured(schema.RunSchema)
     OmegaConf.set_struct(run_node.tags, False)
     cs.store(group="schema", name="run", node=run_node, provider="qcxr", replace=True)
@@ -186,6 +223,21 @@ def run_names(cfg: DictConfig) -> dict[str, str]:
             "seed": str(int(cfg.seed))}
 
 
+def slurm_job_id(environ: Mapping[str, str]) -> str | None:
+    """The SLURM job id as squeue and submitit show it (`<array>_<task>` for an array task).
+
+    Args:
+        environ: the process environment.
+
+    Returns:
+        The id, or None outside a SLURM job.
+    """
+    array, task = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return environ.get("SLURM_JOB_ID") or None
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -228,7 +280,7 @@ def resume_plan(out_dir: Path, config: dict[str, Any], resume: bool) -> tuple[di
     """
     state = _read_state(out_dir)
     if state is None:
-        if (out_dir / "tracker_run_id.txt").is_file() or (out_dir / "checkpoints").exists():
+        if (out_dir / RUN_ID_FILE).is_file() or (out_dir / "checkpoints").exists():
             raise RunError(f"{out_dir} already holds checkpoints of a run whose config was not "
                            f"recorded (no {STATE_FILE}), so it cannot be resumed safely. Fix: "
                            "start this run in another folder (a new hydra.run.dir)")
@@ -282,6 +334,36 @@ def _raise_on_sigterm() -> Any:
 def _restore_sigterm(previous: Any) -> None:
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
+
+
+
+
+def end_abandoned_run(cfg: DictConfig, out_dir: str | os.PathLike, status: str,
+                      reason: str) -> str | None:
+    """End the tracker run of a job killed from outside (scancel, time limit, OOM kill, a lost
+    node), which could not end it itself; called by the launcher that saw the job end.
+
+    Args:
+        cfg: the job's composed config (its tracker group is used).
+        out_dir: the job's run dir, where `run` wrote the tracker's run id.
+        status: KILLED or FAILED.
+        reason: why, e.g. SLURM's notice; the run's tag `end_reason` (trackers with tags).
+
+    Returns:
+        The run id that was ended, or None when the job had not opened a run.
+    """
+    id_file = Path(out_dir) / RUN_ID_FILE
+    if not id_file.is_file():
+        return None
+    run_id = id_file.read_text().strip()
+    tracker = build(cfg.tracker)
+    tracker.start("", {}, run_id=run_id)
+    if hasattr(tracker, "set_tags"):
+        tracker.set_tags({"end_reason": reason})
+    tracker.end(status)
+    if (Path(out_dir) / STATE_FILE).is_file():
+        _write_state(Path(out_dir), status=status)
+    return run_id
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -360,12 +442,15 @@ def run(cfg: DictConfig) -> float:
     for key in ("study", "trial"):
         if cfg.get(key) is not None:
             tags[key] = str(cfg[key])
+    slurm_id = slurm_job_id(os.environ)
+    if slurm_id is not None:
+        tags["slurm_job_id"] = slurm_id
     run_name = f"{names['head']}-{names['ansatz']}-{names['backbone']}-s{seed}"
     if names["ansatz"] == "none":
         run_name = f"{names['head']}-{names['backbone']}-s{seed}"
     # The tracker's run id is kept in the run dir, so a restarted run reopens the same run
     # (resume_plan has checked that it may); the sweeper reads tracker_run_id.txt too.
-    id_file = out_dir / "tracker_run_id.txt"
+    id_file = out_dir / RUN_ID_FILE
     previous = saved_state["run_id"] if saved_state is not None else None
     previous_sigterm = _raise_on_sigterm()
     run_id = tracker.start(run_name, tags, run_id=previous)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import optuna
+import sqlalchemy
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
@@ -30,6 +33,7 @@ ATTR_OUTPUT_DIR = "qcxr:output_dir"
 ATTR_RUN_ID = "qcxr:mlflow_run_id"
 RUN_ID_FILE = "tracker_run_id.txt"  # written by qcxr.run into the job's output dir
 SQLITE_TIMEOUT_S = 120  # several workers on one SQLite file: wait for the lock, do not fail
+RDB_CREATE_ATTEMPTS = 5  # several workers opening one new server database (make_storage)
 
 
 class StudyFailedError(RuntimeError):
@@ -80,16 +84,29 @@ def _file_lock(db: Path | None):
 def make_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna RDB storage on `url`; SQLite files get their folder and a long busy timeout.
 
-    Two processes that open a new SQLite file at once would both create its tables, so that
-    happens under a file lock beside the database.
+    Two processes that open a new database at once would both create its tables. For a SQLite
+    file that happens under a file lock beside it. A server database (PostgreSQL, MySQL) has no
+    file to lock: the loser of the race gets an integrity error from its CREATE (PostgreSQL:
+    "duplicate key value violates unique constraint pg_type_typname_nsp_index") and opens the
+    storage again, which then finds the tables.
     """
     db = sqlite_file(url)
     kwargs: dict[str, Any] = {}
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-    with _file_lock(db):
-        return optuna.storages.RDBStorage(url, **kwargs)
+        with _file_lock(db):
+            return optuna.storages.RDBStorage(url, **kwargs)
+    for attempt in range(RDB_CREATE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except sqlalchemy.exc.IntegrityError as err:
+            if attempt == RDB_CREATE_ATTEMPTS - 1:
+                raise
+            log.warning("another process is creating the study tables (%s); retrying",
+                        str(err).splitlines()[0])
+            time.sleep(0.2 * (attempt + 1) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def trials_in_storage(storage: optuna.storages.BaseStorage, study_name: str) -> int:

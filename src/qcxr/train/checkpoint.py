@@ -48,6 +48,12 @@ class Checkpoints:
 
     @staticmethod
     def _save(manager, epoch: int, state: Any, meta: dict) -> None:
+        # A run killed (scancel, preemption) after saving an epoch's best checkpoint but before
+        # its latest resumes from the epoch before and saves that epoch's best again. The epoch
+        # recomputes the same state from the same keys, so the old one is replaced; Orbax would
+        # refuse the step (StepAlreadyExistsError) and the resumed run would fail.
+        if int(epoch) in manager.all_steps():
+            manager.delete(int(epoch))
         manager.save(
             int(epoch),
             args=ocp.args.Composite(state=ocp.args.StandardSave(state),
