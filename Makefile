@@ -1,5 +1,6 @@
 # Two commands for a fresh machine: `make demo` (set up + train on the embedded synthetic task)
-# and `make test` (set up + the whole test suite, slow tests included).
+# and `make test` (set up + ruff check + ruff format --check + the whole test suite, slow and
+# cluster tests included: what CI runs).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -18,7 +19,9 @@ demo: $(STAMP)
 	$(PY) train.py
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(VENV)/bin/ruff check src tests train.py
+	$(VENV)/bin/ruff format --check src tests train.py
+	$(PY) -m pytest -q --durations=25
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
@@ -28,3 +31,4 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests train.py
+	$(VENV)/bin/ruff format --check src tests train.py

@@ -194,8 +194,7 @@ def test_data_option_builds(tmp_path, monkeypatch, option):
         assert batch["image"].shape == (2, 8, 8, 3) and batch["labels"].shape == (2, 8)
         assert dm.num_labels == 8
     else:  # no location configured: fails at start naming the key and the variable
-        with pytest.raises(DataError,
-                           match=r"data\.(image_dir|npz|root)=.*environment variable"):
+        with pytest.raises(DataError, match=r"data\.(image_dir|npz|root)=.*environment variable"):
             factory(task="cxr8", batch_size=2, seed=0, image_size=8)
 
 

@@ -13,8 +13,21 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "qcxr"
-STDLIB_OK = {"__future__", "dataclasses", "functools", "math", "typing", "collections", "os",
-             "logging", "itertools", "re", "warnings", "enum", "abc"}
+STDLIB_OK = {
+    "__future__",
+    "dataclasses",
+    "functools",
+    "math",
+    "typing",
+    "collections",
+    "os",
+    "logging",
+    "itertools",
+    "re",
+    "warnings",
+    "enum",
+    "abc",
+}
 
 
 def _imports(path: Path) -> set[str]:
@@ -104,8 +117,11 @@ def test_tracking_is_self_contained(path):
 def test_no_print_calls():
     for path in ALL:
         tree = ast.parse(path.read_text())
-        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-                 and isinstance(n.func, ast.Name) and n.func.id == "print"]
+        calls = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
+        ]
         assert not calls, path
 
 

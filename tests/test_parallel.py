@@ -16,11 +16,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_parallel_runs_all_land(tmp_path):
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
-    cmd = [sys.executable, "train.py", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-           f"hydra.sweep.dir={tmp_path / 'multirun'}", f"paths.cache_dir={tmp_path / 'cache'}",
-           "head=cdl,dqc", "seed=0-1", *TINY, "trainer.max_epochs=1"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+    }
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "head=cdl,dqc",
+        "seed=0-1",
+        *TINY,
+        "trainer.max_epochs=1",
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     client = mlflow_client(tmp_path)
@@ -29,7 +42,11 @@ def test_parallel_runs_all_land(tmp_path):
     assert len(runs) == 4
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {(r.data.tags["head"], r.data.tags["seed"]) for r in runs} == {
-        ("cdl", "0"), ("cdl", "1"), ("dqc", "0"), ("dqc", "1")}
+        ("cdl", "0"),
+        ("cdl", "1"),
+        ("dqc", "0"),
+        ("dqc", "1"),
+    }
     for r in runs:  # every run landed whole: each of its 6 steps, its epoch, its test AUROCs
         steps = [h.step for h in client.get_metric_history(r.info.run_id, "train/loss")]
         assert sorted(steps) == list(range(1, 7)), (r.data.tags["head"], steps)

@@ -55,8 +55,17 @@ def test_smoke_run_logs_and_checkpoints(tmp_path, monkeypatch):
     assert r.data.params["trainer.batch_size"] == "4"
     assert r.data.params["optimizer.learning_rate"] == "0.0001"
     m = r.data.metrics
-    for key in ("train/loss", "train/epoch_loss", "val/loss", "test/loss", "time/step_s",
-                "time/epoch_s", "memory/peak_rss_mb", "train/epochs_run", "train/best_epoch"):
+    for key in (
+        "train/loss",
+        "train/epoch_loss",
+        "val/loss",
+        "test/loss",
+        "time/step_s",
+        "time/epoch_s",
+        "memory/peak_rss_mb",
+        "train/epochs_run",
+        "train/best_epoch",
+    ):
         assert key in m, key
     assert m["train/epochs_run"] == 2
     # dataset statistics are params (and dataset inputs), not metrics that chart as flat lines
@@ -65,12 +74,18 @@ def test_smoke_run_logs_and_checkpoints(tmp_path, monkeypatch):
     assert len(positives) == 8 and all(int(v) >= 0 for v in positives.values())
     assert len(client.get_metric_history(r.info.run_id, "train/loss")) == 2 * 6
     artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
-    assert {"config.yaml", "auroc_per_label.csv", "predictions_test.csv",
-            "learning_curves.png", "checkpoint_best"} <= artifacts
+    assert {
+        "config.yaml",
+        "auroc_per_label.csv",
+        "predictions_test.csv",
+        "learning_curves.png",
+        "checkpoint_best",
+    } <= artifacts
     # the objective is the val AUROC of the best epoch (lowest val loss), not of the last one
     val_loss = {h.step: h.value for h in client.get_metric_history(r.info.run_id, "val/loss")}
-    val_auroc = {h.step: h.value
-                 for h in client.get_metric_history(r.info.run_id, "val/auroc_macro")}
+    val_auroc = {
+        h.step: h.value for h in client.get_metric_history(r.info.run_id, "val/auroc_macro")
+    }
     assert sorted(val_auroc) == [1, 2]
     best_epoch = min(val_loss, key=val_loss.get)
     assert m["train/best_epoch"] == best_epoch
@@ -94,8 +109,9 @@ def test_same_seed_identical_and_heads_see_same_batches(tmp_path, monkeypatch):
     results = {}
     for i, head in enumerate(["cdl", "dqc", "cdl"]):
         start = len(seen)
-        cfg = compose_run(tmp_path, [f"head={head}", "tracker=none", "trainer.max_epochs=1"],
-                          run_dir=f"run{i}")
+        cfg = compose_run(
+            tmp_path, [f"head={head}", "tracker=none", "trainer.max_epochs=1"], run_dir=f"run{i}"
+        )
         results[i] = (run_module.run(cfg), seen[start:])
     assert results[0][1] == results[1][1]  # CDL and DQC: identical batches
     assert results[0] == results[2]  # same seed twice: same batches and same objective

@@ -43,8 +43,11 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def _compose(tmp_path: Path, overrides: list[str]):
     register_configs()
-    paths = [f"paths.root_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
-             f"paths.output_dir={tmp_path / 'run'}"]
+    paths = [
+        f"paths.root_dir={tmp_path}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.output_dir={tmp_path / 'run'}",
+    ]
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         return compose("config", overrides=[*paths, *overrides], return_hydra_config=True)
 
@@ -80,8 +83,11 @@ def test_tuning_study_config(tmp_path, study):
     if study == "dqc_tuning":
         layers = space["ansatz.num_layers"]
         assert isinstance(layers, IntDistribution) and (layers.low, layers.high) == (1, 8)
-        assert set(space["ansatz"].choices) == {"ry_cnot_ring", "strongly_entangling",
-                                                "basic_entangler"}
+        assert set(space["ansatz"].choices) == {
+            "ry_cnot_ring",
+            "strongly_entangling",
+            "basic_entangler",
+        }
         assert set(space["ansatz.init"].choices) == {"normal_2pi", "uniform_2pi", "small"}
     else:
         assert not QUANTUM_KEYS & set(space)
@@ -121,12 +127,24 @@ def test_fair_comparison_recipe(tmp_path):
 
 # ---- the sweeper's mechanics on the toy app -----------------------------------------------------
 def _toy(tmp_path: Path, storage: str, *overrides: str, name: str = "mr", wait: bool = True):
-    cmd = [sys.executable, str(APP), "-m", f"hydra.sweeper.storage={storage}",
-           f"hydra.sweep.dir={tmp_path / name}", *overrides]
+    cmd = [
+        sys.executable,
+        str(APP),
+        "-m",
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweep.dir={tmp_path / name}",
+        *overrides,
+    ]
     kwargs = {"cwd": tmp_path, "env": _env(tmp_path), "capture_output": True, "text": True}
     if not wait:
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=tmp_path, env=_env(tmp_path))
+        return subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=_env(tmp_path),
+        )
     return subprocess.run(cmd, timeout=300, **kwargs)
 
 
@@ -151,7 +169,8 @@ def test_toy_study_resume_and_trial_tags(tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in trials)
     # every job carried study/trial = its Optuna trial; the output dir is recorded on the trial
     assert sorted(_job_trials(tmp_path / "a") + _job_trials(tmp_path / "b")) == [
-        ("toy", n) for n in range(5)]
+        ("toy", n) for n in range(5)
+    ]
     assert all(Path(t.user_attrs["qcxr:output_dir"]).name == f"trial_{t.number}" for t in trials)
     # the resumed invocation sampled new points (sampler seeded with seed + trials so far)
     assert len({t.params["x"] for t in trials}) == 5
@@ -160,8 +179,9 @@ def test_toy_study_resume_and_trial_tags(tmp_path):
 @pytest.mark.parametrize("mode", ["raise", pytest.param("return_nan", marks=pytest.mark.slow)])
 def test_toy_failed_trials_recorded_and_study_finishes(tmp_path, mode):
     storage = f"sqlite:///{tmp_path / 'toy.db'}"
-    done = _toy(tmp_path, storage, "hydra.sweeper.n_trials=4", "fail_above=0.2",
-                f"fail_mode={mode}")
+    done = _toy(
+        tmp_path, storage, "hydra.sweeper.n_trials=4", "fail_above=0.2", f"fail_mode={mode}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     trials = optuna.load_study(study_name="toy", storage=storage).get_trials()
     states = [t.state for t in trials]
@@ -186,11 +206,19 @@ def test_toy_parallel_workers_on_one_sqlite_study_lose_no_trial(tmp_path):
     """Two processes at once on one new SQLite file, one of them with two joblib workers."""
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     workers = [
-        _toy(tmp_path, storage, "hydra.sweeper.n_trials=8", "sleep_s=0.05", name="w0",
-             wait=False),
-        _toy(tmp_path, storage, "hydra.sweeper.n_trials=8", "sleep_s=0.05",
-             "hydra.sweeper.sampler.seed=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-             "hydra.sweeper.n_jobs=2", name="w1", wait=False),
+        _toy(tmp_path, storage, "hydra.sweeper.n_trials=8", "sleep_s=0.05", name="w0", wait=False),
+        _toy(
+            tmp_path,
+            storage,
+            "hydra.sweeper.n_trials=8",
+            "sleep_s=0.05",
+            "hydra.sweeper.sampler.seed=1",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "hydra.sweeper.n_jobs=2",
+            name="w1",
+            wait=False,
+        ),
     ]
     for worker in workers:
         _, err = worker.communicate(timeout=300)
@@ -207,16 +235,29 @@ def _fake_study(storage: str) -> optuna.Study:
     """Four trials as the sweeper leaves them (fixed overrides and run ids as user attributes)."""
     study = optuna.create_study(study_name="fake", storage=storage, direction="maximize")
     study.set_user_attr("optimized_metric", "val/auroc_macro")
-    dists = {"optimizer": CategoricalDistribution(["adam", "lion"]),
-             "optimizer.learning_rate": FloatDistribution(1e-5, 1e-1, log=True)}
-    for i, (opt, lr, value) in enumerate([("adam", 1e-3, 0.61), ("lion", 1e-4, 0.66),
-                                          ("adam", 1e-2, None), ("lion", 3e-4, 0.64)]):
-        attrs = {"head": "dqc", "sweep": "dqc_tuning", "data.num_train": 64,
-                 "qcxr:mlflow_run_id": f"run{i}"}
+    dists = {
+        "optimizer": CategoricalDistribution(["adam", "lion"]),
+        "optimizer.learning_rate": FloatDistribution(1e-5, 1e-1, log=True),
+    }
+    for i, (opt, lr, value) in enumerate(
+        [("adam", 1e-3, 0.61), ("lion", 1e-4, 0.66), ("adam", 1e-2, None), ("lion", 3e-4, 0.64)]
+    ):
+        attrs = {
+            "head": "dqc",
+            "sweep": "dqc_tuning",
+            "data.num_train": 64,
+            "qcxr:mlflow_run_id": f"run{i}",
+        }
         state = TrialState.FAIL if value is None else TrialState.COMPLETE
-        study.add_trial(optuna.trial.create_trial(
-            params={"optimizer": opt, "optimizer.learning_rate": lr}, distributions=dists,
-            value=value, state=state, user_attrs=attrs))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"optimizer": opt, "optimizer.learning_rate": lr},
+                distributions=dists,
+                value=value,
+                state=state,
+                user_attrs=attrs,
+            )
+        )
     return study
 
 
@@ -225,13 +266,23 @@ def test_summary_files_and_best_overrides(tmp_path):
     summary = summarize(study)
     assert summary.num_trials == {"COMPLETE": 3, "FAIL": 1}
     assert (summary.best_value, summary.best_trial, summary.best_run_id) == (0.66, 1, "run1")
-    assert best_overrides(study) == ["data.num_train=64", "head=dqc", "optimizer=lion",
-                                     "optimizer.learning_rate=0.0001"]
+    assert best_overrides(study) == [
+        "data.num_train=64",
+        "head=dqc",
+        "optimizer=lion",
+        "optimizer.learning_rate=0.0001",
+    ]
     assert summary.importances is not None
     assert set(summary.importances) == {"optimizer", "optimizer.learning_rate"}
     files = {p.name for p in write_summary(study, summary, tmp_path / "out")}
-    assert {"summary.json", "summary.md", "trials.csv", "optimization_history.png",
-            "param_importances.png", "parallel_coordinate.png"} <= files
+    assert {
+        "summary.json",
+        "summary.md",
+        "trials.csv",
+        "optimization_history.png",
+        "param_importances.png",
+        "parallel_coordinate.png",
+    } <= files
     assert "seed=0-4" in (tmp_path / "out" / "summary.md").read_text()
 
 
@@ -243,20 +294,41 @@ def test_real_study_runs_resumes_fails_and_summarizes(tmp_path):
     from tests.train_helpers import mlflow_client
 
     storage = f"sqlite:///{tmp_path / 'studies' / 'cdl_tuning.db'}"
-    base = [sys.executable, str(ROOT / "train.py"), "-m", "sweep=cdl_tuning",
-            f"hydra.sweeper.storage={storage}", f"paths.cache_dir={tmp_path / 'cache'}",
-            *TINY, "trainer.max_epochs=1", "trainer.compilation_cache=true",
-            # one trial at a time in this process (parallel workers: the toy tests above)
-            "hydra.launcher.n_jobs=1", "hydra.sweeper.n_jobs=1"]
-    run = {"cwd": tmp_path, "env": _env(tmp_path), "capture_output": True, "text": True,
-           "timeout": 600}
-    first = subprocess.run([*base, "hydra.sweeper.n_trials=3",
-                            f"hydra.sweep.dir={tmp_path / 'a'}"], **run)
+    base = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "sweep=cdl_tuning",
+        f"hydra.sweeper.storage={storage}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        *TINY,
+        "trainer.max_epochs=1",
+        "trainer.compilation_cache=true",
+        # one trial at a time in this process (parallel workers: the toy tests above)
+        "hydra.launcher.n_jobs=1",
+        "hydra.sweeper.n_jobs=1",
+    ]
+    run = {
+        "cwd": tmp_path,
+        "env": _env(tmp_path),
+        "capture_output": True,
+        "text": True,
+        "timeout": 600,
+    }
+    first = subprocess.run(
+        [*base, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / 'a'}"], **run
+    )
     assert first.returncode == 0, first.stderr[-4000:]
     # resume; the metric does not exist, so both trials fail (one after the other) after training
-    second = subprocess.run([*base, "hydra.sweeper.n_trials=2",
-                             "optimized_metric=val/no_such_metric",
-                             f"hydra.sweep.dir={tmp_path / 'b'}"], **run)
+    second = subprocess.run(
+        [
+            *base,
+            "hydra.sweeper.n_trials=2",
+            "optimized_metric=val/no_such_metric",
+            f"hydra.sweep.dir={tmp_path / 'b'}",
+        ],
+        **run,
+    )
     assert second.returncode == 0, second.stderr[-4000:]
 
     study = optuna.load_study(study_name="cdl_tuning", storage=storage)
@@ -266,8 +338,10 @@ def test_real_study_runs_resumes_fails_and_summarizes(tmp_path):
 
     client = mlflow_client(tmp_path)
     experiment = client.get_experiment_by_name("synthetic")
-    runs = {r.data.tags["trial"]: r for r in client.search_runs(
-        [experiment.experiment_id], "tags.study = 'cdl_tuning'")}
+    runs = {
+        r.data.tags["trial"]: r
+        for r in client.search_runs([experiment.experiment_id], "tags.study = 'cdl_tuning'")
+    }
     assert sorted(runs) == ["0", "1", "2", "3", "4"]
     for t in trials:
         r = runs[str(t.number)]
@@ -278,8 +352,21 @@ def test_real_study_runs_resumes_fails_and_summarizes(tmp_path):
             assert r.data.metrics["val/auroc_macro"] == pytest.approx(t.value)
 
     uri = _env(tmp_path)["MLFLOW_TRACKING_URI"]
-    assert study_main(["summarize", "cdl_tuning", "--storage", storage, "--tracking-uri", uri,
-                       "--out", str(tmp_path / "summary")]) == 0
+    assert (
+        study_main(
+            [
+                "summarize",
+                "cdl_tuning",
+                "--storage",
+                storage,
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(tmp_path / "summary"),
+            ]
+        )
+        == 0
+    )
     (summary_run,) = client.search_runs([experiment.experiment_id], "tags.summary = 'true'")
     assert summary_run.info.run_name == "study-summary/cdl_tuning"
     assert summary_run.data.tags["study"] == "cdl_tuning" and "head" not in summary_run.data.tags

@@ -28,8 +28,9 @@ TINY = [
 ]
 
 
-def compose_run(tmp_path: Path, overrides: list[str], run_dir: str = "run",
-                tiny: bool = True) -> object:
+def compose_run(
+    tmp_path: Path, overrides: list[str], run_dir: str = "run", tiny: bool = True
+) -> object:
     """The composed config with paths and the MLflow store under tmp_path."""
     register_configs()
     paths = [

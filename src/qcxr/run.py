@@ -63,8 +63,13 @@ class RunInterrupted(BaseException):
 STATE_FILE = "run_state.json"  # in the run dir: run id, config, status; decides what a re-run does
 RUN_ID_FILE = "tracker_run_id.txt"  # in the run dir: a restarted run reopens its tracker run
 # Keys a resumed run may change: they do not change what the epochs already trained mean.
-RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.progress", "trainer.compilation_cache",
-                     "tracker.flush_every", "paths.cache_dir")
+RESUMABLE_CHANGES = (
+    "trainer.max_epochs",
+    "trainer.progress",
+    "trainer.compilation_cache",
+    "tracker.flush_every",
+    "paths.cache_dir",
+)
 
 
 def build(node: DictConfig) -> Any:
@@ -117,17 +122,26 @@ def register_configs() -> None:
     except ImportError:
         pass
     else:
-        cs.store(group="hydra/launcher", name="submitit_slurm_schema", node=SlurmQueueConf,
-                 provider="qcxr", replace=True)
-        cs.store(group="hydra/launcher", name="submitit_local_schema", node=LocalQueueConf,
-                 provider="qcxr", replace=True)
+        cs.store(
+            group="hydra/launcher",
+            name="submitit_slurm_schema",
+            node=SlurmQueueConf,
+            provider="qcxr",
+            replace=True,
+        )
+        cs.store(
+            group="hydra/launcher",
+            name="submitit_local_schema",
+            node=LocalQueueConf,
+            provider="qcxr",
+            replace=True,
+        )
     run_node = OmegaConf.structured(schema.RunSchema)
     OmegaConf.set_struct(run_node.tags, False)
     cs.store(group="schema", name="run", node=run_node, provider="qcxr", replace=True)
     for group, options in schema.GROUP_SCHEMAS.items():
         for name, node in options.items():
-            cs.store(group=f"schema/{group}", name=name, node=node, provider="qcxr",
-                     replace=True)
+            cs.store(group=f"schema/{group}", name=name, node=node, provider="qcxr", replace=True)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -159,21 +173,28 @@ def validate_config(cfg: DictConfig) -> None:
         problems.append(f"task.labels: {err}")
     else:
         if num_labels != len(names):
-            problems.append(f"task.num_labels={num_labels} does not match task.labels={labels!r},"
-                            f" which has {len(names)} labels: set task.num_labels={len(names)} "
-                            "or choose another label set")
+            problems.append(
+                f"task.num_labels={num_labels} does not match task.labels={labels!r},"
+                f" which has {len(names)} labels: set task.num_labels={len(names)} "
+                "or choose another label set"
+            )
     head_labels = cfg.head.get("num_labels") if "head" in cfg else None
     if head_labels is not None and int(head_labels) != num_labels:
-        problems.append(f"head.num_labels={int(head_labels)} differs from task.num_labels="
-                        f"{num_labels}: leave head.num_labels at ${{task.num_labels}}")
+        problems.append(
+            f"head.num_labels={int(head_labels)} differs from task.num_labels="
+            f"{num_labels}: leave head.num_labels at ${{task.num_labels}}"
+        )
     # Resolvable inside a job only (Hydra sets the output dir when the job starts).
-    out_dir = OmegaConf.select(cfg, "paths.output_dir", default=None,
-                               throw_on_resolution_failure=False)
+    out_dir = OmegaConf.select(
+        cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False
+    )
     unsafe = sorted(set(UNSAFE_PATH_CHARS) & set(str(out_dir or "")))
     if unsafe:
-        problems.append(f"the run folder {out_dir} contains {''.join(unsafe)!r}, where Orbax "
-                        "cannot write checkpoints: set hydra.run.dir (or hydra.sweep.subdir) to a "
-                        "folder without them")
+        problems.append(
+            f"the run folder {out_dir} contains {''.join(unsafe)!r}, where Orbax "
+            "cannot write checkpoints: set hydra.run.dir (or hydra.sweep.subdir) to a "
+            "folder without them"
+        )
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
 
@@ -198,10 +219,21 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def git_commit(root: str | os.PathLike) -> str:
     """HEAD's commit in `root` (suffix `-dirty` with uncommitted changes), or "unknown"."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
         return sha + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -219,8 +251,13 @@ def run_names(cfg: DictConfig) -> dict[str, str]:
     head = choices.get("head") or str(cfg.head._target_).rsplit(".", 1)[-1].removesuffix("_head")
     backbone = choices.get("backbone") or str(cfg.backbone._target_).rsplit(".", 1)[-1]
     ansatz = str(cfg.head.ansatz.name) if "ansatz" in cfg.head else "none"
-    return {"head": head, "ansatz": ansatz, "backbone": backbone, "task": str(cfg.task.name),
-            "seed": str(int(cfg.seed))}
+    return {
+        "head": head,
+        "ansatz": ansatz,
+        "backbone": backbone,
+        "task": str(cfg.task.name),
+        "seed": str(int(cfg.seed)),
+    }
 
 
 def slurm_job_id(environ: Mapping[str, str]) -> str | None:
@@ -250,8 +287,10 @@ def _read_state(out_dir: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except ValueError as err:
-        raise RunError(f"{path} is not valid JSON ({err}); the run folder {out_dir} is damaged: "
-                       "start a new run with another hydra.run.dir") from err
+        raise RunError(
+            f"{path} is not valid JSON ({err}); the run folder {out_dir} is damaged: "
+            "start a new run with another hydra.run.dir"
+        ) from err
 
 
 def _write_state(out_dir: Path, **fields: Any) -> None:
@@ -281,40 +320,52 @@ def resume_plan(out_dir: Path, config: dict[str, Any], resume: bool) -> tuple[di
     state = _read_state(out_dir)
     if state is None:
         if (out_dir / RUN_ID_FILE).is_file() or (out_dir / "checkpoints").exists():
-            raise RunError(f"{out_dir} already holds checkpoints of a run whose config was not "
-                           f"recorded (no {STATE_FILE}), so it cannot be resumed safely. Fix: "
-                           "start this run in another folder (a new hydra.run.dir)")
+            raise RunError(
+                f"{out_dir} already holds checkpoints of a run whose config was not "
+                f"recorded (no {STATE_FILE}), so it cannot be resumed safely. Fix: "
+                "start this run in another folder (a new hydra.run.dir)"
+            )
         return None, {}
     run = f"the {state.get('status', 'unknown')} run {state.get('run_id')}"
     if not resume:
-        raise RunError(f"{out_dir} already holds {run} and trainer.resume=false would overwrite "
-                       "its checkpoints. Fix: use a new hydra.run.dir, or trainer.resume=true to "
-                       "continue it")
+        raise RunError(
+            f"{out_dir} already holds {run} and trainer.resume=false would overwrite "
+            "its checkpoints. Fix: use a new hydra.run.dir, or trainer.resume=true to "
+            "continue it"
+        )
     old = state.get("config", {})
     new = json.loads(json.dumps(config, default=str))  # compare as stored
-    differ = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k,
-                                                                                      "<absent>"))
+    differ = sorted(
+        k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>")
+    )
     blocking = [k for k in differ if k not in RESUMABLE_CHANGES]
     if blocking:
-        shown = "; ".join(f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
-                          for k in blocking[:6])
+        shown = "; ".join(
+            f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in blocking[:6]
+        )
         more = f" (and {len(blocking) - 6} more)" if len(blocking) > 6 else ""
-        raise RunError(f"{out_dir} holds {run} with another config ({shown}{more}); resuming "
-                       "it would mix two configs in one run. Fix: start the changed config in a "
-                       "new folder (another hydra.run.dir), or restore the folder's config "
-                       f"(saved in {out_dir / STATE_FILE}) to resume it")
+        raise RunError(
+            f"{out_dir} holds {run} with another config ({shown}{more}); resuming "
+            "it would mix two configs in one run. Fix: start the changed config in a "
+            "new folder (another hydra.run.dir), or restore the folder's config "
+            f"(saved in {out_dir / STATE_FILE}) to resume it"
+        )
     max_epochs = int(new["trainer.max_epochs"])
     if state.get("status") == "FINISHED":
         epochs = int(state.get("epochs_run", 0))
         if state.get("stopped_early"):
-            raise RunError(f"{out_dir} holds {run}, stopped early after {epochs} epochs "
-                           "(patience): nothing is left to train. Fix: start a new run in "
-                           "another hydra.run.dir")
+            raise RunError(
+                f"{out_dir} holds {run}, stopped early after {epochs} epochs "
+                "(patience): nothing is left to train. Fix: start a new run in "
+                "another hydra.run.dir"
+            )
         if epochs >= max_epochs:
-            raise RunError(f"{out_dir} holds {run}, which trained {epochs} epochs: nothing is "
-                           f"left to train with trainer.max_epochs={max_epochs}. Fix: raise "
-                           "trainer.max_epochs to train it longer, or start a new run in "
-                           "another hydra.run.dir")
+            raise RunError(
+                f"{out_dir} holds {run}, which trained {epochs} epochs: nothing is "
+                f"left to train with trainer.max_epochs={max_epochs}. Fix: raise "
+                "trainer.max_epochs to train it longer, or start a new run in "
+                "another hydra.run.dir"
+            )
     return state, {k: (old.get(k), new.get(k)) for k in differ}
 
 
@@ -336,10 +387,9 @@ def _restore_sigterm(previous: Any) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-
-
-def end_abandoned_run(cfg: DictConfig, out_dir: str | os.PathLike, status: str,
-                      reason: str) -> str | None:
+def end_abandoned_run(
+    cfg: DictConfig, out_dir: str | os.PathLike, status: str, reason: str
+) -> str | None:
     """End the tracker run of a job killed from outside (scancel, time limit, OOM kill, a lost
     node), which could not end it itself; called by the launcher that saw the job end.
 
@@ -408,9 +458,11 @@ def run(cfg: DictConfig) -> float:
         raise RunError(f"task {cfg.task.name}: {err}") from err
     class_weights = cfg.task.get("class_weights")
     if class_weights is not None and len(class_weights) != int(cfg.task.num_labels):
-        raise RunError(f"task.class_weights has {len(class_weights)} values for "
-                       f"{cfg.task.num_labels} classes; give one weight per class, in the order "
-                       f"of qcxr.data.labels.LABEL_SETS[{str(cfg.task.labels)!r}]")
+        raise RunError(
+            f"task.class_weights has {len(class_weights)} values for "
+            f"{cfg.task.num_labels} classes; give one weight per class, in the order "
+            f"of qcxr.data.labels.LABEL_SETS[{str(cfg.task.labels)!r}]"
+        )
     backbone = build(cfg.backbone)
     head = build(cfg.head)
     use_features = bool(backbone.freeze and trainer.cache_features)
@@ -428,17 +480,22 @@ def run(cfg: DictConfig) -> float:
         data_kwargs["cache_dir"] = str(cache_dir / "images")
     if use_features:
         data_kwargs["augment"] = False
-        log.warning("backbone.freeze=true: features are computed once and cached, so the head "
-                    "trains on un-augmented images (augmentation off)")
+        log.warning(
+            "backbone.freeze=true: features are computed once and cached, so the head "
+            "trains on un-augmented images (augmentation off)"
+        )
     data = build(cfg.data)(**data_kwargs)
     data.prepare()  # reads every image of every split now: a bad test image fails before training
 
     tracker = build(cfg.tracker)
     entry = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("train.py")
-    tags = {**names, "git_commit": git_commit(cfg.paths.root_dir),
-            "source": str(entry if entry.is_absolute() else Path(cfg.paths.root_dir) / entry),
-            "features": "cached" if use_features else "images",
-            **{str(k): str(v) for k, v in (cfg.tags or {}).items()}}
+    tags = {
+        **names,
+        "git_commit": git_commit(cfg.paths.root_dir),
+        "source": str(entry if entry.is_absolute() else Path(cfg.paths.root_dir) / entry),
+        "features": "cached" if use_features else "images",
+        **{str(k): str(v) for k, v in (cfg.tags or {}).items()},
+    }
     for key in ("study", "trial"):
         if cfg.get(key) is not None:
             tags[key] = str(cfg[key])
@@ -462,14 +519,33 @@ def run(cfg: DictConfig) -> float:
         if previous is not None and changed:
             # MLflow params are immutable: a value changed on resume is logged under its own key.
             tracker.log_params({f"resume.{resumes}.{k}": new for k, (_, new) in changed.items()})
-            log.info("resuming %s with %s", run_id,
-                     ", ".join(f"{k}={new} (was {old})" for k, (old, new) in changed.items()))
-        objective = _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head,
-                                        checkpoints, use_features, names, out_dir, cache_dir,
-                                        resumed=previous is not None)
+            log.info(
+                "resuming %s with %s",
+                run_id,
+                ", ".join(f"{k}={new} (was {old})" for k, (old, new) in changed.items()),
+            )
+        objective = _train_and_evaluate(
+            cfg,
+            resolved,
+            tracker,
+            run_id,
+            data,
+            backbone,
+            head,
+            checkpoints,
+            use_features,
+            names,
+            out_dir,
+            cache_dir,
+            resumed=previous is not None,
+        )
     except (KeyboardInterrupt, RunInterrupted) as err:
-        log.warning("run %s interrupted (%s): marked KILLED; start it again with the same "
-                    "hydra.run.dir to resume from its latest checkpoint", run_name, err)
+        log.warning(
+            "run %s interrupted (%s): marked KILLED; start it again with the same "
+            "hydra.run.dir to resume from its latest checkpoint",
+            run_name,
+            err,
+        )
         tracker.end("KILLED")
         _write_state(out_dir, status="KILLED")
         if isinstance(err, RunInterrupted):
@@ -495,8 +571,21 @@ def run(cfg: DictConfig) -> float:
     return objective
 
 
-def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, checkpoints,
-                        use_features, names, out_dir, cache_dir, resumed):
+def _train_and_evaluate(
+    cfg,
+    resolved,
+    tracker,
+    run_id,
+    data,
+    backbone,
+    head,
+    checkpoints,
+    use_features,
+    names,
+    out_dir,
+    cache_dir,
+    resumed,
+):
     trainer = cfg.trainer
     label_names = list(data.label_names)
     classifier = Classifier(backbone, head, str(trainer.compute_dtype))
@@ -517,21 +606,28 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
         tracker.log_params(flatten(resolved))
         # Dataset facts are params and dataset inputs, not metrics: as metrics they were charts,
         # identical for every run, that the MLflow UI showed before any AUROC or loss.
-        tracker.log_params({f"data/train_positives/{k}": v
-                            for k, v in data.train_label_counts().items()})
+        tracker.log_params(
+            {f"data/train_positives/{k}": v for k, v in data.train_label_counts().items()}
+        )
         for split in data.splits:
             positives = data.labels(split).sum(axis=0)
             tracker.log_dataset(
-                f"{data.name}-{split}", data.split_digest(split), source=data.name,
+                f"{data.name}-{split}",
+                data.split_digest(split),
+                source=data.name,
                 context=split,
-                profile={"num_examples": data.num_examples(split),
-                         "positives": dict(zip(label_names, map(int, positives), strict=True))})
+                profile={
+                    "num_examples": data.num_examples(split),
+                    "positives": dict(zip(label_names, map(int, positives), strict=True)),
+                },
+            )
 
     start = time.perf_counter()
     if use_features:
         # The cache key (inputs, backbone, weights, preprocessing) is built in train/features.py.
-        feats = features.cached_features(data, classifier, state["params"], constants, cache_dir,
-                                         progress=bool(trainer.progress))
+        feats = features.cached_features(
+            data, classifier, state["params"], constants, cache_dir, progress=bool(trainer.progress)
+        )
         source = features.FeatureBatches(data, feats)
 
         def apply(params, batch):
@@ -541,6 +637,7 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
 
         def apply(params, batch):
             return classifier.logits(params, constants, batch["image"])
+
     features_s = time.perf_counter() - start
 
     kind = str(cfg.task.kind)
@@ -550,19 +647,31 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
     eval_step = steps.make_eval_step(apply, kind, weights)
     first = next(iter(source.batches("val", 0)))
     compiled, compile_s = loop.compile_step(train_step, state, first)
-    log.info("train step compiled in %.1f s; %d steps per epoch", compile_s,
-             source.num_batches("train"))
+    log.info(
+        "train step compiled in %.1f s; %d steps per epoch", compile_s, source.num_batches("train")
+    )
     tracker.log_metrics({"time/compile_s": compile_s, "time/features_s": features_s}, step=0)
 
     result = loop.fit(
-        state=state, train_step=compiled, eval_step=eval_step, source=source,
-        label_names=label_names, tracker=tracker, checkpoints=checkpoints,
-        max_epochs=int(trainer.max_epochs), patience=int(trainer.patience),
-        resume_meta=resume_meta, meta_extra={"run_id": run_id},
-        progress=bool(trainer.progress), kind=kind,
+        state=state,
+        train_step=compiled,
+        eval_step=eval_step,
+        source=source,
+        label_names=label_names,
+        tracker=tracker,
+        checkpoints=checkpoints,
+        max_epochs=int(trainer.max_epochs),
+        patience=int(trainer.patience),
+        resume_meta=resume_meta,
+        meta_extra={"run_id": run_id},
+        progress=bool(trainer.progress),
+        kind=kind,
     )
-    _write_state(out_dir, epochs_run=result.epochs_run,
-                 stopped_early=result.epochs_run < int(trainer.max_epochs))
+    _write_state(
+        out_dir,
+        epochs_run=result.epochs_run,
+        stopped_early=result.epochs_run < int(trainer.max_epochs),
+    )
     best = checkpoints.restore_best(result.state)
     if best is None:
         raise RunError("no best checkpoint was saved (no epoch finished)")
@@ -579,36 +688,55 @@ def _train_and_evaluate(cfg, resolved, tracker, run_id, data, backbone, head, ch
             evaluations[split] = ev
             if split != "val":
                 final.update(ev.as_metrics(split))
-                artifacts.write_predictions(tmp / f"predictions_{split}.csv",
-                                            data.image_ids(split), label_names, ev.labels,
-                                            ev.probabilities)
+                artifacts.write_predictions(
+                    tmp / f"predictions_{split}.csv",
+                    data.image_ids(split),
+                    label_names,
+                    ev.labels,
+                    ev.probabilities,
+                )
         undefined = {s: ev.undefined for s, ev in evaluations.items() if ev.undefined}
         tracker.log_params({"undefined_auroc_labels": str(undefined) if undefined else "none"})
-        final.update({"train/epochs_run": result.epochs_run, "train/best_epoch": result.best_epoch,
-                      "memory/peak_rss_mb": peak_rss_mb()})
-        tracker.log_metrics({k: v for k, v in final.items() if not k.startswith("val/")},
-                            step=result.epochs_run)
-        artifacts.write_auroc_table(tmp / "auroc_per_label.csv", label_names,
-                                    {s: (ev.auroc, ev.labels) for s, ev in evaluations.items()})
+        final.update(
+            {
+                "train/epochs_run": result.epochs_run,
+                "train/best_epoch": result.best_epoch,
+                "memory/peak_rss_mb": peak_rss_mb(),
+            }
+        )
+        tracker.log_metrics(
+            {k: v for k, v in final.items() if not k.startswith("val/")}, step=result.epochs_run
+        )
+        artifacts.write_auroc_table(
+            tmp / "auroc_per_label.csv",
+            label_names,
+            {s: (ev.auroc, ev.labels) for s, ev in evaluations.items()},
+        )
         title = f"{names['head']} / {names['ansatz']} / {names['backbone']} / seed {names['seed']}"
         for split, ev in evaluations.items():
             if ev.confusion is not None:
-                artifacts.write_confusion(tmp / f"confusion_{split}.png", label_names,
-                                          ev.confusion, f"{split}: {title}")
-        artifacts.plot_curves(tmp / "learning_curves.png", result.history, result.best_epoch,
-                              title)
+                artifacts.write_confusion(
+                    tmp / f"confusion_{split}.png", label_names, ev.confusion, f"{split}: {title}"
+                )
+        artifacts.plot_curves(tmp / "learning_curves.png", result.history, result.best_epoch, title)
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
         for path in sorted(tmp.iterdir()):
             tracker.log_artifact(path)
         if checkpoints.best_path is not None:
             tracker.log_artifact(checkpoints.best_path, "checkpoint_best")
 
-    log.info("best epoch %d of %d; %s", result.best_epoch, result.epochs_run,
-             ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith("auroc_macro")))
+    log.info(
+        "best epoch %d of %d; %s",
+        result.best_epoch,
+        result.epochs_run,
+        ", ".join(f"{k} {v:.4f}" for k, v in final.items() if k.endswith("auroc_macro")),
+    )
     key = str(cfg.optimized_metric)
     if key not in final:
-        raise RunError(f"optimized_metric={key!r} was not produced by this {kind} run; available: "
-                       f"{sorted(k for k in final if '/auroc/' not in k)}")
+        raise RunError(
+            f"optimized_metric={key!r} was not produced by this {kind} run; available: "
+            f"{sorted(k for k in final if '/auroc/' not in k)}"
+        )
     value = float(final[key])
     if not np.isfinite(value):
         raise RunError(f"optimized_metric {key} is {value}")

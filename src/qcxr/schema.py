@@ -295,8 +295,12 @@ class RunSchema:
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "task": {"task": TaskSchema},
     "ansatz": {"ansatz": AnsatzSchema},
-    "head": {"cdl": CDLHeadSchema, "dqc": DQCHeadSchema, "dqc_nn": DQCNNHeadSchema,
-             "qcnn": QCNNHeadSchema},
+    "head": {
+        "cdl": CDLHeadSchema,
+        "dqc": DQCHeadSchema,
+        "dqc_nn": DQCNNHeadSchema,
+        "qcnn": QCNNHeadSchema,
+    },
     "backbone": {"resnet": ResNetSchema, "mobilenet_v2": MobileNetV2Schema, "tiny": TinySchema},
     "optimizer": {
         "adam": AdamSchema,

@@ -170,9 +170,17 @@ def _module(folder, prep, cache_dir):
             _image(h, w).save(path)
         index = SplitIndex([split], [str(path)], np.ones((1, 1), bool), [split], source="test")
         splits[split] = (index, FileImages([str(path)]))
-    return DataModule(splits, ["x"], batch_size=1, seed=0, augment=False, min_positives=0,
-                      num_threads=1, cache_dir=cache_dir,
-                      preprocessing=dataclasses.asdict(prep))
+    return DataModule(
+        splits,
+        ["x"],
+        batch_size=1,
+        seed=0,
+        augment=False,
+        min_positives=0,
+        num_threads=1,
+        cache_dir=cache_dir,
+        preprocessing=dataclasses.asdict(prep),
+    )
 
 
 @pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "mobilenet_v2_paper", "tiny"])
@@ -191,8 +199,10 @@ def test_backbones_with_other_preprocessing_never_share_an_image_cache_entry(tmp
     """resnet50 and mobilenet_v2 both crop 224 from 256; mean/std and filter differ. In one
     cache folder they get other keys and other entries, and each reads back its own pixels."""
     procs = _processors()
-    modules = {n: _module(tmp_path / "images", procs[n][0], tmp_path / "cache")
-               for n in ("resnet50", "mobilenet_v2", "mobilenet_v2_paper", "tiny")}
+    modules = {
+        n: _module(tmp_path / "images", procs[n][0], tmp_path / "cache")
+        for n in ("resnet50", "mobilenet_v2", "mobilenet_v2_paper", "tiny")
+    }
     keys = {n: set(m.image_keys("val")) | set(m.image_keys("test")) for n, m in modules.items()}
     names = list(keys)
     for i, a in enumerate(names):

@@ -6,7 +6,13 @@ from pathlib import Path
 import qcxr.data
 
 FORBIDDEN = (
-    "qcxr.models", "qcxr.train", "qcxr.tracking", "qcxr.run", "hydra", "omegaconf", "mlflow",
+    "qcxr.models",
+    "qcxr.train",
+    "qcxr.tracking",
+    "qcxr.run",
+    "hydra",
+    "omegaconf",
+    "mlflow",
 )
 
 

@@ -353,10 +353,13 @@ def test_multiclass_runs_get_paired_score_tests(tmp_path):
         for i, seed in enumerate(SEEDS):
             start += 10_000
             run_id = log_training_run(client, exp, head, seed, start)
-            client.log_batch(run_id, metrics=[
-                Metric("test/accuracy", ACCURACY[head][i], start, 0),
-                Metric("test/balanced_accuracy", BALANCED[head][i], start, 0),
-            ])
+            client.log_batch(
+                run_id,
+                metrics=[
+                    Metric("test/accuracy", ACCURACY[head][i], start, 0),
+                    Metric("test/balanced_accuracy", BALANCED[head][i], start, 0),
+                ],
+            )
     out = build_report(uri, tmp_path / "report", heads=HEADS)
     table = (tmp_path / "report" / "tables" / "score_comparisons.csv").read_text()
     assert "test,accuracy,3" in table and "test,balanced_accuracy,3" in table

@@ -60,6 +60,7 @@ def test_split_matches_statevector_at_15_qubits(name):
         c = jnp.asarray(rng.normal(size=(3, 15)))
         out = {}
         for method in ("statevector", "split"):
+
             def loss(w, x, method=method):
                 return jnp.sum(expvals(a, w, x, method=method) * c)
 

@@ -22,9 +22,20 @@ from qcxr.train import features, optim, steps
 
 
 def _data(tmp_path, **kw):
-    args = dict(num_train=10, num_val=6, num_test=6, num_external=0, batch_size=4, seed=3,
-                image_size=8, resize_size=8, cache_dir=tmp_path / "img", augment=False,
-                min_positives=0, num_threads=1)
+    args = dict(
+        num_train=10,
+        num_val=6,
+        num_test=6,
+        num_external=0,
+        batch_size=4,
+        seed=3,
+        image_size=8,
+        resize_size=8,
+        cache_dir=tmp_path / "img",
+        augment=False,
+        min_positives=0,
+        num_threads=1,
+    )
     return synthetic("cxr8", **{**args, **kw})
 
 
@@ -105,8 +116,9 @@ def test_key_covers_backbone_weights_and_preprocessing(tmp_path, tiny_model):
         other = dataclasses.replace(
             model, backbone=dataclasses.replace(model.backbone, preprocessing=prep)
         )
-        other_data = _data(tmp_path, preprocessing=dataclasses.asdict(prep), image_size=None,
-                           resize_size=None)
+        other_data = _data(
+            tmp_path, preprocessing=dataclasses.asdict(prep), image_size=None, resize_size=None
+        )
         variants[what] = features.feature_keys(other_data, other, params, consts)
     for what, keys in variants.items():
         assert all(keys[s] != base[s] for s in base), what
@@ -123,8 +135,7 @@ def test_data_prepared_for_another_backbone_is_refused(tmp_path, tiny_model):
 
 
 @pytest.mark.realdata
-def test_realdata_same_ids_other_images_never_share_features(shared_data, tmp_path,
-                                                              tiny_model):
+def test_realdata_same_ids_other_images_never_share_features(shared_data, tmp_path, tiny_model):
     # The case: one label CSV pointed at a folder of real X-rays, then at a folder of the
     # same files inverted. Same ids, same source name; the features must differ.
     src = shared_data / "nih-cxr14-64px"
@@ -143,10 +154,18 @@ def test_realdata_same_ids_other_images_never_share_features(shared_data, tmp_pa
     (tmp_path / "labels.csv").write_text("\n".join(out) + "\n")
 
     def module(folder):
-        return folder_csv(["Cardiomegaly", "Effusion"], image_dir=tmp_path / folder,
-                          label_dir=tmp_path / "labels.csv", batch_size=4, image_size=8,
-                          resize_size=8, cache_dir=tmp_path / "img", augment=False,
-                          min_positives=0, num_threads=1)
+        return folder_csv(
+            ["Cardiomegaly", "Effusion"],
+            image_dir=tmp_path / folder,
+            label_dir=tmp_path / "labels.csv",
+            batch_size=4,
+            image_size=8,
+            resize_size=8,
+            cache_dir=tmp_path / "img",
+            augment=False,
+            min_positives=0,
+            num_threads=1,
+        )
 
     model, params, consts = tiny_model
     counting = Counting(model)
@@ -211,12 +230,16 @@ def test_cache_is_reused_and_matches_image_path(tmp_path):
     s_img = steps.init_state(params, tx)
     s_feat = steps.init_state(jax.tree.map(lambda x: x.copy(), params), tx)
     for epoch in range(2):
-        for b_img, b_feat in zip(data.batches("train", epoch), source.batches("train", epoch),
-                                 strict=True):
+        for b_img, b_feat in zip(
+            data.batches("train", epoch), source.batches("train", epoch), strict=True
+        ):
             np.testing.assert_array_equal(b_img["index"], b_feat["index"])
             s_img, l_img = img_step(s_img, {k: v for k, v in b_img.items() if k != "index"})
             s_feat, l_feat = feat_step(s_feat, {k: v for k, v in b_feat.items() if k != "index"})
             np.testing.assert_allclose(float(l_img), float(l_feat), rtol=1e-5, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(s_img["params"]["head"]),
-                    jax.tree.leaves(s_feat["params"]["head"]), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(s_img["params"]["head"]),
+        jax.tree.leaves(s_feat["params"]["head"]),
+        strict=True,
+    ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

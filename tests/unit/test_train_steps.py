@@ -38,8 +38,9 @@ def test_frozen_backbone_bit_identical_head_changes(head):
     before = jax.tree.map(np.array, params)
     state, loss = step(state, _batch())
     after = state["params"]
-    for a, b in zip(jax.tree.leaves(before["backbone"]), jax.tree.leaves(after["backbone"]),
-                    strict=True):
+    for a, b in zip(
+        jax.tree.leaves(before["backbone"]), jax.tree.leaves(after["backbone"]), strict=True
+    ):
         assert np.array_equal(a, np.asarray(b)) and a.tobytes() == np.asarray(b).tobytes()
     for a, b in zip(jax.tree.leaves(before["head"]), jax.tree.leaves(after["head"]), strict=True):
         assert not np.array_equal(a, np.asarray(b))
@@ -51,9 +52,14 @@ def test_trainable_backbone_changes():
     params, state, step = _setup(False)
     before = jax.tree.map(np.array, params)
     state, _ = step(state, _batch())
-    changed = [not np.array_equal(a, np.asarray(b)) for a, b in zip(
-        jax.tree.leaves(before["backbone"]), jax.tree.leaves(state["params"]["backbone"]),
-        strict=True)]
+    changed = [
+        not np.array_equal(a, np.asarray(b))
+        for a, b in zip(
+            jax.tree.leaves(before["backbone"]),
+            jax.tree.leaves(state["params"]["backbone"]),
+            strict=True,
+        )
+    ]
     assert all(changed)
 
 
@@ -62,11 +68,15 @@ def test_accumulation_updates_every_k_steps():
     params, state, step = _setup(False, accumulation_steps=2)
     before = jax.tree.map(np.array, params)
     state, _ = step(state, _batch(0))
-    assert all(np.array_equal(a, np.asarray(b)) for a, b in
-               zip(jax.tree.leaves(before), jax.tree.leaves(state["params"]), strict=True))
+    assert all(
+        np.array_equal(a, np.asarray(b))
+        for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"]), strict=True)
+    )
     state, _ = step(state, _batch(1))
-    assert not all(np.array_equal(a, np.asarray(b)) for a, b in
-                   zip(jax.tree.leaves(before), jax.tree.leaves(state["params"]), strict=True))
+    assert not all(
+        np.array_equal(a, np.asarray(b))
+        for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state["params"]), strict=True)
+    )
 
 
 @pytest.mark.parametrize("name", ["constant", "cosine", "warmup_cosine"])

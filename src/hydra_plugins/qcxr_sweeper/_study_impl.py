@@ -64,8 +64,10 @@ def default_storage(config: DictConfig, study_name: str) -> str:
     for source in config.hydra.runtime.config_sources:
         if source.schema == SCHEME:
             return f"sqlite:///{Path(source.path).resolve() / f'{study_name}.db'}"
-    raise ValueError("hydra.sweeper.storage is not set and no sweeps/ folder is on the search "
-                     "path; set hydra.sweeper.storage to a database URL")
+    raise ValueError(
+        "hydra.sweeper.storage is not set and no sweeps/ folder is on the search "
+        "path; set hydra.sweeper.storage to a database URL"
+    )
 
 
 @contextlib.contextmanager
@@ -103,8 +105,10 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         except sqlalchemy.exc.IntegrityError as err:
             if attempt == RDB_CREATE_ATTEMPTS - 1:
                 raise
-            log.warning("another process is creating the study tables (%s); retrying",
-                        str(err).splitlines()[0])
+            log.warning(
+                "another process is creating the study tables (%s); retrying",
+                str(err).splitlines()[0],
+            )
             time.sleep(0.2 * (attempt + 1) * (0.5 + random.random()))
     raise AssertionError("unreachable")
 
@@ -129,10 +133,16 @@ class _FailSafeLauncher:
         try:
             returns = self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
         except Exception as err:  # noqa: BLE001 - e.g. loky's TerminatedWorkerError (OOM kill)
-            log.error("launching %d trial(s) failed (%s: %s); they are recorded as failed",
-                      len(job_overrides), type(err).__name__, err)
-            return [JobReturn(overrides=list(o), status=JobStatus.FAILED, _return_value=err)
-                    for o in job_overrides]
+            log.error(
+                "launching %d trial(s) failed (%s: %s); they are recorded as failed",
+                len(job_overrides),
+                type(err).__name__,
+                err,
+            )
+            return [
+                JobReturn(overrides=list(o), status=JobStatus.FAILED, _return_value=err)
+                for o in job_overrides
+            ]
         except BaseException:
             self.sweeper.fail_pending("interrupted")
             raise
@@ -146,16 +156,35 @@ class _FailSafeLauncher:
 class OptunaStudySweeperImpl(OptunaSweeperImpl):
     """The upstream implementation plus trial tags, storage, reseeding and failure handling."""
 
-    def __init__(self, sampler: Any, direction: Any, storage: Any | None,
-                 study_name: str | None, n_trials: int, n_jobs: int, max_failure_rate: float,
-                 custom_search_space: str | None, params: DictConfig | None) -> None:
-        super().__init__(None, direction, storage, study_name, n_trials, n_jobs,
-                         max_failure_rate, custom_search_space, params)
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        storage: Any | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        custom_search_space: str | None,
+        params: DictConfig | None,
+    ) -> None:
+        super().__init__(
+            None,
+            direction,
+            storage,
+            study_name,
+            n_trials,
+            n_jobs,
+            max_failure_rate,
+            custom_search_space,
+            params,
+        )
         self.sampler_config = sampler
         self._pending: list[Trial] = []
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         if not self.study_name:
             raise ValueError("an Optuna study needs hydra.sweeper.study_name")
@@ -169,20 +198,30 @@ class OptunaStudySweeperImpl(OptunaSweeperImpl):
         if conf.get("seed") is not None:
             with open_dict(conf):
                 conf.seed = int(conf.seed) + offset
-        return instantiate(conf, _execution_whitelist_=(
-            "hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"))
+        return instantiate(
+            conf,
+            _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"),
+        )
 
-    def _configure_trials(self, trials: list[Trial], search_space_distributions: dict,
-                          fixed_params: dict[str, Any], fixed_overrides: list[str]):
+    def _configure_trials(
+        self,
+        trials: list[Trial],
+        search_space_distributions: dict,
+        fixed_params: dict[str, Any],
+        fixed_overrides: list[str],
+    ):
         fixed = {k: v for k, v in fixed_params.items() if k not in TAG_KEYS}
-        overrides = super()._configure_trials(trials, search_space_distributions, fixed,
-                                              fixed_overrides)
+        overrides = super()._configure_trials(
+            trials, search_space_distributions, fixed, fixed_overrides
+        )
         self._pending = list(trials)
         metric = self.config.get("optimized_metric")
         if trials and metric is not None:
             trials[0].study.set_user_attr("optimized_metric", str(metric))
-        return [(*o, f"study={t.study.study_name}", f"trial={t.number}")
-                for t, o in zip(trials, overrides, strict=True)]
+        return [
+            (*o, f"study={t.study.study_name}", f"trial={t.number}")
+            for t, o in zip(trials, overrides, strict=True)
+        ]
 
     def link_outputs(self, returns: Sequence[JobReturn]) -> None:
         """Record each trial's output dir and MLflow run id as trial user attributes."""
@@ -205,8 +244,13 @@ class OptunaStudySweeperImpl(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
         existing = trials_in_storage(self.storage, self.study_name)
         self.sampler = self._make_sampler(existing)
-        log.info("study %s in %s: %d trial(s) so far, %d to add", self.study_name,
-                 self.storage_url, existing, self.n_trials)
+        log.info(
+            "study %s in %s: %d trial(s) so far, %d to add",
+            self.study_name,
+            self.storage_url,
+            existing,
+            self.n_trials,
+        )
         try:
             super().sweep(arguments)
         except ValueError as err:
@@ -217,6 +261,7 @@ class OptunaStudySweeperImpl(OptunaSweeperImpl):
             raise StudyFailedError(
                 f"no trial of study {self.study_name} completed ({states.count(TrialState.FAIL)}"
                 f" failed); see the FAILED runs tagged study={self.study_name} in MLflow and "
-                f"the job logs under {self.config.hydra.sweep.dir}") from err
+                f"the job logs under {self.config.hydra.sweep.dir}"
+            ) from err
         finally:
             self._pending = []

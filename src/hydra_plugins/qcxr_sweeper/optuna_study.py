@@ -47,14 +47,21 @@ class OptunaStudySweeper(Sweeper):
         from hydra_plugins.qcxr_sweeper._study_impl import OptunaStudySweeperImpl
 
         self.sweeper = OptunaStudySweeperImpl(
-            sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
-            custom_search_space, params,
+            sampler,
+            direction,
+            storage,
+            study_name,
+            n_trials,
+            n_jobs,
+            max_failure_rate,
+            custom_search_space,
+            params,
         )
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
-        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function,
-                           config=config)
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
         return self.sweeper.sweep(arguments)
@@ -68,5 +75,6 @@ class OptunaStudySweeperConf(OptunaSweeperConf):
     max_failure_rate: float = 1.0  # a failed trial never stops the study
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study",
-                             node=OptunaStudySweeperConf, provider="qcxr")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="optuna_study", node=OptunaStudySweeperConf, provider="qcxr"
+)

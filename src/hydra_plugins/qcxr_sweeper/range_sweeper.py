@@ -58,15 +58,20 @@ def rewrite_int_range(line: str, keys: frozenset[str] | None = None) -> str:
     match = OVERRIDE_RANGE.match(line)
     if match is None:
         return line
-    prefix, key, start, stop = match.group(1), match.group(2), int(match.group(3)), int(
-        match.group(4))
+    prefix, key, start, stop = (
+        match.group(1),
+        match.group(2),
+        int(match.group(3)),
+        int(match.group(4)),
+    )
     if key not in (_int_keys() if keys is None else keys):
         return line
     if start > stop:
         raise OverrideParseException(
             override=line,
             message=f"{line!r}: the integer range {start}-{stop} is empty; write the smaller "
-                    f"bound first ({key}={stop}-{start})")
+            f"bound first ({key}={stop}-{start})",
+        )
     return f"{prefix}{key}={','.join(str(v) for v in range(start, stop + 1))}"
 
 
@@ -101,13 +106,14 @@ class RangeSweeper(BasicSweeper):
         assert self.config is not None and self.hydra_context is not None
         for overrides in batch:
             cfg = self.hydra_context.config_loader.load_sweep_config(
-                master_config=self.config, sweep_overrides=list(overrides))
+                master_config=self.config, sweep_overrides=list(overrides)
+            )
             try:
                 validate_config(cfg)
             except ConfigError as err:
                 raise ConfigCompositionException(
-                    f"job {' '.join(overrides)}: {err}; no job of this multirun was "
-                    "launched") from err
+                    f"job {' '.join(overrides)}: {err}; no job of this multirun was launched"
+                ) from err
 
 
 @dataclass
@@ -119,5 +125,6 @@ class RangeSweeperConf:
     params: dict[str, str] | None = None
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="range", node=RangeSweeperConf,
-                             provider="qcxr")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="range", node=RangeSweeperConf, provider="qcxr"
+)

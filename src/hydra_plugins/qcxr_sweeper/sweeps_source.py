@@ -55,8 +55,9 @@ class SweepsConfigSource(ConfigSource):
             header = ConfigSource._get_header_dict(f.read(512))
             f.seek(0)
             cfg = OmegaConf.load(f)
-        return ConfigResult(config=cfg, path=f"{SCHEME}://{self.path}", provider=self.provider,
-                            header=header)
+        return ConfigResult(
+            config=cfg, path=f"{SCHEME}://{self.path}", provider=self.provider, header=header
+        )
 
     def available(self) -> bool:
         return os.path.isdir(self.path)
@@ -81,8 +82,12 @@ class SweepsConfigSource(ConfigSource):
             return []
         files: builtins.list[str] = []
         for name in os.listdir(real):
-            self._list_add_result(files=files, file_path=f"{config_path.strip('/')}/{name}",
-                                  file_name=name, results_filter=results_filter)
+            self._list_add_result(
+                files=files,
+                file_path=f"{config_path.strip('/')}/{name}",
+                file_name=name,
+                results_filter=results_filter,
+            )
         return sorted(set(files))
 
 
@@ -100,7 +105,7 @@ class SweepsSearchPath(SearchPathPlugin):
                 continue
             path = element.path
             if path.startswith("file://"):
-                path = path[len("file://"):]
+                path = path[len("file://") :]
             elif "://" in path:
                 continue  # a packaged config (pkg://) has no repository beside it
             sweeps = sweeps_dir_for(path)

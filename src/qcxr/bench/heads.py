@@ -212,13 +212,26 @@ def _max_qubits(args, base: dict) -> list[dict]:
             chunk = choose_chunk_size(ansatz, prog, args.batch, "float32", args.remat, budget)
             need = estimate_bytes(ansatz, prog, chunk, "float32", args.remat, args.block_size)
         if need > budget:
-            log.info("%d qubits (%s): %.1f GiB > budget %.1f GiB: stop",
-                     n, method, need / 2**30, budget / 2**30)
+            log.info(
+                "%d qubits (%s): %.1f GiB > budget %.1f GiB: stop",
+                n,
+                method,
+                need / 2**30,
+                budget / 2**30,
+            )
             break
         log.info("%d qubits: %s, estimate %.1f GiB", n, method, need / 2**30)
-        cfg = {**base, "head": "dqc", "qubits": n, "simulator": "native", "chunk_size": chunk,
-               "method": args.methods[0], "repeats": max(1, min(args.repeats, 3)), "warmup": 0,
-               "max_qubits_search": True}
+        cfg = {
+            **base,
+            "head": "dqc",
+            "qubits": n,
+            "simulator": "native",
+            "chunk_size": chunk,
+            "method": args.methods[0],
+            "repeats": max(1, min(args.repeats, 3)),
+            "warmup": 0,
+            "max_qubits_search": True,
+        }
         res = _spawn(cfg, timeout=args.time_limit * 4 + 600)
         res["estimate_gib"] = need / 2**30
         found.append(res)
@@ -230,34 +243,58 @@ def _max_qubits(args, base: dict) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the head-step benchmark; print a markdown table, write JSON."""
-    p = argparse.ArgumentParser(prog="python -m qcxr.bench heads", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m qcxr.bench heads",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--qubits", type=int, nargs="+", default=[8, 14, 19])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--ansatz", default="ry_cnot_ring")
-    p.add_argument("--simulators", nargs="+", default=["native", "pennylane"],
-                   choices=["native", "pennylane", "pennylane_lightning"])
-    p.add_argument("--methods", nargs="+", default=["auto", "statevector"],
-                   choices=["auto", "statevector", "split"],
-                   help="native-engine methods to time (one row each; --max-qubits uses the first)")
+    p.add_argument(
+        "--simulators",
+        nargs="+",
+        default=["native", "pennylane"],
+        choices=["native", "pennylane", "pennylane_lightning"],
+    )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["auto", "statevector"],
+        choices=["auto", "statevector", "split"],
+        help="native-engine methods to time (one row each; --max-qubits uses the first)",
+    )
     p.add_argument("--repeats", type=int, default=20, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps after compilation")
-    p.add_argument("--min-time", type=float, default=2.0,
-                   help="keep timing fast configurations for at least this many seconds")
-    p.add_argument("--time-limit", type=float, default=120.0,
-                   help="seconds of timed steps per configuration (at least one step runs)")
-    p.add_argument("--pennylane-max-qubits", type=int, default=99,
-                   help="skip PennyLane above this many qubits")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=2.0,
+        help="keep timing fast configurations for at least this many seconds",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=120.0,
+        help="seconds of timed steps per configuration (at least one step runs)",
+    )
+    p.add_argument(
+        "--pennylane-max-qubits", type=int, default=99, help="skip PennyLane above this many qubits"
+    )
     p.add_argument("--block-size", type=int, default=5)
     p.add_argument("--remat", action="store_true")
     p.add_argument("--chunk-size", default="auto", help="int, auto, or none (whole batch)")
     p.add_argument("--no-cdl", action="store_true", help="skip the classical baseline")
-    p.add_argument("--max-qubits", action="store_true",
-                   help="also find the largest qubit count whose batch DQC step fits the budget")
+    p.add_argument(
+        "--max-qubits",
+        action="store_true",
+        help="also find the largest qubit count whose batch DQC step fits the budget",
+    )
     p.add_argument("--max-qubits-from", type=int, default=20)
-    p.add_argument("--max-qubits-to", type=int, default=40,
-                   help="stop the search here at the latest")
+    p.add_argument(
+        "--max-qubits-to", type=int, default=40, help="stop the search here at the latest"
+    )
     p.add_argument("--out", default="bench_results/heads.json")
     p.add_argument("--single", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -267,10 +304,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     chunk = args.chunk_size
     chunk = None if chunk.lower() in ("none", "null") else chunk if chunk == "auto" else int(chunk)
-    base = {"batch": args.batch, "layers": args.layers, "ansatz": args.ansatz, "seed": 0,
-            "block_size": args.block_size, "remat": args.remat, "chunk_size": chunk,
-            "repeats": args.repeats, "warmup": args.warmup, "time_limit": args.time_limit,
-            "min_time": args.min_time}
+    base = {
+        "batch": args.batch,
+        "layers": args.layers,
+        "ansatz": args.ansatz,
+        "seed": 0,
+        "block_size": args.block_size,
+        "remat": args.remat,
+        "chunk_size": chunk,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "time_limit": args.time_limit,
+        "min_time": args.min_time,
+    }
     configs = []
     for n in args.qubits:
         if not args.no_cdl:
@@ -279,13 +325,18 @@ def main(argv: list[str] | None = None) -> int:
             if sim != "native" and n > args.pennylane_max_qubits:
                 continue
             for method in args.methods if sim == "native" else ["auto"]:
-                configs.append({**base, "head": "dqc", "qubits": n, "simulator": sim,
-                                "method": method})
+                configs.append(
+                    {**base, "head": "dqc", "qubits": n, "simulator": sim, "method": method}
+                )
     results = []
     for cfg in configs:
-        log.info("running %s, %d qubits, %s%s ...", cfg["head"], cfg["qubits"], cfg["simulator"],
-                 f" ({cfg['method']})" if cfg["head"] == "dqc" and cfg["simulator"] == "native"
-                 else "")
+        log.info(
+            "running %s, %d qubits, %s%s ...",
+            cfg["head"],
+            cfg["qubits"],
+            cfg["simulator"],
+            f" ({cfg['method']})" if cfg["head"] == "dqc" and cfg["simulator"] == "native" else "",
+        )
         res = _spawn(cfg, timeout=args.time_limit * 3 + 900)
         log.info("  %s", res.get("error") or f"median {1000 * res['median_s']:.3g} ms")
         results.append(res)

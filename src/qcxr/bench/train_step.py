@@ -79,8 +79,7 @@ def time_step(backbone, head, batch: int, warmup: int, timed: int) -> dict:
         state, loss = step(state, data)
         jax.block_until_ready(loss)
         times.append(time.perf_counter() - t0)
-    return {"step_s": float(np.mean(times)), "std_s": float(np.std(times)),
-            "compile_s": compile_s}
+    return {"step_s": float(np.mean(times)), "std_s": float(np.std(times)), "compile_s": compile_s}
 
 
 def head_labels(head) -> int:
@@ -119,10 +118,22 @@ def main(argv: list[str] | None = None) -> int:
         for sim in args.simulators.split(","):
             head = dqc_head(n, make_ansatz("ry_cnot_ring", n), simulator=sim)
             dqc = time_step(backbone, head, args.batch, args.warmup, args.steps)
-            rows.append({"labels": n, "head": "dqc", "simulator": sim, **dqc,
-                         "ratio_to_cdl": dqc["step_s"] / cdl["step_s"]})
-            log.info("%d labels, DQC (%s): %.3f s/step, %.2fx CDL", n, sim, dqc["step_s"],
-                     rows[-1]["ratio_to_cdl"])
+            rows.append(
+                {
+                    "labels": n,
+                    "head": "dqc",
+                    "simulator": sim,
+                    **dqc,
+                    "ratio_to_cdl": dqc["step_s"] / cdl["step_s"],
+                }
+            )
+            log.info(
+                "%d labels, DQC (%s): %.3f s/step, %.2fx CDL",
+                n,
+                sim,
+                dqc["step_s"],
+                rows[-1]["ratio_to_cdl"],
+            )
     lines = [
         f"Train step (Table III protocol) on {jax.devices()[0].device_kind} "
         f"({platform.processor() or platform.machine()}): {args.backbone} "
@@ -134,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in rows:
         ratio = f"{r['ratio_to_cdl']:.2f}" if "ratio_to_cdl" in r else "1"
-        lines.append(f"| {r['labels']} | {r['head']} | {r['simulator']} | {r['step_s']:.3f} | "
-                     f"{r['std_s']:.3f} | {ratio} |")
+        lines.append(
+            f"| {r['labels']} | {r['head']} | {r['simulator']} | {r['step_s']:.3f} | "
+            f"{r['std_s']:.3f} | {ratio} |"
+        )
     sys.stdout.write("\n".join(lines) + "\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -124,7 +124,7 @@ def read_csv_lines(path: str | os.PathLike) -> tuple[list[str], list[list[str]],
         header.pop()
     width = len(header)
     ragged = [
-        f"line {line}: {len(r)} field(s) {r[:width + 2]}"
+        f"line {line}: {len(r)} field(s) {r[: width + 2]}"
         for r, line in zip(rows, lines, strict=True)
         if len(r) < width or any(x.strip() for x in r[width:])
     ]
@@ -382,8 +382,9 @@ def _normalise_ref(ref: str, root: Path) -> str | None:
     return ref
 
 
-def _match_ref(ref: str, files: Mapping[str, Path], by_name: Mapping[str, list[str]],
-               root_parts: Sequence[str]) -> list[str]:
+def _match_ref(
+    ref: str, files: Mapping[str, Path], by_name: Mapping[str, list[str]], root_parts: Sequence[str]
+) -> list[str]:
     """Relative paths under the image folder that a normalised ref can mean.
 
     The ref names the file exactly (relative to the image folder); else the image folder lies

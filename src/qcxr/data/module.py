@@ -381,8 +381,7 @@ class DataModule:
             self._prepared.add(split)
         if problems:
             fix = (
-                "Fix: re-download or replace these files, or remove their rows from the label "
-                "file."
+                "Fix: re-download or replace these files, or remove their rows from the label file."
             )
             if too_large:
                 fix += (

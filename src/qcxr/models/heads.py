@@ -83,9 +83,7 @@ class DQCHead(nn.Module):
         n = self.ansatz.num_qubits
         # tanh rescaled to [-pi/2, pi/2] (section III-B) before the RY angle encoding.
         angles = jnp.tanh(nn.Dense(n, name="pre")(features)) * (jnp.pi / 2)
-        weights = self.param(
-            "circuit", lambda key: self.ansatz.init_weights(key, jnp.float32)
-        )
+        weights = self.param("circuit", lambda key: self.ansatz.init_weights(key, jnp.float32))
         if self.is_initializing():
             # Parameter shapes do not depend on the circuit's output: initialisation never
             # simulates it, so the memory guard speaks at the first real batch, with its size
@@ -240,8 +238,9 @@ def qcnn_head(
         ("init", init, QCNN_INITS),
     ):
         if value not in options:
-            raise ValueError(f"unknown QCNN head {name} {value!r} (head.{name}); choose one of "
-                             f"{options}")
+            raise ValueError(
+                f"unknown QCNN head {name} {value!r} (head.{name}); choose one of {options}"
+            )
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"head.dropout must be in [0, 1), got {dropout}")
     return QCNNHead(int(num_labels), cut, angle_scale, float(dropout), init)

@@ -141,9 +141,7 @@ def expvals(
         if method == "split" or fits_split_memory(a, plan, batch, dtype, memory_budget):
             return _run(a, program, weights, xf, block_size, remat, plan).reshape(*lead, n)
     if chunk_size == "auto":
-        chunk_size = choose_chunk_size(
-            a, program, batch, dtype, remat, memory_budget, block_size
-        )
+        chunk_size = choose_chunk_size(a, program, batch, dtype, remat, memory_budget, block_size)
     chunk = batch if chunk_size is None else max(1, min(int(chunk_size), batch))
     lanes = 1
     if chunk == 1 and batch > 1:  # two samples side by side if their working states fit too
@@ -164,7 +162,6 @@ def expvals(
     return out.reshape(*lead, n)
 
 
-
 def _run(a: Ansatz, program: Program, weights, xf, block_size: int, remat: bool, plan=None):
     """<Z> for a flat batch xf [B, n]: product states, the split method (given a plan) or the
     statevector."""
@@ -173,8 +170,7 @@ def _run(a: Ansatz, program: Program, weights, xf, block_size: int, remat: bool,
         p = jnp.abs(vec) ** 2
         return p[..., 0] - p[..., 1]
     if plan is not None:
-        return split.simulate(plan, functools.partial(layer_mats, a, weights), vec,
-                              block_size)
+        return split.simulate(plan, functools.partial(layer_mats, a, weights), vec, block_size)
     return statevector.simulate(a, program, weights, vec, block_size, remat)
 
 

@@ -230,8 +230,15 @@ def score_comparisons(
                     if (rb, key) in values:
                         by_b[int(seed)] = values[(rb, key)]
                 cmp = compare(by_a, by_b)
-                rows.append({"task": task, "split": split, "score": score, **asdict(cmp),
-                             "n_missing": len(pairs) - cmp.n})
+                rows.append(
+                    {
+                        "task": task,
+                        "split": split,
+                        "score": score,
+                        **asdict(cmp),
+                        "n_missing": len(pairs) - cmp.n,
+                    }
+                )
     columns = [
         "task", "split", "score", "n", "seeds", "mean_a", "sd_a", "mean_b", "sd_b", "pct_diff",
         "p", "stars", "n_missing",

@@ -191,9 +191,18 @@ def _score_table(rows: pd.DataFrame, heads: Sequence[str]) -> str:
     body = []
     for r in rows.itertuples(index=False):
         n = f"{r.n}" + (f" ({r.n_missing} missing)" if r.n_missing else "")
-        body.append([plots.SPLIT_TITLES[r.split], r.score.replace("_", " "), n,
-                     _ms(r.mean_a, r.sd_a), _ms(r.mean_b, r.sd_b), _pct(r.pct_diff), _p(r.p),
-                     r.stars])
+        body.append(
+            [
+                plots.SPLIT_TITLES[r.split],
+                r.score.replace("_", " "),
+                n,
+                _ms(r.mean_a, r.sd_a),
+                _ms(r.mean_b, r.sd_b),
+                _pct(r.pct_diff),
+                _p(r.p),
+                r.stars,
+            ]
+        )
     return _table(header, body)
 
 

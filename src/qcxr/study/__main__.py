@@ -1,8 +1,8 @@
 """`python -m qcxr.study summarize|best|list`: read Optuna studies back (docs/sweeps.md).
 
-    python -m qcxr.study summarize dqc_tuning     # summary files + a summary run in MLflow
-    python -m qcxr.study best dqc_tuning          # the best trial's overrides, for train.py
-    python -m qcxr.study list                     # studies in a storage, with trial counts
+python -m qcxr.study summarize dqc_tuning     # summary files + a summary run in MLflow
+python -m qcxr.study best dqc_tuning          # the best trial's overrides, for train.py
+python -m qcxr.study list                     # studies in a storage, with trial counts
 """
 
 from __future__ import annotations
@@ -34,22 +34,34 @@ log = logging.getLogger("qcxr.study")
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m qcxr.study", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m qcxr.study",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    storage_help = ("Optuna storage URL (default: $QCXR_STUDY_STORAGE, else "
-                    "sqlite:///<repo>/sweeps/<study>.db)")
+    storage_help = (
+        "Optuna storage URL (default: $QCXR_STUDY_STORAGE, else sqlite:///<repo>/sweeps/<study>.db)"
+    )
 
-    s = sub.add_parser("summarize", help="best value and parameters, importances, plots; "
-                                         "logged as an MLflow run study-summary/<study>")
+    s = sub.add_parser(
+        "summarize",
+        help="best value and parameters, importances, plots; "
+        "logged as an MLflow run study-summary/<study>",
+    )
     s.add_argument("study")
     s.add_argument("--storage", help=storage_help)
-    s.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
-                                          "sqlite:///<repo>/mlruns/mlflow.db)")
-    s.add_argument("--experiment", help="experiment of the summary run (default: that of the "
-                                        "study's trial runs)")
-    s.add_argument("--out", type=Path, help="folder for the files (default: "
-                                            "<repo>/reports/studies/<study>)")
+    s.add_argument(
+        "--tracking-uri",
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlruns/mlflow.db)",
+    )
+    s.add_argument(
+        "--experiment",
+        help="experiment of the summary run (default: that of the study's trial runs)",
+    )
+    s.add_argument(
+        "--out", type=Path, help="folder for the files (default: <repo>/reports/studies/<study>)"
+    )
     s.add_argument("--no-mlflow", action="store_true", help="write the files only")
 
     b = sub.add_parser("best", help="print the best trial's overrides (one line, shell-quoted)")
@@ -72,8 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not storage:
                 raise ValueError(f"list needs --storage (or ${STORAGE_ENV})")
             for s in optuna.get_all_study_summaries(storage):
-                sys.stdout.write(f"{s.study_name}\t{s.n_trials} trials\t"
-                                 f"best {s.best_trial.value if s.best_trial else None}\n")
+                sys.stdout.write(
+                    f"{s.study_name}\t{s.n_trials} trials\t"
+                    f"best {s.best_trial.value if s.best_trial else None}\n"
+                )
             return 0
         storage = args.storage or default_storage(args.study)
         study = load_study(args.study, storage)
@@ -86,8 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             root = find_repo_root() or Path.cwd()
             out = root / "reports" / "studies" / args.study
         files = write_summary(study, summary, out)
-        log.info("study %s (%s): %s; best %s; files in %s", args.study, redact(storage),
-                 summary.num_trials, summary.best_value, out)
+        log.info(
+            "study %s (%s): %s; best %s; files in %s",
+            args.study,
+            redact(storage),
+            summary.num_trials,
+            summary.best_value,
+            out,
+        )
         if not args.no_mlflow:
             uri = resolve_tracking_uri(args.tracking_uri)
             run_id = log_summary(study, summary, files, uri, storage, args.experiment)

@@ -55,8 +55,10 @@ def default_storage(study_name: str, root: Path | None = None) -> str:
         return url
     root = root or find_repo_root()
     if root is None:
-        raise FileNotFoundError("no pyproject.toml above the current folder, so the default "
-                                f"storage <repo>/sweeps/{study_name}.db is unknown; pass --storage")
+        raise FileNotFoundError(
+            "no pyproject.toml above the current folder, so the default "
+            f"storage <repo>/sweeps/{study_name}.db is unknown; pass --storage"
+        )
     return f"sqlite:///{(root / SWEEPS_FOLDER / f'{study_name}.db').resolve()}"
 
 
@@ -85,8 +87,10 @@ def load_study(study_name: str, storage: str) -> optuna.Study:
     """
     db = _sqlite_file(storage)
     if db is not None and not db.is_file():
-        raise FileNotFoundError(f"no study storage at {db}: run the study first "
-                                f"(python train.py -m sweep={study_name}) or pass --storage")
+        raise FileNotFoundError(
+            f"no study storage at {db}: run the study first "
+            f"(python train.py -m sweep={study_name}) or pass --storage"
+        )
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
@@ -137,8 +141,9 @@ def _override_value(value: Any) -> str:
     return str(value)
 
 
-def best_overrides(study: optuna.Study | None = None, trial: FrozenTrial | None = None
-                   ) -> list[str]:
+def best_overrides(
+    study: optuna.Study | None = None, trial: FrozenTrial | None = None
+) -> list[str]:
     """The Hydra overrides that reproduce the best trial (or `trial`) without the study.
 
     Args:
@@ -151,15 +156,22 @@ def best_overrides(study: optuna.Study | None = None, trial: FrozenTrial | None 
     """
     if trial is None:
         trial = study.best_trial
-    fixed = [f"{k}={_override_value(v)}" for k, v in trial.user_attrs.items()
-             if not k.startswith(ATTR_PREFIX) and k.lstrip("+~") not in STUDY_KEYS
-             and not k.startswith("hydra.")]
+    fixed = [
+        f"{k}={_override_value(v)}"
+        for k, v in trial.user_attrs.items()
+        if not k.startswith(ATTR_PREFIX)
+        and k.lstrip("+~") not in STUDY_KEYS
+        and not k.startswith("hydra.")
+    ]
     return fixed + [f"{k}={_override_value(v)}" for k, v in trial.params.items()]
 
 
 def _busy_hours(trials: list[FrozenTrial]) -> float:
-    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials
-                   if t.datetime_start is not None and t.datetime_complete is not None)
+    spans = sorted(
+        (t.datetime_start, t.datetime_complete)
+        for t in trials
+        if t.datetime_start is not None and t.datetime_complete is not None
+    )
     busy, current_start, current_end = 0.0, None, None
     for start, end in spans:
         if current_end is None or start > current_end:
@@ -180,8 +192,11 @@ def summarize(study: optuna.Study) -> StudySummary:
     for t in trials:
         counts[t.state.name] = counts.get(t.state.name, 0) + 1
     summary = StudySummary(
-        study=study.study_name, direction=study.direction.name.lower(),
-        optimized_metric=study.user_attrs.get("optimized_metric"), num_trials=counts)
+        study=study.study_name,
+        direction=study.direction.name.lower(),
+        optimized_metric=study.user_attrs.get("optimized_metric"),
+        num_trials=counts,
+    )
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
     durations = sorted(t.duration.total_seconds() for t in finished if t.duration is not None)
     if durations:
@@ -246,16 +261,21 @@ def write_summary(study: optuna.Study, summary: StudySummary, out_dir: Path) -> 
     target = summary.optimized_metric or "objective"
     notes: list[str] = []
     completed = summary.num_trials.get("COMPLETE", 0)
-    plots = {"optimization_history.png": lambda: vis.plot_optimization_history(
-                 study, target_name=target),
-             "timeline.png": lambda: vis.plot_timeline(study)}
+    plots = {
+        "optimization_history.png": lambda: vis.plot_optimization_history(
+            study, target_name=target
+        ),
+        "timeline.png": lambda: vis.plot_timeline(study),
+    }
     if completed >= 1:
         plots["parallel_coordinate.png"] = lambda: vis.plot_parallel_coordinate(
-            study, target_name=target)
+            study, target_name=target
+        )
         plots["slice.png"] = lambda: vis.plot_slice(study, target_name=target)
     if summary.importances:
         plots["param_importances.png"] = lambda: vis.plot_param_importances(
-            study, target_name=target)
+            study, target_name=target
+        )
     # one column per parameter: widen the multi-parameter plots so their labels do not overlap
     wide = (max(8.0, 2.2 * (len(summary.best_params) + 1)), 6.0)
     sizes = {"parallel_coordinate.png": wide, "slice.png": (wide[0], 4.0)}
@@ -269,9 +289,18 @@ def write_summary(study: optuna.Study, summary: StudySummary, out_dir: Path) -> 
             log.warning(note)
 
     (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
-    frame = study.trials_dataframe(attrs=("number", "state", "value", "datetime_start",
-                                          "datetime_complete", "duration", "params",
-                                          "user_attrs"))
+    frame = study.trials_dataframe(
+        attrs=(
+            "number",
+            "state",
+            "value",
+            "datetime_start",
+            "datetime_complete",
+            "duration",
+            "params",
+            "user_attrs",
+        )
+    )
     frame.to_csv(out_dir / "trials.csv", index=False)
     (out_dir / "summary.md").write_text(_markdown(summary, notes))
     return [out_dir / "summary.json", out_dir / "summary.md", out_dir / "trials.csv", *files]
@@ -279,26 +308,38 @@ def write_summary(study: optuna.Study, summary: StudySummary, out_dir: Path) -> 
 
 def _markdown(s: StudySummary, notes: list[str]) -> str:
     counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(s.num_trials.items()))
-    lines = [f"# Study {s.study}", "",
-             f"- objective: {s.optimized_metric or 'objective'} ({s.direction})",
-             f"- trials: {counts or 'none'}"]
+    lines = [
+        f"# Study {s.study}",
+        "",
+        f"- objective: {s.optimized_metric or 'objective'} ({s.direction})",
+        f"- trials: {counts or 'none'}",
+    ]
     if s.trial_median_s is not None:
-        rate = (f", {s.trials_per_busy_hour:.0f} trials per busy hour"
-                if s.trials_per_busy_hour else "")
+        rate = (
+            f", {s.trials_per_busy_hour:.0f} trials per busy hour" if s.trials_per_busy_hour else ""
+        )
         lines.append(f"- median trial {s.trial_median_s:.1f} s{rate}")
     if s.best_value is None:
         lines += ["", "No trial completed."]
     else:
-        lines += [f"- best value {s.best_value:.4f} (trial {s.best_trial}"
-                  + (f", MLflow run {s.best_run_id})" if s.best_run_id else ")"),
-                  "", "| parameter | best | importance |", "|---|---|---|"]
+        lines += [
+            f"- best value {s.best_value:.4f} (trial {s.best_trial}"
+            + (f", MLflow run {s.best_run_id})" if s.best_run_id else ")"),
+            "",
+            "| parameter | best | importance |",
+            "|---|---|---|",
+        ]
         for key, value in s.best_params.items():
             imp = (s.importances or {}).get(key)
-            lines.append(f"| {key} | {_override_value(value)} | "
-                         f"{'' if imp is None else f'{imp:.3f}'} |")
-        lines += ["", "Retrain the best setting over seeds:", "",
-                  f"    python train.py -m {' '.join(shlex.quote(o) for o in s.best_overrides)}"
-                  " seed=0-4"]
+            lines.append(
+                f"| {key} | {_override_value(value)} | {'' if imp is None else f'{imp:.3f}'} |"
+            )
+        lines += [
+            "",
+            "Retrain the best setting over seeds:",
+            "",
+            f"    python train.py -m {' '.join(shlex.quote(o) for o in s.best_overrides)} seed=0-4",
+        ]
     if s.importances_note:
         lines += ["", f"Importances: {s.importances_note}."]
     lines += [f"- {n}" for n in notes]
@@ -312,8 +353,14 @@ def _trial_runs(study_name: str, tracking_uri: str):
     return load_runs(tracking_uri, filter_string=f"tags.study = '{study_name}'").runs
 
 
-def log_summary(study: optuna.Study, summary: StudySummary, files: list[Path],
-                tracking_uri: str, storage: str, experiment: str | None = None) -> str:
+def log_summary(
+    study: optuna.Study,
+    summary: StudySummary,
+    files: list[Path],
+    tracking_uri: str,
+    storage: str,
+    experiment: str | None = None,
+) -> str:
     """Log the summary as an MLflow run `study-summary/<study>` beside the study's trial runs.
 
     The run is tagged `study=<name>`, `summary=true` and has no `head` tag, so the report
@@ -336,11 +383,16 @@ def log_summary(study: optuna.Study, summary: StudySummary, files: list[Path],
     runs = _trial_runs(study.study_name, tracking_uri)
     if experiment is None:
         if runs.empty:
-            raise ValueError(f"no MLflow run is tagged study={study.study_name} in {tracking_uri}"
-                             "; pass --experiment (or --tracking-uri of the store the trials used)")
+            raise ValueError(
+                f"no MLflow run is tagged study={study.study_name} in {tracking_uri}"
+                "; pass --experiment (or --tracking-uri of the store the trials used)"
+            )
         experiment = str(runs["experiment"].mode().iloc[0])
-    failed = {t.user_attrs.get(ATTR_RUN_ID) for t in study.get_trials(deepcopy=False)
-              if t.state == TrialState.FAIL} - {None}
+    failed = {
+        t.user_attrs.get(ATTR_RUN_ID)
+        for t in study.get_trials(deepcopy=False)
+        if t.state == TrialState.FAIL
+    } - {None}
     for run_id in runs.loc[runs["status"] == "RUNNING", "run_id"]:
         if run_id in failed:
             stale = mlflow_tracker(tracking_uri, experiment)
@@ -349,14 +401,22 @@ def log_summary(study: optuna.Study, summary: StudySummary, files: list[Path],
             log.warning("run %s was left RUNNING by a dead worker; marked FAILED", run_id)
 
     tracker = mlflow_tracker(tracking_uri, experiment)
-    tags = {"study": study.study_name, "summary": "true", "storage": redact(storage),
-            "direction": summary.direction}
+    tags = {
+        "study": study.study_name,
+        "summary": "true",
+        "storage": redact(storage),
+        "direction": summary.direction,
+    }
     run_id = tracker.start(f"{SUMMARY_RUN_PREFIX}{study.study_name}", tags)
     try:
-        tracker.log_params({f"best.{k}": v for k, v in summary.best_params.items()}
-                           | {"best.trial": summary.best_trial,
-                              "best.run_id": summary.best_run_id,
-                              "optimized_metric": summary.optimized_metric})
+        tracker.log_params(
+            {f"best.{k}": v for k, v in summary.best_params.items()}
+            | {
+                "best.trial": summary.best_trial,
+                "best.run_id": summary.best_run_id,
+                "optimized_metric": summary.optimized_metric,
+            }
+        )
         metrics = {f"study/num_{k.lower()}": float(v) for k, v in summary.num_trials.items()}
         if summary.best_value is not None:
             metrics["study/best_value"] = summary.best_value
@@ -366,8 +426,10 @@ def log_summary(study: optuna.Study, summary: StudySummary, files: list[Path],
             metrics["study/trial_median_s"] = summary.trial_median_s
         for key, value in (summary.importances or {}).items():
             metrics[f"importance/{key}"] = value
-        tracker.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)},
-                            step=sum(summary.num_trials.values()))
+        tracker.log_metrics(
+            {k: v for k, v in metrics.items() if math.isfinite(v)},
+            step=sum(summary.num_trials.values()),
+        )
         for path in files:
             tracker.log_artifact(path)
     except BaseException:

@@ -23,8 +23,14 @@ class Tracker(Protocol):
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Log a file or a folder."""
 
-    def log_dataset(self, name: str, digest: str, source: str, context: str,
-                    profile: Mapping[str, object] | None = None) -> None:
+    def log_dataset(
+        self,
+        name: str,
+        digest: str,
+        source: str,
+        context: str,
+        profile: Mapping[str, object] | None = None,
+    ) -> None:
         """Record a dataset the run reads (one per split), identified by its content digest."""
 
     def flush(self) -> None:
@@ -61,10 +67,23 @@ class NullTracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         return None
 
-    def log_dataset(self, name: str, digest: str, source: str, context: str,
-                    profile: Mapping[str, object] | None = None) -> None:
-        self.datasets.append({"name": name, "digest": digest, "source": source,
-                              "context": context, "profile": dict(profile or {})})
+    def log_dataset(
+        self,
+        name: str,
+        digest: str,
+        source: str,
+        context: str,
+        profile: Mapping[str, object] | None = None,
+    ) -> None:
+        self.datasets.append(
+            {
+                "name": name,
+                "digest": digest,
+                "source": source,
+                "context": context,
+                "profile": dict(profile or {}),
+            }
+        )
 
     def flush(self) -> None:
         return None

@@ -137,16 +137,19 @@ class MLflowTracker:
             found = self.client.get_experiment_by_name(self.experiment)
             if found is not None:
                 if EXPERIMENT_KIND_TAG not in found.tags:  # an experiment made by older code
-                    self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
-                                                   EXPERIMENT_KIND)
+                    self.client.set_experiment_tag(
+                        found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                    )
                 return found.experiment_id
             location = None
             if self.artifact_root is not None:
                 location = (Path(self.artifact_root) / self.experiment).resolve().as_uri()
             try:
                 return self.client.create_experiment(
-                    self.experiment, artifact_location=location,
-                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                    self.experiment,
+                    artifact_location=location,
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                )
             except mlflow.exceptions.MlflowException:
                 # Another process created it between our lookup and our insert.
                 found = self.client.get_experiment_by_name(self.experiment)
@@ -191,8 +194,11 @@ class MLflowTracker:
         """Buffer metric values at a step; written every `flush_every` values, by `flush` and at
         the end. A (key, step) that a reopened run already holds is skipped."""
         now = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), now, int(step)) for k, v in metrics.items()
-                            if (k, int(step)) not in self._logged)
+        self._buffer.extend(
+            Metric(k, float(v), now, int(step))
+            for k, v in metrics.items()
+            if (k, int(step)) not in self._logged
+        )
         if len(self._buffer) >= self.flush_every:
             self.flush()
 
@@ -202,8 +208,14 @@ class MLflowTracker:
             chunk, self._buffer = self._buffer[:_METRIC_BATCH], self._buffer[_METRIC_BATCH:]
             self._call(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
 
-    def log_dataset(self, name: str, digest: str, source: str, context: str,
-                    profile: Mapping[str, object] | None = None) -> None:
+    def log_dataset(
+        self,
+        name: str,
+        digest: str,
+        source: str,
+        context: str,
+        profile: Mapping[str, object] | None = None,
+    ) -> None:
         """Log a dataset input (MLflow's Dataset column; runs can be filtered by its digest).
 
         Args:
@@ -213,9 +225,13 @@ class MLflowTracker:
             context: the split it is used as (train, val, test, external).
             profile: small JSON-able statistics (rows, positives per label), shown by the UI.
         """
-        dataset = Dataset(name=name, digest=digest[:_DIGEST_CHARS], source_type="local",
-                          source=json.dumps({"uri": source}),
-                          profile=json.dumps(dict(profile or {})))
+        dataset = Dataset(
+            name=name,
+            digest=digest[:_DIGEST_CHARS],
+            source_type="local",
+            source=json.dumps({"uri": source}),
+            profile=json.dumps(dict(profile or {})),
+        )
         entry = DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
         self._call(lambda: self.client.log_inputs(self.run_id, datasets=[entry]))
 

@@ -10,8 +10,13 @@ from pathlib import Path
 import numpy as np
 
 
-def write_predictions(path: Path, image_ids: Sequence[str], label_names: Sequence[str],
-                      labels: np.ndarray, probabilities: np.ndarray) -> Path:
+def write_predictions(
+    path: Path,
+    image_ids: Sequence[str],
+    label_names: Sequence[str],
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+) -> Path:
     """One row per image: id, then the true label and the probability of each label.
 
     Args:
@@ -26,16 +31,21 @@ def write_predictions(path: Path, image_ids: Sequence[str], label_names: Sequenc
     """
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["image_id", *(f"true/{n}" for n in label_names),
-                    *(f"prob/{n}" for n in label_names)])
+        w.writerow(
+            ["image_id", *(f"true/{n}" for n in label_names), *(f"prob/{n}" for n in label_names)]
+        )
         for i, image in enumerate(image_ids):
-            w.writerow([image, *labels[i].astype(int).tolist(),
-                        *(f"{p:.6g}" for p in probabilities[i])])
+            w.writerow(
+                [image, *labels[i].astype(int).tolist(), *(f"{p:.6g}" for p in probabilities[i])]
+            )
     return path
 
 
-def write_auroc_table(path: Path, label_names: Sequence[str],
-                      results: Mapping[str, tuple[dict[str, float], np.ndarray]]) -> Path:
+def write_auroc_table(
+    path: Path,
+    label_names: Sequence[str],
+    results: Mapping[str, tuple[dict[str, float], np.ndarray]],
+) -> Path:
     """Per-label AUROC of every evaluated split, with positives; undefined labels say so.
 
     Args:
@@ -52,16 +62,25 @@ def write_auroc_table(path: Path, label_names: Sequence[str],
         for split, (auroc, labels) in results.items():
             for j, name in enumerate(label_names):
                 value = auroc.get(name)
-                w.writerow([split, name, int(labels[:, j].sum()), len(labels),
-                            "undefined" if value is None else f"{value:.6f}"])
+                w.writerow(
+                    [
+                        split,
+                        name,
+                        int(labels[:, j].sum()),
+                        len(labels),
+                        "undefined" if value is None else f"{value:.6f}",
+                    ]
+                )
             if auroc:
-                w.writerow([split, "macro", "", len(labels),
-                            f"{float(np.mean(list(auroc.values()))):.6f}"])
+                w.writerow(
+                    [split, "macro", "", len(labels), f"{float(np.mean(list(auroc.values()))):.6f}"]
+                )
     return path
 
 
-def plot_curves(path: Path, history: Sequence[Mapping[str, float]], best_epoch: int,
-                title: str) -> Path:
+def plot_curves(
+    path: Path, history: Sequence[Mapping[str, float]], best_epoch: int, title: str
+) -> Path:
     """Train and val loss, and val macro AUROC, per epoch (best epoch marked).
 
     Args:
@@ -98,8 +117,9 @@ def plot_curves(path: Path, history: Sequence[Mapping[str, float]], best_epoch: 
     return path
 
 
-def write_confusion(path: Path, class_names: Sequence[str], confusion: np.ndarray,
-                    title: str) -> tuple[Path, Path]:
+def write_confusion(
+    path: Path, class_names: Sequence[str], confusion: np.ndarray, title: str
+) -> tuple[Path, Path]:
     """A multiclass confusion matrix as a CSV and a PNG figure (counts and row-normalised).
 
     Args:
@@ -135,8 +155,15 @@ def write_confusion(path: Path, class_names: Sequence[str], confusion: np.ndarra
     ax.set_ylabel("true")
     for i in ticks:
         for j in ticks:  # the count, coloured for contrast against the row share
-            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center",
-                    color="white" if share[i, j] > 0.5 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                str(int(cm[i, j])),
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -38,13 +38,16 @@ class Checkpoints:
                 f"checkpoint folder {self.directory} contains {''.join(unsafe)!r}, which Orbax's "
                 "tensorstore reads as a path separator or pattern: the checkpoints would be "
                 "written to another folder and could not be restored. Run in a folder without "
-                "these characters (e.g. hydra.run.dir / hydra.sweep.subdir)")
+                "these characters (e.g. hydra.run.dir / hydra.sweep.subdir)"
+            )
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
         names = ("state", "meta")
-        self._latest = ocp.CheckpointManager(self.directory / "latest", options=options,
-                                             item_names=names)
-        self._best = ocp.CheckpointManager(self.directory / "best", options=options,
-                                           item_names=names)
+        self._latest = ocp.CheckpointManager(
+            self.directory / "latest", options=options, item_names=names
+        )
+        self._best = ocp.CheckpointManager(
+            self.directory / "best", options=options, item_names=names
+        )
 
     @staticmethod
     def _save(manager, epoch: int, state: Any, meta: dict) -> None:
@@ -56,8 +59,9 @@ class Checkpoints:
             manager.delete(int(epoch))
         manager.save(
             int(epoch),
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                    meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
             force=True,
         )
         manager.wait_until_finished()
@@ -70,8 +74,9 @@ class Checkpoints:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         out = manager.restore(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                    meta=ocp.args.JsonRestore()),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
         )
         return out["state"], dict(out["meta"])
 

@@ -126,8 +126,12 @@ def _load(path: Path, num_images: int) -> np.ndarray | None:
                 f"({num_images}, D) float32"
             )
     except Exception as err:  # safetensors, OS and key errors all mean "do not trust it"
-        log.warning("feature cache file %s is unreadable (%s: %s): recomputing it", path,
-                    type(err).__name__, err)
+        log.warning(
+            "feature cache file %s is unreadable (%s: %s): recomputing it",
+            path,
+            type(err).__name__,
+            err,
+        )
         return None
     return feats
 
@@ -183,8 +187,13 @@ def cached_features(
         feats: np.ndarray | None = None
         # Eval order (identity) for every split; train is not augmented here (checked above).
         batches = data.batches(split, 0) if split != "train" else _identity_batches(data, split)
-        for batch in tqdm(batches, total=data.num_batches(split), disable=not progress,
-                          desc=f"features {split}", leave=False):
+        for batch in tqdm(
+            batches,
+            total=data.num_batches(split),
+            disable=not progress,
+            desc=f"features {split}",
+            leave=False,
+        ):
             f = np.asarray(featurize(batch["image"]), np.float32)
             if feats is None:
                 feats = np.zeros((len(ids), f.shape[1]), np.float32)
@@ -192,8 +201,9 @@ def cached_features(
             keep = rows >= 0
             feats[rows[keep]] = f[keep]
         out[split] = feats
-        log.info("features of %s: computed %d in %.1f s", split, len(ids),
-                 time.perf_counter() - start)
+        log.info(
+            "features of %s: computed %d in %.1f s", split, len(ids), time.perf_counter() - start
+        )
         if path is not None:
             folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")

@@ -86,8 +86,15 @@ class FitResult:
     best: dict
 
 
-def evaluate(eval_step, params, source, split: str, label_names: Sequence[str],
-             progress: bool = False, kind: str = "multilabel") -> Evaluation:
+def evaluate(
+    eval_step,
+    params,
+    source,
+    split: str,
+    label_names: Sequence[str],
+    progress: bool = False,
+    kind: str = "multilabel",
+) -> Evaluation:
     """Evaluate params on a split.
 
     For a multiclass task the AUROC per class is one-vs-rest (each one-hot column against the
@@ -107,8 +114,13 @@ def evaluate(eval_step, params, source, split: str, label_names: Sequence[str],
         The Evaluation; a warning names each label whose AUROC is undefined.
     """
     probs, labels, losses, index = [], [], [], []
-    for batch in tqdm(source.batches(split, 0), total=source.num_batches(split), leave=False,
-                      desc=split, disable=not progress):
+    for batch in tqdm(
+        source.batches(split, 0),
+        total=source.num_batches(split),
+        leave=False,
+        desc=split,
+        disable=not progress,
+    ):
         p, loss = eval_step(params, _device_batch(batch))
         mask = np.asarray(batch["mask"])
         probs.append(np.asarray(p)[mask])
@@ -120,8 +132,11 @@ def evaluate(eval_step, params, source, split: str, label_names: Sequence[str],
     y = np.concatenate(labels)[order]
     auroc, undefined = M.auroc_per_label(y, probabilities, label_names)
     if undefined:
-        log.warning("%s: AUROC undefined (no positives or no negatives) for %s; left out of the "
-                    "mean", split, ", ".join(undefined))
+        log.warning(
+            "%s: AUROC undefined (no positives or no negatives) for %s; left out of the mean",
+            split,
+            ", ".join(undefined),
+        )
     ev = Evaluation(float(np.concatenate(losses).mean()), auroc, undefined, probabilities, y)
     if kind == "multiclass":
         ev.confusion = M.confusion_matrix(y, probabilities)
@@ -174,24 +189,48 @@ def fit(
     Raises:
         NonFiniteLossError: a train step returned a NaN or infinite loss.
     """
-    meta = {"epoch": 0, "best_epoch": 0, "best_val_loss": math.inf, "bad_epochs": 0,
-            "history": [], **(meta_extra or {})}
+    meta = {
+        "epoch": 0,
+        "best_epoch": 0,
+        "best_val_loss": math.inf,
+        "bad_epochs": 0,
+        "history": [],
+        **(meta_extra or {}),
+    }
     if resume_meta is not None:
-        meta.update({k: resume_meta[k] for k in
-                     ("epoch", "best_epoch", "best_val_loss", "bad_epochs", "history")})
-        log.info("resuming after epoch %d (best epoch %d, val loss %.5f)", meta["epoch"],
-                 meta["best_epoch"], meta["best_val_loss"])
+        meta.update(
+            {
+                k: resume_meta[k]
+                for k in ("epoch", "best_epoch", "best_val_loss", "bad_epochs", "history")
+            }
+        )
+        log.info(
+            "resuming after epoch %d (best epoch %d, val loss %.5f)",
+            meta["epoch"],
+            meta["best_epoch"],
+            meta["best_val_loss"],
+        )
     steps_per_epoch = source.num_batches("train")
     stopped = meta["bad_epochs"] >= patience
-    epochs = tqdm(range(meta["epoch"] + 1, max_epochs + 1), desc="epochs", disable=not progress,
-                  initial=meta["epoch"], total=max_epochs)
+    epochs = tqdm(
+        range(meta["epoch"] + 1, max_epochs + 1),
+        desc="epochs",
+        disable=not progress,
+        initial=meta["epoch"],
+        total=max_epochs,
+    )
     for epoch in epochs:
         if stopped:
             break
         start = time.perf_counter()
         losses, step_times = [], []
-        bar = tqdm(source.batches("train", epoch - 1), total=steps_per_epoch, leave=False,
-                   desc=f"epoch {epoch}", disable=not progress)
+        bar = tqdm(
+            source.batches("train", epoch - 1),
+            total=steps_per_epoch,
+            leave=False,
+            desc=f"epoch {epoch}",
+            disable=not progress,
+        )
         for batch in bar:
             t0 = time.perf_counter()
             state, loss = train_step(state, _device_batch(batch))
@@ -209,11 +248,15 @@ def fit(
             bar.set_postfix(loss=f"{loss:.4f}")
         val = evaluate(eval_step, state["params"], source, "val", label_names, kind=kind)
         epoch_s = time.perf_counter() - start
-        entry = {"epoch": epoch, "train/epoch_loss": float(np.mean(losses)),
-                 **val.as_metrics("val"), "time/epoch_s": epoch_s,
-                 # The first epoch's first step includes nothing to compile (done before fit),
-                 # so the mean is a fair step time.
-                 "time/step_s": float(np.mean(step_times))}
+        entry = {
+            "epoch": epoch,
+            "train/epoch_loss": float(np.mean(losses)),
+            **val.as_metrics("val"),
+            "time/epoch_s": epoch_s,
+            # The first epoch's first step includes nothing to compile (done before fit),
+            # so the mean is a fair step time.
+            "time/step_s": float(np.mean(step_times)),
+        }
         tracker.log_metrics({k: v for k, v in entry.items() if k != "epoch"}, step=epoch)
         meta["history"].append(entry)
         meta["epoch"] = epoch
@@ -229,9 +272,15 @@ def fit(
             checkpoints.save_best(epoch, state, meta)
         checkpoints.save_latest(epoch, state, meta)
         epochs.set_postfix(val_loss=f"{val.loss:.4f}", auroc=f"{val.auroc_macro:.3f}")
-        log.info("epoch %d: train loss %.4f, val loss %.4f, val AUROC %.4f, %.1f s%s", epoch,
-                 entry["train/epoch_loss"], val.loss, val.auroc_macro, epoch_s,
-                 " (best)" if improved else "")
+        log.info(
+            "epoch %d: train loss %.4f, val loss %.4f, val AUROC %.4f, %.1f s%s",
+            epoch,
+            entry["train/epoch_loss"],
+            val.loss,
+            val.auroc_macro,
+            epoch_s,
+            " (best)" if improved else "",
+        )
         if meta["bad_epochs"] >= patience:
             log.info("early stopping: val loss has not improved for %d epochs", patience)
             stopped = True
@@ -257,7 +306,9 @@ def compile_step(train_step, state, batch: dict):
         (the compiled step, seconds spent compiling).
     """
     start = time.perf_counter()
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
-                          (state, _device_batch(batch)))
+    shapes = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
+        (state, _device_batch(batch)),
+    )
     compiled = train_step.lower(*shapes).compile()
     return compiled, time.perf_counter() - start

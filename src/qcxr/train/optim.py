@@ -41,8 +41,10 @@ def make_schedule(
         if warmup_steps == 0:
             return optax.constant_schedule(learning_rate)
         return optax.join_schedules(
-            [optax.linear_schedule(0.0, learning_rate, warmup_steps),
-             optax.constant_schedule(learning_rate)],
+            [
+                optax.linear_schedule(0.0, learning_rate, warmup_steps),
+                optax.constant_schedule(learning_rate),
+            ],
             [warmup_steps],
         )
     if name == "cosine" and warmup_steps == 0:

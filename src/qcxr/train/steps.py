@@ -72,7 +72,9 @@ def init_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
 
 
 def make_train_step(
-    apply: ApplyFn, tx: optax.GradientTransformation, kind: str = "multilabel",
+    apply: ApplyFn,
+    tx: optax.GradientTransformation,
+    kind: str = "multilabel",
     class_weights=None,
 ):
     """One optimizer step (or micro-step under gradient accumulation), jitted.
