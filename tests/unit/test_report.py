@@ -379,3 +379,15 @@ def test_multiclass_runs_get_paired_score_tests(tmp_path):
 def test_multilabel_report_has_no_score_section(report):
     assert "Multiclass scores" not in report.markdown.read_text()
     assert not (report.markdown.parent / "tables" / "score_comparisons.csv").exists()
+
+
+def test_heads_default_to_the_two_the_runs_hold_with_cdl_first():
+    from qcxr.report.build import infer_heads
+
+    assert infer_heads(["qcnn", "cdl", "qcnn", "cdl"]) == ("cdl", "qcnn")
+    assert infer_heads(["dqc", "qcnn"]) == ("dqc", "qcnn")
+    assert infer_heads(["dqc", "cdl", "qcnn"]) == ("cdl", "dqc")
+    with pytest.raises(ValueError, match="--heads"):
+        infer_heads(["dqc", "qcnn", "dqc_nn"])
+    with pytest.raises(ValueError, match="--heads"):
+        infer_heads(["cdl"])

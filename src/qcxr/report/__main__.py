@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from qcxr.report.build import DEFAULT_HEADS, build_report
+from qcxr.report.build import build_report
 from qcxr.report.load import find_repo_root, resolve_tracking_uri
 
 log = logging.getLogger("qcxr.report")
@@ -26,7 +26,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     parser = argparse.ArgumentParser(
         prog="python -m qcxr.report",
-        description="Compare two heads (default CDL vs DQC) over seeds from finished MLflow runs "
+        description="Compare two heads (default: the two the runs hold) over seeds from finished "
+        "MLflow runs "
         "and write report.md, figures/ and tables/ to a folder.",
     )
     parser.add_argument(
@@ -57,9 +58,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--heads",
         nargs=2,
-        default=list(DEFAULT_HEADS),
+        default=None,
         metavar=("A", "B"),
-        help="the two heads compared; A takes CDL's part in the %% difference (default: cdl dqc)",
+        help="the two heads compared; A takes CDL's part in the %% difference (default: the two "
+        "heads the runs hold, CDL first; cdl dqc when there are more)",
     )
     parser.add_argument(
         "--out",

@@ -272,13 +272,38 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+def infer_heads(run_heads: Sequence[str]) -> tuple[str, str]:
+    """The two heads to compare when none were named.
+
+    Args:
+        run_heads: the `head` tag of every training run read.
+
+    Returns:
+        (a, b): the two heads present, CDL first when it is one of them (the classical baseline
+        takes CDL's part in the percent difference); cdl and dqc when more heads are present.
+
+    Raises:
+        ValueError: fewer than two heads, or more than two without both cdl and dqc.
+    """
+    found = sorted({str(h) for h in run_heads if h})
+    if len(found) == 2:
+        return tuple(sorted(found, key=lambda h: (h != "cdl", h)))  # type: ignore[return-value]
+    if set(DEFAULT_HEADS) <= set(found):
+        return DEFAULT_HEADS
+    raise ValueError(
+        f"the runs hold the heads {found}: name the two to compare with --heads A B"
+        if found
+        else "the runs carry no head tag"
+    )
+
+
 def build_report(
     tracking_uri: str,
     out_dir: Path,
     experiments: Sequence[str] | None = None,
     filter_string: str = "",
     tasks: Sequence[str] | None = None,
-    heads: Sequence[str] = DEFAULT_HEADS,
+    heads: Sequence[str] | None = None,
     log_to_mlflow: bool = True,
 ) -> Report:
     """Read finished runs, compare two heads, and write the report folder.
@@ -290,6 +315,8 @@ def build_report(
         filter_string: MLflow search filter on the runs, e.g. "tags.study = 'lr'".
         tasks: keep only these tasks (tag `task`, else the experiment name).
         heads: the two heads compared, (a, b); a takes CDL's part in the percent difference.
+            None: the two heads the runs hold (CDL first when present: the classical
+            baseline), or cdl and dqc when they hold more than two heads including both.
         log_to_mlflow: log the folder as artifacts of a run `report` in experiment `reports`.
 
     Returns:
@@ -300,9 +327,10 @@ def build_report(
         FileExistsError: out_dir already holds a report.md.
     """
     started = time.perf_counter()
-    heads = tuple(heads)
-    if len(heads) != 2 or heads[0] == heads[1]:
-        raise ValueError(f"--heads needs two different heads, got {list(heads)}")
+    if heads is not None:
+        heads = tuple(heads)
+        if len(heads) != 2 or heads[0] == heads[1]:
+            raise ValueError(f"--heads needs two different heads, got {list(heads)}")
     out_dir = Path(out_dir)
     if (out_dir / "report.md").exists():
         raise FileExistsError(f"{out_dir / 'report.md'} exists; choose another --out")
@@ -313,6 +341,8 @@ def build_report(
             f"no training runs (tagged `head`) in {tracking_uri} for experiments "
             f"{data.experiments or 'none'} with filter {filter_string!r}"
         )
+    if heads is None:
+        heads = infer_heads(data.runs["head"])
     sel = analysis.select_runs(data.runs, heads)
     comparisons = analysis.auroc_comparisons(data.metrics, sel)
     scores = analysis.score_comparisons(data.metrics, sel)
