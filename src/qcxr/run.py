@@ -1,7 +1,8 @@
 """The run: compose -> typed config -> build the pieces -> train -> evaluate -> log. The only
 module that reads a DictConfig (STYLE.md); `train.py` calls `run(cfg)`.
 
-Randomness: one root key from `seed`; the init stream is fold_in(root, INIT_STREAM). Data order
+Randomness: one root key from `seed`; the init stream is fold_in(root, INIT_STREAM), the dropout
+stream fold_in(root, DROPOUT_STREAM) (train step s uses fold_in(dropout stream, s)). Data order
 and augmentation are `qcxr.data`'s streams, derived from (seed, epoch, index) only, so CDL and
 DQC runs with the same seed see identical batches.
 """
@@ -41,6 +42,7 @@ from qcxr.train.checkpoint import UNSAFE_PATH_CHARS, Checkpoints
 log = logging.getLogger(__name__)
 
 INIT_STREAM = 0x1217  # fold_in constant of the parameter-init stream (data streams: qcxr.data)
+DROPOUT_STREAM = 0xD209  # fold_in constant of the dropout stream (heads with dropout: QCNN)
 
 
 class RunError(RuntimeError):
@@ -630,20 +632,22 @@ def _train_and_evaluate(
         )
         source = features.FeatureBatches(data, feats)
 
-        def apply(params, batch):
-            return classifier.head_logits(params, batch["features"])
+        def apply(params, batch, dropout_key=None):
+            return classifier.head_logits(params, batch["features"], dropout_key)
     else:
         source = data
 
-        def apply(params, batch):
-            return classifier.logits(params, constants, batch["image"])
+        def apply(params, batch, dropout_key=None):
+            return classifier.logits(params, constants, batch["image"], dropout_key)
 
     features_s = time.perf_counter() - start
 
     kind = str(cfg.task.kind)
     weights = cfg.task.get("class_weights")
     weights = None if weights is None else [float(w) for w in weights]  # checked in run()
-    train_step = steps.make_train_step(apply, tx, kind, weights)
+    # Only the train step gets the dropout stream; eval_step's apply runs deterministically.
+    dropout_key = jax.random.fold_in(root_key, DROPOUT_STREAM)
+    train_step = steps.make_train_step(apply, tx, kind, weights, dropout_key)
     eval_step = steps.make_eval_step(apply, kind, weights)
     first = next(iter(source.batches("val", 0)))
     compiled, compile_s = loop.compile_step(train_step, state, first)

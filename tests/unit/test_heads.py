@@ -104,6 +104,17 @@ def test_qcnn_dropout_only_in_training_mode():
         head.apply(variables, f, train=True)
 
 
+def test_heads_without_dropout_ignore_train():
+    """The classifier passes train=True and a dropout stream to every head in the train step."""
+    f = jax.random.normal(jax.random.key(0), (2, 3))
+    rngs = {"dropout": jax.random.key(2)}
+    for head in (cdl_head(3), dqc_nn_head(3), dqc_head(3, make_ansatz("ry_cnot_ring", 3, 1))):
+        variables = head.init(jax.random.key(1), f)
+        np.testing.assert_array_equal(
+            head.apply(variables, f, train=True, rngs=rngs), head.apply(variables, f)
+        )
+
+
 def test_qcnn_head_bad_options_name_the_key():
     with pytest.raises(ValueError, match=r"head.cut.*'fragments', 'exact', 'none'"):
         qcnn_head(3, cut="partial")

@@ -39,8 +39,9 @@ def test_memory_guard_fails_at_start(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_resume_matches_uninterrupted(tmp_path, monkeypatch):
-    overrides = ["head=dqc", "trainer.max_epochs=3", "trainer.patience=5"]
+@pytest.mark.parametrize("head", ["dqc", "qcnn"])  # qcnn: dropout keys follow the restored step
+def test_resume_matches_uninterrupted(tmp_path, monkeypatch, head):
+    overrides = [f"head={head}", "trainer.max_epochs=3", "trainer.patience=5"]
     full = run_module.run(compose_run(tmp_path, overrides, run_dir="full"))
 
     original = Checkpoints.save_latest

@@ -1,4 +1,5 @@
-"""Freezing through the optimizer mask; optimizers, schedules and accumulation; determinism."""
+"""Freezing through the optimizer mask; optimizers, schedules and accumulation; determinism;
+the dropout stream of the train step (heads with dropout: QCNN)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import pytest
 
 from qcxr.models.backbones import tiny
 from qcxr.models.classifier import Classifier
-from qcxr.models.heads import cdl_head, dqc_head
+from qcxr.models.heads import cdl_head, dqc_head, qcnn_head
 from qcxr.quantum import make_ansatz
 from qcxr.train import optim, steps
 
@@ -106,3 +107,77 @@ def test_bf16_compute_runs():
     params, consts = model.init(jax.random.key(0))
     out = model.logits(params, consts, jnp.ones((2, 8, 8, 3)))
     assert out.dtype == jnp.float32 and out.shape == (2, 3)
+
+
+DROPOUT_KEY = jax.random.key(7)
+
+
+def _dropout_setup(head, path="image", dropout_key=DROPOUT_KEY, freeze=True):
+    """A fresh state and jitted train/eval steps wired as run.py does (image or features path)."""
+    model = Classifier(tiny(feature_dim=4, image_size=8, freeze=freeze), head)
+    params, consts = model.init(jax.random.key(0))
+    tx = optim.adam(
+        learning_rate=1e-2,
+        total_steps=10,
+        trainable=optim.freeze_labels(params, {"backbone": model.backbone.freeze}),
+    )
+    if path == "image":
+
+        def apply(p, b, key=None):
+            return model.logits(p, consts, b["image"], key)
+    else:
+
+        def apply(p, b, key=None):
+            return model.head_logits(p, b["features"], key)
+
+    batch = _batch()
+    batch["features"] = np.asarray(model.features(params, consts, jnp.asarray(batch["image"])))
+    step = steps.make_train_step(apply, tx, dropout_key=dropout_key)
+    return params, steps.init_state(params, tx), step, steps.make_eval_step(apply), batch
+
+
+def _first_loss(head, path="image", step_index=0, **kw):
+    _, state, step, _, batch = _dropout_setup(head, path, **kw)
+    state["step"] = jnp.asarray(step_index, jnp.int32)
+    return float(step(state, batch)[1])
+
+
+@pytest.mark.parametrize("path", ["image", "features"])
+def test_qcnn_train_step_applies_dropout(path):
+    """Dropout 0.5 changes the train loss (it was silently off, issue: the trainer passed no
+    dropout stream); two steps draw different masks; the same key twice is deterministic."""
+    no_dropout = _first_loss(qcnn_head(3, dropout=0.0), path)
+    dropped = _first_loss(qcnn_head(3, dropout=0.5), path)
+    assert dropped != no_dropout
+    assert _first_loss(qcnn_head(3, dropout=0.5), path) == dropped  # same seed, same loss
+    # Same params and batch, step counter 1: another key, another mask.
+    assert _first_loss(qcnn_head(3, dropout=0.5), path, step_index=1) != dropped
+    # Without a dropout stream the head is deterministic, as before.
+    assert _first_loss(qcnn_head(3, dropout=0.5), path, dropout_key=None) == no_dropout
+
+
+def test_qcnn_eval_is_deterministic_and_dropout_free():
+    params, _, _, eval_step, batch = _dropout_setup(qcnn_head(3, dropout=0.5))
+    ref_params, _, _, ref_eval, _ = _dropout_setup(qcnn_head(3, dropout=0.0))
+    same = jax.tree.map(np.array_equal, params, ref_params)
+    assert all(jax.tree.leaves(same))  # dropout has no parameters
+    first, second = eval_step(params, batch)[0], eval_step(params, batch)[0]
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, ref_eval(ref_params, batch)[0])
+
+
+@pytest.mark.parametrize(
+    "head,before",
+    [
+        # First-step losses computed with the code before the dropout stream existed.
+        ("cdl", 0.7324810028076172),
+        pytest.param("dqc", 0.7515786290168762, marks=pytest.mark.slow),
+    ],
+)
+def test_dropout_stream_leaves_heads_without_dropout_unchanged(head, before):
+    def build():
+        return cdl_head(3) if head == "cdl" else dqc_head(3, make_ansatz("ry_cnot_ring", 3, 1))
+
+    with_key = _first_loss(build())
+    assert with_key == _first_loss(build(), dropout_key=None)
+    assert with_key == pytest.approx(before, rel=1e-5)

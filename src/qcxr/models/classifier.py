@@ -78,10 +78,34 @@ class Classifier:
         variables = {"params": backbone, **constants["backbone"]}
         return self.backbone.module.apply(variables, images).astype(jnp.float32)
 
-    def head_logits(self, params: dict, features: jax.Array) -> jax.Array:
-        """Logits f32[B, L] of the head on features f32[B, D] (reads params["head"])."""
-        return self.head.apply({"params": params["head"]}, features).astype(jnp.float32)
+    def head_logits(
+        self, params: dict, features: jax.Array, dropout_key: jax.Array | None = None
+    ) -> jax.Array:
+        """Logits of the head on features (reads params["head"]).
 
-    def logits(self, params: dict, constants: dict, images: jax.Array) -> jax.Array:
-        """Logits f32[B, L] of images f32[B, S, S, 3]."""
-        return self.head_logits(params, self.features(params, constants, images))
+        Args:
+            params: the parameter tree.
+            features: f32[B, D].
+            dropout_key: None (deterministic: evaluation), or the train step's dropout key: the
+                head then runs with `train=True` and `rngs={"dropout": dropout_key}`.
+
+        Returns:
+            f32[B, L].
+        """
+        if dropout_key is None:
+            out = self.head.apply({"params": params["head"]}, features)
+        else:
+            out = self.head.apply(
+                {"params": params["head"]}, features, train=True, rngs={"dropout": dropout_key}
+            )
+        return out.astype(jnp.float32)
+
+    def logits(
+        self,
+        params: dict,
+        constants: dict,
+        images: jax.Array,
+        dropout_key: jax.Array | None = None,
+    ) -> jax.Array:
+        """Logits f32[B, L] of images f32[B, S, S, 3]; `dropout_key` as in `head_logits`."""
+        return self.head_logits(params, self.features(params, constants, images), dropout_key)

@@ -2,7 +2,8 @@
 
 Each head maps features f[B, m] to logits f[B, n]; the sigmoid (or softmax) lives in the loss
 (section III-B of the first paper applies it after the last linear layer). Nothing in a head
-assumes a loss.
+assumes a loss. Every head takes `train` (the classifier passes it with a "dropout" PRNG stream in
+the train step only); heads without dropout ignore it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ class CDLHead(nn.Module):
     num_labels: int
 
     @nn.compact
-    def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
-        """Logits f[B, n] from features f[B, m]."""
+    def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Logits f[B, n] from features f[B, m]; `train` is accepted and ignored (no dropout)."""
         return nn.Dense(self.num_labels, name="fc")(features)
 
 
@@ -78,8 +79,8 @@ class DQCHead(nn.Module):
     method: str = "auto"
 
     @nn.compact
-    def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
-        """Logits f[B, n] from features f[B, m]."""
+    def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Logits f[B, n] from features f[B, m]; `train` is accepted and ignored (no dropout)."""
         n = self.ansatz.num_qubits
         # tanh rescaled to [-pi/2, pi/2] (section III-B) before the RY angle encoding.
         angles = jnp.tanh(nn.Dense(n, name="pre")(features)) * (jnp.pi / 2)
@@ -108,8 +109,8 @@ class DQCNNHead(nn.Module):
     num_labels: int
 
     @nn.compact
-    def __call__(self, features: jnp.ndarray) -> jnp.ndarray:
-        """Logits f[B, n] from features f[B, m]."""
+    def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """Logits f[B, n] from features f[B, m]; `train` is accepted and ignored (no dropout)."""
         n = self.num_labels
         angles = jnp.tanh(nn.Dense(n, name="pre")(features)) * (jnp.pi / 2)
         q = jnp.tanh(nn.Dense(n, name="mix")(angles))

@@ -1,7 +1,9 @@
 """Train state and jitted train/eval steps over an apply function.
 
-The trainer sees the model only as `apply(params, batch) -> logits f32[B, L]`: the image path
-(backbone + head) and the cached-feature path (head only) are two apply functions, nothing more.
+The trainer sees the model only as `apply(params, batch[, dropout_key]) -> logits f32[B, L]`: the
+image path (backbone + head) and the cached-feature path (head only) are two apply functions,
+nothing more. Only the train step passes a dropout key (one per step); evaluation never does, so it
+is deterministic.
 The loss follows the task's kind (multilabel: BCE; multiclass: softmax cross-entropy), never the
 head.
 """
@@ -17,7 +19,7 @@ import optax
 
 from qcxr import metrics
 
-ApplyFn = Callable[[Any, dict], jax.Array]
+ApplyFn = Callable[..., jax.Array]  # (params, batch[, dropout_key]) -> logits
 TrainState = dict  # {"params": pytree, "opt_state": pytree, "step": int32[]}
 KINDS = ("multilabel", "multiclass")
 
@@ -76,25 +78,33 @@ def make_train_step(
     tx: optax.GradientTransformation,
     kind: str = "multilabel",
     class_weights=None,
+    dropout_key: jax.Array | None = None,
 ):
     """One optimizer step (or micro-step under gradient accumulation), jitted.
 
     Args:
-        apply: (params, batch) -> logits f32[B, L].
+        apply: (params, batch) -> logits f32[B, L], or (params, batch, key) -> logits when
+            `dropout_key` is given (the key turns the head's dropout on).
         tx: the optimizer (freeze mask and accumulation included).
         kind: the task's kind (see `task_loss`).
         class_weights: optional C class weights (multiclass).
+        dropout_key: the run's dropout stream, or None (no dropout). Step s uses
+            fold_in(dropout_key, s) with s = state["step"], a traced argument: every step (and
+            micro-step) gets its own key, a resumed run continues the same sequence, and the step
+            compiles once.
 
     Returns:
         step(state, batch) -> (state, loss f32[]): the task's masked mean loss before the update.
     """
     masked_loss = task_loss(kind, class_weights)[0]
 
-    def loss_fn(params, batch):
-        return masked_loss(apply(params, batch), batch["labels"], batch["mask"])
+    def loss_fn(params, batch, key):
+        logits = apply(params, batch) if key is None else apply(params, batch, key)
+        return masked_loss(logits, batch["labels"], batch["mask"])
 
     def step(state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
+        key = None if dropout_key is None else jax.random.fold_in(dropout_key, state["step"])
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
