@@ -36,6 +36,7 @@ from qcxr import schema
 from qcxr.data.labels import resolve_labels
 from qcxr.models.classifier import Classifier
 from qcxr.quantum import MemoryBudgetError
+from qcxr.tracking import TrackerUnavailable
 from qcxr.train import artifacts, features, loop, optim, steps
 from qcxr.train.checkpoint import UNSAFE_PATH_CHARS, Checkpoints
 
@@ -70,6 +71,7 @@ RESUMABLE_CHANGES = (
     "trainer.progress",
     "trainer.compilation_cache",
     "tracker.flush_every",
+    "tracker.retry_s",
     "paths.cache_dir",
 )
 
@@ -560,6 +562,15 @@ def run(cfg: DictConfig) -> float:
         tracker.end("FAILED")
         _write_state(out_dir, status="FAILED")
         raise RunError(f"the {names['head']} head does not fit in memory: {err}") from err
+    except TrackerUnavailable as err:
+        tracker.end("FAILED")  # logs that the server could not be told
+        _write_state(out_dir, status="FAILED")
+        raise RunError(
+            f"{err}. The run {run_id} stays RUNNING on the server with every metric up to its "
+            f"latest checkpoint ({out_dir / 'checkpoints' / 'latest'}). Once the server is back, "
+            f"start the same command with hydra.run.dir={out_dir} to resume: it reopens the "
+            "run and logs the rest, each step once"
+        ) from err
     except BaseException:
         log.exception("run %s failed", run_name)
         tracker.end("FAILED")

@@ -252,6 +252,7 @@ class MLflowTrackerSchema:
     experiment: str = MISSING
     artifact_root: str | None = MISSING  # type: ignore[assignment]
     flush_every: int = MISSING
+    retry_s: float = MISSING
 
 
 @dataclass

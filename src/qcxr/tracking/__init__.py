@@ -3,7 +3,7 @@
 Only `tracking/mlflow.py` imports mlflow, and only when an `MLflowTracker` is built.
 """
 
-from qcxr.tracking.base import NullTracker, Tracker
+from qcxr.tracking.base import NullTracker, Tracker, TrackerUnavailable
 
 
 def mlflow_tracker(*args, **kwargs):
@@ -18,4 +18,4 @@ def null_tracker() -> NullTracker:
     return NullTracker()
 
 
-__all__ = ["NullTracker", "Tracker", "mlflow_tracker", "null_tracker"]
+__all__ = ["NullTracker", "Tracker", "TrackerUnavailable", "mlflow_tracker", "null_tracker"]

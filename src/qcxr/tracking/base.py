@@ -7,6 +7,15 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 
+class TrackerUnavailable(RuntimeError):
+    """The tracking server stayed unreachable for the tracker's whole retry budget.
+
+    Raised by a write that could not land; the tracker keeps what it had not written, and the
+    message names the server and the fix. `qcxr.run.run` turns it into a RunError that says how
+    to resume the run from its latest checkpoint.
+    """
+
+
 @runtime_checkable
 class Tracker(Protocol):
     """Where a run's parameters, metrics and artifacts go (STYLE.md, package boundaries)."""

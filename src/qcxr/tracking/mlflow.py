@@ -9,6 +9,15 @@ than the step); the trainer calls `flush` before every checkpoint, so whatever a
 covers is in the store when the checkpoint exists. A reopened (resumed) run skips (key, step)
 pairs the store already holds, so a step re-run after a kill is logged once.
 
+A tracking server that does not answer (restarting, a network cut) is retried: MLflow's client
+retries each HTTP request itself (`MLFLOW_HTTP_REQUEST_MAX_RETRIES`, default 7, with backoff
+`MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR` 2 s: 0, 4, 8, ... 120 s, about 4 minutes), and on top of that
+every write here is retried until `retry_s` seconds have passed since its first attempt. Metrics
+stay in the buffer until their write succeeds, and a retried batch carries the same timestamps, so
+the store keeps each (key, step) once. When the budget is spent the write raises
+`TrackerUnavailable`, naming the server and the fix, and the tracker stops talking to the server
+(ending the run would only wait out the budget again).
+
 What the MLflow UI shows first: experiments carry `mlflow.experimentKind =
 custom_model_development` (the model-training view, not the GenAI one), runs carry MLflow's own
 source tags (`mlflow.source.name/type`, `mlflow.source.git.commit`, `mlflow.user`) and their
@@ -31,8 +40,11 @@ from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 import mlflow
+import requests
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
+
+from qcxr.tracking.base import TrackerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +72,27 @@ def _transient(err: Exception) -> bool:
     return any(s in text for s in ("database is locked", "database table is locked", "busy"))
 
 
+def _unreachable(err: BaseException) -> bool:
+    """Whether `err` (or an error it wraps) says the server did not answer.
+
+    MLflow wraps what `requests` raised once its own retries are spent in an MlflowException
+    ("API request to ... failed with exception ...") whose cause is the requests error.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(
+            err,
+            requests.exceptions.ConnectionError
+            | requests.exceptions.Timeout
+            | requests.exceptions.RetryError  # 5xx answers (a proxy before a restarting server)
+            | ConnectionError,
+        ):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 class MLflowTracker:
     """Tracker on an MLflow tracking store.
 
@@ -70,6 +103,8 @@ class MLflowTracker:
         artifact_root: folder under which a new experiment keeps its artifacts (default: the
             SQLite database's folder for sqlite URIs, MLflow's default otherwise).
         flush_every: buffered metric values that trigger a write.
+        retry_s: seconds for which a write to a server that does not answer is retried, counted
+            from its first attempt (MLflow's own per-request retries run inside each attempt).
     """
 
     def __init__(
@@ -78,6 +113,7 @@ class MLflowTracker:
         experiment: str,
         artifact_root: str | None = None,
         flush_every: int = 500,
+        retry_s: float = 300.0,
     ):
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not self.tracking_uri:
@@ -92,6 +128,8 @@ class MLflowTracker:
                 artifact_root = str(db.parent)
         self.artifact_root = artifact_root
         self.flush_every = int(flush_every)
+        self.retry_s = float(retry_s)
+        self.unavailable: TrackerUnavailable | None = None  # set once the budget was spent
         self._buffer: list[Metric] = []
         self._logged: set[tuple[str, int]] = set()  # (key, step) already in a reopened run
         self._client: MlflowClient | None = None
@@ -111,19 +149,48 @@ class MLflowTracker:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _call(self, fn: Callable[[], T], _build: bool = False) -> T:
+        if self.unavailable is not None:
+            raise self.unavailable
         if not _build:
             self.client  # noqa: B018 - build the client first: the file lock must not nest
-        for attempt in range(_RETRIES):
+        started = time.monotonic()
+        busy = down = 0
+        while True:
             try:
                 with self._locked():
                     return fn()
             except Exception as err:  # noqa: BLE001 - MLflow wraps SQLAlchemy's errors variously
-                if not _transient(err) or attempt == _RETRIES - 1:
+                if _unreachable(err):
+                    waited = time.monotonic() - started
+                    if waited >= self.retry_s:
+                        self.unavailable = TrackerUnavailable(
+                            f"the MLflow tracking server {self.tracking_uri} did not answer "
+                            f"for {waited:.1f} s (tracker.retry_s={self.retry_s:g}): {err}. "
+                            "Fix: check that the server is running and reachable from this "
+                            f"node (curl {self.tracking_uri}/health), or give it longer "
+                            "(tracker.retry_s=...)"
+                        )
+                        raise self.unavailable from err
+                    down += 1
+                    delay = min(10.0, 0.5 * 2**down, self.retry_s - waited)
+                    log.warning(
+                        "MLflow server %s unreachable for %.0f s (%s); retry %d in %.1f s "
+                        "(gives up after tracker.retry_s=%g s)",
+                        self.tracking_uri,
+                        waited,
+                        type(err.__cause__ or err.__context__ or err).__name__,
+                        down,
+                        delay,
+                        self.retry_s,
+                    )
+                    time.sleep(delay)
+                    continue
+                if not _transient(err) or busy == _RETRIES - 1:
                     raise
-                delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
-                log.warning("MLflow store busy (%s); retry %d in %.2f s", err, attempt + 1, delay)
+                delay = min(2.0, 0.05 * 2**busy) * (0.5 + random.random())
+                busy += 1
+                log.warning("MLflow store busy (%s); retry %d in %.2f s", err, busy, delay)
                 time.sleep(delay)
-        raise AssertionError("unreachable")
 
     @property
     def client(self) -> MlflowClient:
@@ -205,8 +272,9 @@ class MLflowTracker:
     def flush(self) -> None:
         """Write the buffered metrics."""
         while self._buffer:
-            chunk, self._buffer = self._buffer[:_METRIC_BATCH], self._buffer[_METRIC_BATCH:]
+            chunk = self._buffer[:_METRIC_BATCH]
             self._call(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
+            del self._buffer[: len(chunk)]  # only once written: a failed write loses nothing
 
     def log_dataset(
         self,
@@ -252,6 +320,16 @@ class MLflowTracker:
     def end(self, status: str = "FINISHED") -> None:
         """Flush and close the run with `status` (FINISHED, FAILED or KILLED)."""
         if self.run_id is None:
+            return
+        if self.unavailable is not None:
+            log.error(
+                "MLflow run %s not ended %s: its server %s is unreachable; %d metric values "
+                "were not written (the run's checkpoints let it resume)",
+                self.run_id,
+                status,
+                self.tracking_uri,
+                len(self._buffer),
+            )
             return
         try:
             self.flush()
