@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import pytest
 
 from qcxr.bench.__main__ import main
@@ -27,7 +28,10 @@ def test_bench_qcnn_rows_and_shot_noise(tmp_path):
         "--out",
         str(out),
     ]
+    x64_before = jax.config.jax_enable_x64
     assert main(argv) == 0
+    # The float64 shot-noise reference must not leak into the rest of the process.
+    assert jax.config.jax_enable_x64 == x64_before
     result = json.loads(out.read_text())
     assert [r["name"] for r in result["rows"]] == ["native, cut=fragments", "native, cut=exact"]
     assert all(len(r["times"]) == 2 and min(r["times"]) > 0 for r in result["rows"])

@@ -142,12 +142,24 @@ def _shot_noise(args) -> list[dict]:
     total shots (9 N) and with N shots.
     """
     import jax
+
+    # float64 for the reference; restored afterwards, so the rest of a process (tests, the
+    # float32 data pipeline) keeps JAX's default.
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        return _shot_noise_x64(args)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+def _shot_noise_x64(args) -> list[dict]:
+    import jax
     import jax.numpy as jnp
     import numpy as np
 
     from qcxr.quantum import qcnn_probs
 
-    jax.config.update("jax_enable_x64", True)
     key = jax.random.key(args.seed)
     kw, kx, key = jax.random.split(key, 3)
     w = jax.random.uniform(kw, (35,), jnp.float64)  # the paper's init, U[0, 1)

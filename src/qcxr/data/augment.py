@@ -203,7 +203,10 @@ def augment_device(images, flip, angle, top, left, mean, std, *, size: int):
     def one(img, f, a, t, left_):
         img = jnp.where(f, img[:, ::-1, :], img)
         img = pix.rotate(img, jnp.deg2rad(a), order=1, mode="constant", cval=0.0)
-        return jax.lax.dynamic_slice(img, (t, left_, 0), (size, size, img.shape[-1]))
+        # One index dtype for all three starts (a Python 0 would be int64 under jax_enable_x64).
+        return jax.lax.dynamic_slice(
+            img, (t, left_, jnp.zeros_like(t)), (size, size, img.shape[-1])
+        )
 
     x = jax.vmap(one)(x, flip, angle, top, left)
     x = jnp.broadcast_to(x, x.shape[:3] + (3,))
