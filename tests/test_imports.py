@@ -134,6 +134,7 @@ QUANTUM_RANKS = {
     "kernels": 2,  # kernels
     "split": 3,  # methods
     "statevector": 3,
+    "mps": 3,
     "memory": 4,  # the methods' estimates (memory uses the split method's)
     "cutting": 4,
     "qcnn": 5,

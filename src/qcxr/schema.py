@@ -61,6 +61,7 @@ class DQCHeadSchema:
     remat: bool = MISSING
     chunk_size: Any = MISSING  # an int, "auto" or null
     method: str = MISSING
+    max_bond: int | None = MISSING  # type: ignore[assignment]  # MPS bond limit; null = exact
 
 
 @dataclass

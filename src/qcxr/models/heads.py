@@ -38,8 +38,14 @@ def circuit_fn(
     remat: bool = False,
     chunk_size: int | str | None = "auto",
     method: str = "auto",
+    max_bond: int | None = None,
+    return_discarded: bool = False,
 ) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
-    """The circuit as a function (weights, angles f[B, n]) -> <Z> f[B, n] on a simulator."""
+    """The circuit as a function (weights, angles f[B, n]) -> <Z> f[B, n] on a simulator.
+
+    With return_discarded (native only) it returns (<Z> f[B, n], discarded weight f[B]) (see
+    engine.expvals).
+    """
     if simulator == "native":
 
         def run(weights, x):
@@ -51,6 +57,8 @@ def circuit_fn(
                 remat=remat,
                 chunk_size=chunk_size,
                 method=method,
+                max_bond=max_bond,
+                return_discarded=return_discarded,
             )
 
         return run
@@ -77,6 +85,7 @@ class DQCHead(nn.Module):
     remat: bool = False
     chunk_size: int | str | None = "auto"
     method: str = "auto"
+    max_bond: int | None = None
 
     @nn.compact
     def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -91,6 +100,7 @@ class DQCHead(nn.Module):
             # (not during init with a batch of one, issue 11).
             q = jnp.zeros(angles.shape, weights.dtype)
         else:
+            truncating = self.max_bond is not None and self.simulator == "native"
             run = circuit_fn(
                 self.ansatz,
                 self.simulator,
@@ -98,8 +108,15 @@ class DQCHead(nn.Module):
                 self.remat,
                 self.chunk_size,
                 self.method,
+                self.max_bond,
+                return_discarded=truncating,
             )
             q = run(weights, angles.astype(weights.dtype))
+            if truncating:
+                # The MPS truncation error of this batch (mean over samples of the discarded
+                # weight summed over bonds), sown for the train step to log (train/steps.py).
+                q, lost = q
+                self.sow("intermediates", "mps_discarded_weight", jnp.mean(lost))
         return nn.Dense(n, name="post")(q)
 
 
@@ -130,6 +147,7 @@ def dqc_head(
     remat: bool = False,
     chunk_size: int | str | None = "auto",
     method: str = "auto",
+    max_bond: int | None = None,
 ) -> DQCHead:
     """Build the DQC head (`conf/head/dqc.yaml`); one qubit per label.
 
@@ -137,8 +155,9 @@ def dqc_head(
         num_labels: labels of the task; must equal the ansatz's qubits.
         ansatz: the circuit description.
         simulator: one of SIMULATORS.
-        block_size, remat, chunk_size, method: native-engine options (see
-            qcxr.quantum.expvals; method: auto, statevector or split).
+        block_size, remat, chunk_size, method, max_bond: native-engine options (see
+            qcxr.quantum.expvals; method: auto, statevector, split or mps; max_bond: the MPS
+            bond limit, None for exact).
     """
     if int(num_labels) != ansatz.num_qubits:
         raise ValueError(
@@ -149,7 +168,10 @@ def dqc_head(
         raise ValueError(f"unknown simulator {simulator!r}; choose one of {SIMULATORS}")
     if method not in engine.METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {engine.METHODS}")
-    return DQCHead(ansatz, simulator, int(block_size), bool(remat), chunk_size, method)
+    from qcxr.quantum.mps import check_max_bond
+
+    max_bond = check_max_bond(max_bond)
+    return DQCHead(ansatz, simulator, int(block_size), bool(remat), chunk_size, method, max_bond)
 
 
 def dqc_nn_head(num_labels: int) -> DQCNNHead:

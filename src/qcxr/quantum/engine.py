@@ -1,13 +1,15 @@
 """The dispatcher: `expvals` runs a circuit by the method that suits it.
 
 Layer 4 of qcxr.quantum: representation (gates.py, circuit.py, ansatz.py) -> kernels (kernels.py)
--> methods (statevector.py, split.py, with memory.py's estimates) -> this module. Imports run that
-way only (tests/test_imports.py enforces it).
+-> methods (statevector.py, split.py, mps.py, with memory.py's estimates) -> this module. Imports
+run that way only (tests/test_imports.py enforces it).
 
 A library ansatz (or a Circuit that equals one's build, see ansatz.match_library) runs on the fast
 paths: the statevector engine (kernels.py lists what makes it fast) or the split method (split.py:
 the state as a short sum of products across a cut of the wires, exact, for shallow circuits),
-whichever is cheaper by default. Any other Circuit runs on the general statevector path
+or the MPS method (mps.py: an exact matrix product state, linear in the number of qubits, for the
+large circuits neither of the others can hold), whichever is cheaper and fits the memory budget by
+default. Any other Circuit runs on the general statevector path
 (statevector.run_circuit).
 """
 
@@ -18,45 +20,111 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from qcxr.quantum import split, statevector
+from qcxr.quantum import mps, split, statevector
 from qcxr.quantum.ansatz import ANSATZE, Ansatz, match_library
 from qcxr.quantum.circuit import Circuit
 from qcxr.quantum.kernels import Program, compile_ansatz, folded_vectors, layer_mats
 from qcxr.quantum.memory import (
     check_memory,
+    check_mps_memory,
     check_split_memory,
     choose_chunk_size,
     choose_lanes,
+    default_budget,
+    estimate_bytes,
     fits_split_memory,
+    mps_memory,
 )
 
 #: Simulation methods of expvals.
-METHODS = ("auto", "statevector", "split")
+METHODS = ("auto", "statevector", "split", "mps")
 #: "auto" takes the split method when its estimated cost is this many times below the
 #: statevector's. Measured on the 2-core CPU (batch 32, head-step gradient), statevector / split
 #: time against this cost ratio: 3 layers at 10 / 12 / 14 / 16 qubits: 0.65 / 1.6 / 3.0 / 9.7
 #: (cost ratio 0.81 / 1.8 / 3.4 / 7.3); 4 layers at 16 / 19 qubits: 1.2 / 1.6 (1.1 / 2.5).
 SPLIT_MARGIN = 1.5
+#: "auto" takes the MPS method when its estimated cost (mps.mps_cost) is this many times below the
+#: cheaper of the other two. Its contractions are small batched GEMMs (chi = 16), slower per
+#: multiply-add than the statevector's and split's large ones. Measured on the 2-core CPU (batch
+#: 32, head-step gradient, 3-layer ring): MEASURED BELOW.
+MPS_MARGIN = 4.0
 
 
 def choose_method(program: Program, method: str, block_size: int = 5) -> str:
-    """The method expvals runs: "statevector" or "split" (see expvals)."""
+    """The method expvals runs by estimated cost alone: "statevector", "split" or "mps".
+
+    The memory budget is not consulted here (see resolve_method, which expvals follows).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if program.final_rows is None or not program.ops:
-        return "statevector"  # product states only: neither method builds a 2^n state
+        return "statevector"  # product states only: no method builds an entangled state
     terms = split.split_terms(program)
     if method == "split" and terms > split.MAX_TERMS:
         raise ValueError(
             f"the split method would carry {terms} terms for this circuit (more than "
-            f"{split.MAX_TERMS}: too deep for it); use method='statevector' or 'auto'"
+            f"{split.MAX_TERMS}: too deep for it); use method='statevector', 'mps' or 'auto'"
         )
     if method == "auto":
-        if terms > split.MAX_TERMS:
-            return "statevector"
-        cheaper = SPLIT_MARGIN * split.split_cost(program, block_size)
-        return "split" if cheaper < split.statevector_cost(program, block_size) else "statevector"
+        return _ranked(program, block_size)[0]
     return method
+
+
+def _ranked(program: Program, block_size: int, max_bond: int | None = None) -> list[str]:
+    """The methods for a program with entanglers, cheapest (with the margins) first."""
+    costs = {"statevector": split.statevector_cost(program, block_size)}
+    if split.split_terms(program) <= split.MAX_TERMS:
+        costs["split"] = split.split_cost(program, block_size) * SPLIT_MARGIN
+    costs["mps"] = mps.mps_cost(mps.plan_mps(program), max_bond) * MPS_MARGIN
+    return sorted(costs, key=costs.get)
+
+
+def resolve_method(
+    ansatz: Ansatz,
+    batch: int,
+    dtype="float32",
+    method: str = "auto",
+    memory_budget: float | None = None,
+    *,
+    block_size: int = 5,
+    remat: bool = False,
+    max_bond: int | None = None,
+) -> str:
+    """The method expvals would run for this ansatz and batch: "statevector", "split" or "mps".
+
+    "auto" takes the cheapest by estimated cost (choose_method's margins) among those whose memory
+    estimate fits the budget (the statevector counted with its chunking); an explicit method is
+    returned as is (expvals raises MemoryBudgetError for it if it does not fit).
+
+    Args:
+        ansatz: the library ansatz.
+        batch: samples per call.
+        dtype: float dtype of the computation.
+        method: one of METHODS.
+        memory_budget: bytes (default memory.default_budget()).
+        block_size, remat, max_bond: the expvals options that change the estimates.
+
+    Returns:
+        The method name.
+    """
+    program = compile_ansatz(ansatz)
+    chosen = choose_method(program, method, block_size)
+    if method != "auto" or program.final_rows is None or not program.ops:
+        return chosen
+    for m in _ranked(program, block_size, max_bond):
+        if _fits(ansatz, program, m, batch, dtype, remat, memory_budget, block_size, max_bond):
+            return m
+    return _ranked(program, block_size, max_bond)[0]  # nothing fits: expvals raises for it
+
+
+def _fits(a, program, method, batch, dtype, remat, budget, block_size, max_bond) -> bool:
+    if method == "split":
+        return fits_split_memory(a, split.plan_split(program), batch, dtype, budget)
+    if method == "mps":
+        return mps_memory(a, mps.plan_mps(program), batch, dtype, max_bond, budget)[1]
+    chunk = choose_chunk_size(a, program, batch, dtype, remat, budget, block_size)
+    need = estimate_bytes(a, program, chunk, dtype, remat, block_size, batch)
+    return need <= (default_budget() if budget is None else float(budget))
 
 
 def resolve_ansatz(ansatz: Ansatz | str, weights: jnp.ndarray, num_qubits: int) -> Ansatz:
@@ -83,6 +151,8 @@ def expvals(
     chunk_size: int | str | None = "auto",
     memory_budget: float | None = None,
     method: str = "auto",
+    max_bond: int | None = None,
+    return_discarded: bool = False,
 ) -> jnp.ndarray:
     """<Z_i> on every qubit of an ansatz (or measured wire of a circuit) for a batch of features.
 
@@ -107,17 +177,26 @@ def expvals(
             accelerators the largest chunk that fits the budget. None: the whole batch at once.
         memory_budget: bytes the simulation may use (default: see memory.default_budget()).
         method: "statevector" (the 2^n state), "split" (an exact sum of products over a cut of
-            the wires, see qcxr.quantum.split: for shallow circuits) or "auto" (the default: the
-            split method where its estimated cost is well below the statevector's and it fits
-            the memory budget). chunk_size and remat apply to the statevector only.
+            the wires, see qcxr.quantum.split: for shallow circuits), "mps" (an exact matrix
+            product state, see qcxr.quantum.mps: linear in the qubits, for shallow circuits on
+            many qubits) or "auto" (the default: the cheapest by estimated cost that fits the
+            memory budget, see resolve_method). chunk_size and remat apply to the statevector
+            only.
+        max_bond: the MPS method's bond limit (None: exact). Below the circuit's exact bond
+            (mps.plan_mps(...).exact_bond) the state is truncated by SVD after each CNOT network.
+        return_discarded: also return the MPS truncation's discarded weight.
 
     Returns:
-        f[..., qubits] expectations, the dtype of the promoted inputs.
+        f[..., qubits] expectations, the dtype of the promoted inputs; with return_discarded, the
+        pair (expectations, f[...] discarded weight per sample: the discarded squared Schmidt
+        values summed over bonds and networks, zero for exact methods).
     """
     x = jnp.asarray(x)
     weights = jnp.asarray(weights)
     n = x.shape[-1]
     if isinstance(ansatz, Circuit):
+        if return_discarded or max_bond is not None:
+            raise ValueError("max_bond and return_discarded apply to library ansatze only")
         return _expvals_circuit(
             ansatz, weights, x, block_size, remat, chunk_size, memory_budget, method
         )
@@ -133,13 +212,30 @@ def expvals(
     xf = x.reshape(-1, n)
     batch = xf.shape[0]
     program = compile_ansatz(a)
-    if choose_method(program, method, block_size) == "split":
+    max_bond = mps.check_max_bond(max_bond)
+    chosen = resolve_method(
+        a,
+        batch,
+        dtype,
+        method,
+        memory_budget,
+        block_size=block_size,
+        remat=remat,
+        max_bond=max_bond,
+    )
+    lost = jnp.zeros(lead, x.real.dtype)
+    if chosen == "mps" and program.final_rows is not None and program.ops:
+        plan = mps.plan_mps(program)
+        check_mps_memory(a, plan, batch, dtype, max_bond, memory_budget)
+        vec = folded_vectors(a, program, weights, xf)
+        out, lost = mps.simulate(plan, functools.partial(layer_mats, a, weights), vec, max_bond)
+        out = out.reshape(*lead, n)
+        return (out, lost.reshape(lead)) if return_discarded else out
+    if chosen == "split":
         plan = split.plan_split(program)
-        if method == "split":
-            check_split_memory(a, plan, batch, dtype, memory_budget)
-        # "auto" falls back to the statevector when the split method's memory does not fit.
-        if method == "split" or fits_split_memory(a, plan, batch, dtype, memory_budget):
-            return _run(a, program, weights, xf, block_size, remat, plan).reshape(*lead, n)
+        check_split_memory(a, plan, batch, dtype, memory_budget)
+        out = _run(a, program, weights, xf, block_size, remat, plan).reshape(*lead, n)
+        return (out, lost) if return_discarded else out
     if chunk_size == "auto":
         chunk_size = choose_chunk_size(a, program, batch, dtype, remat, memory_budget, block_size)
     chunk = batch if chunk_size is None else max(1, min(int(chunk_size), batch))
@@ -159,7 +255,8 @@ def expvals(
         # Each chunk is rematerialised in the backward pass, so backprop keeps one chunk's
         # intermediates.
         out = jax.lax.map(jax.checkpoint(sim), xs).reshape(num * chunk, n)[:batch]
-    return out.reshape(*lead, n)
+    out = out.reshape(*lead, n)
+    return (out, lost) if return_discarded else out
 
 
 def _run(a: Ansatz, program: Program, weights, xf, block_size: int, remat: bool, plan=None):

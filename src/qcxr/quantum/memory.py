@@ -19,6 +19,7 @@ import os
 import jax
 import jax.numpy as jnp
 
+from qcxr.quantum.mps import mps_bytes
 from qcxr.quantum.split import split_bytes
 
 _WORKING_STATES = 3
@@ -193,3 +194,27 @@ def fits_split_memory(ansatz, plan, batch, dtype, budget=None) -> bool:
     """Whether the split method fits the memory budget (see check_split_memory)."""
     budget = default_budget() if budget is None else float(budget)
     return split_bytes(plan, batch, state_itemsize(ansatz.is_real, dtype)) <= budget
+
+
+def mps_memory(ansatz, plan, batch, dtype, max_bond=None, budget=None) -> tuple[int, bool]:
+    """Estimated bytes of the MPS method (qcxr.quantum.mps) and whether they fit the budget."""
+    budget = default_budget() if budget is None else float(budget)
+    need = mps_bytes(plan, batch, state_itemsize(ansatz.is_real, dtype), max_bond)
+    return need, need <= budget
+
+
+def check_mps_memory(ansatz, plan, batch, dtype, max_bond=None, budget=None) -> int:
+    """Raise MemoryBudgetError if the MPS method would not fit the budget; return the estimate."""
+    need, fits = mps_memory(ansatz, plan, batch, dtype, max_bond, budget)
+    if not fits:
+        budget = default_budget() if budget is None else float(budget)
+        smaller = f"a smaller batch than {batch}; " if batch > 1 else ""
+        bond = plan.padded_bond if max_bond is None else min(plan.padded_bond, max_bond)
+        raise MemoryBudgetError(
+            f"simulating {ansatz.name!r} on {ansatz.num_qubits} qubits for a batch of {batch} "
+            f"by the MPS method (bond {bond}, exact bond {plan.exact_bond}) needs about "
+            f"{need / 2**30:.1f} GiB, over the budget of {budget / 2**30:.1f} GiB. Fixes: "
+            f"{smaller}a smaller max_bond (head.max_bond; truncation is approximate); fewer "
+            f"layers; a larger budget ({_ENV_BUDGET} or memory_budget=...)."
+        )
+    return need
