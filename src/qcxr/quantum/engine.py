@@ -43,11 +43,13 @@ METHODS = ("auto", "statevector", "split", "mps")
 #: time against this cost ratio: 3 layers at 10 / 12 / 14 / 16 qubits: 0.65 / 1.6 / 3.0 / 9.7
 #: (cost ratio 0.81 / 1.8 / 3.4 / 7.3); 4 layers at 16 / 19 qubits: 1.2 / 1.6 (1.1 / 2.5).
 SPLIT_MARGIN = 1.5
-#: "auto" takes the MPS method when its estimated cost (mps.mps_cost) is this many times below the
-#: cheaper of the other two. Its contractions are small batched GEMMs (chi = 16), slower per
+#: "auto" takes the MPS method when its estimated cost (mps.mps_cost) times this is below the
+#: others' (with their margins). Its contractions are small batched GEMMs (chi = 16), slower per
 #: multiply-add than the statevector's and split's large ones. Measured on the 2-core CPU (batch
-#: 32, head-step gradient, 3-layer ring): MEASURED BELOW.
-MPS_MARGIN = 4.0
+#: 32, head-step gradient, 3-layer ring, machine shared, indicative): 19 qubits mps 88 ms vs split
+#: ~29 ms (cost ratio split / mps 2.0); 24 qubits mps 146 ms vs split 535 ms (cost ratio 10.2):
+#: crossover near a cost ratio of 4 (about 21 qubits), so 6 = 4 x SPLIT_MARGIN.
+MPS_MARGIN = 6.0
 
 
 def choose_method(program: Program, method: str, block_size: int = 5) -> str:
@@ -73,7 +75,9 @@ def choose_method(program: Program, method: str, block_size: int = 5) -> str:
 def _ranked(program: Program, block_size: int, max_bond: int | None = None) -> list[str]:
     """The methods for a program with entanglers, cheapest (with the margins) first."""
     costs = {"statevector": split.statevector_cost(program, block_size)}
-    if split.split_terms(program) <= split.MAX_TERMS:
+    # The split method holds 2^(n/2) amplitudes per term: beyond 60 qubits never (and its
+    # uint64 mask tables end at 64).
+    if program.num_qubits <= 60 and split.split_terms(program) <= split.MAX_TERMS:
         costs["split"] = split.split_cost(program, block_size) * SPLIT_MARGIN
     costs["mps"] = mps.mps_cost(mps.plan_mps(program), max_bond) * MPS_MARGIN
     return sorted(costs, key=costs.get)
