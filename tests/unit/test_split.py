@@ -74,7 +74,8 @@ def test_auto_picks_split_for_the_paper_circuit_and_statevector_where_cheaper():
     def pick(n, layers, name="ry_cnot_ring"):
         return engine.choose_method(compile_ansatz(make_ansatz(name, n, layers)), "auto")
 
-    assert pick(19, 3) == "split" and pick(14, 3) == "split" and pick(40, 3) == "split"
+    assert pick(19, 3) == "split" and pick(14, 3) == "split"
+    assert pick(40, 3) == "mps"  # the MPS method (linear in n) wins from ~21 qubits
     assert pick(8, 3) == "statevector"  # small states: the statevector's few GEMMs win
     assert pick(19, 6) == "statevector"  # 4^5 terms: too deep for the split method
 
@@ -84,7 +85,7 @@ def test_split_on_a_too_deep_circuit_is_refused_clearly():
     with pytest.raises(ValueError, match="too deep.*method='statevector'"):
         expvals(a, jnp.zeros(a.weight_shape), jnp.zeros((2, 10)), method="split")
     with pytest.raises(ValueError, match="unknown method"):
-        expvals(a, jnp.zeros(a.weight_shape), jnp.zeros((2, 10)), method="mps")
+        expvals(a, jnp.zeros(a.weight_shape), jnp.zeros((2, 10)), method="lanczos")
 
 
 def test_split_memory_guard_refuses_before_allocating_and_auto_falls_back():
@@ -94,9 +95,12 @@ def test_split_memory_guard_refuses_before_allocating_and_auto_falls_back():
         jax.eval_shape(lambda w, x: expvals(a, w, x, method="split", memory_budget=2**30), w, x)
     for part in ("44 qubits", "batch of 32", "split method", "16 terms", "budget of 1.0 GiB"):
         assert part in str(err.value)
-    # auto: the split method does not fit, so the statevector guard speaks (and refuses too).
+    # auto: the split method and the statevector do not fit; the MPS method does.
+    assert engine.resolve_method(a, 32, "float32", memory_budget=2**30) == "mps"
     with pytest.raises(MemoryBudgetError, match="chunks of 1"):
-        jax.eval_shape(lambda w, x: expvals(a, w, x, memory_budget=2**30), w, x)
+        jax.eval_shape(
+            lambda w, x: expvals(a, w, x, method="statevector", memory_budget=2**30), w, x
+        )
 
 
 def test_split_reaches_qubit_counts_the_statevector_cannot():
