@@ -53,6 +53,7 @@ def test_smoke_run_logs_and_checkpoints(tmp_path, monkeypatch):
     assert r.data.tags["seed"] == "0" and r.data.tags["backbone"] == "tiny"
     assert r.data.tags["task"] == "synthetic" and r.data.tags["git_commit"]
     assert r.data.params["trainer.batch_size"] == "4"
+    assert r.data.params["head.method_resolved"] in ("statevector", "split", "mps")
     assert r.data.params["optimizer.learning_rate"] == "0.0001"
     m = r.data.metrics
     for key in (

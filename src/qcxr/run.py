@@ -35,7 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 from qcxr import schema
 from qcxr.data.labels import resolve_labels
 from qcxr.models.classifier import Classifier
+from qcxr.models.heads import DQCHead
 from qcxr.quantum import MemoryBudgetError
+from qcxr.quantum.engine import resolve_method
 from qcxr.tracking import TrackerUnavailable
 from qcxr.train import artifacts, features, loop, optim, steps
 from qcxr.train.checkpoint import UNSAFE_PATH_CHARS, Checkpoints
@@ -584,6 +586,29 @@ def run(cfg: DictConfig) -> float:
     return objective
 
 
+def resolved_head_method(head: Any, batch_size: int) -> str | None:
+    """The simulation method a native DQC head runs for a batch (engine.resolve_method), else None.
+
+    Args:
+        head: the built head module.
+        batch_size: the training batch size.
+
+    Returns:
+        "statevector", "split" or "mps", or None for heads without a native circuit.
+    """
+    if not isinstance(head, DQCHead) or head.simulator != "native":
+        return None
+    return resolve_method(
+        head.ansatz,
+        batch_size,
+        "float32",
+        head.method,
+        block_size=head.block_size,
+        remat=head.remat,
+        max_bond=head.max_bond,
+    )
+
+
 def _train_and_evaluate(
     cfg,
     resolved,
@@ -617,6 +642,9 @@ def _train_and_evaluate(
             log.info("resuming from %s (epoch %d)", checkpoints.directory, resume_meta["epoch"])
     if not resumed:
         tracker.log_params(flatten(resolved))
+        method = resolved_head_method(head, int(trainer.batch_size))
+        if method is not None:  # what `method=auto` runs (statevector, split or mps)
+            tracker.log_params({"head.method_resolved": method})
         # Dataset facts are params and dataset inputs, not metrics: as metrics they were charts,
         # identical for every run, that the MLflow UI showed before any AUROC or loss.
         tracker.log_params(

@@ -8,6 +8,10 @@ configuration, and PennyLane's time over each native row's, measured in the same
 Native rows are timed per engine method (`--methods`, default `auto` and `statevector`: the
 statevector engine alone, and what `auto` picks, the split method for shallow circuits).
 
+`--scale` gives the issue-14 scale table instead: qubits (8 ... 100) x method (statevector, split,
+mps) -> step time, peak memory and compile time, each where its estimate fits 20 GB and its step
+60 s, and the largest qubit count the MPS method reaches within both.
+
 Each configuration runs in its own subprocess so that its peak memory is its own and a crash or an
 out-of-memory kill is reported, not fatal. `--max-qubits` searches upward for the largest qubit
 count whose batch-32 DQC step fits the memory budget and the time limit, with the method `auto`
@@ -102,10 +106,9 @@ def _run_single(cfg: dict) -> dict:
         times.append(time.perf_counter() - t)
     used = None
     if cfg["head"] == "dqc" and cfg["simulator"] == "native":
-        from qcxr.quantum import compile_ansatz
-        from qcxr.quantum.engine import choose_method
+        from qcxr.quantum.engine import resolve_method
 
-        used = choose_method(compile_ansatz(ansatz), cfg.get("method", "auto"), cfg["block_size"])
+        used = resolve_method(ansatz, batch, "float32", cfg.get("method", "auto"))
     return {
         **cfg,
         "method_used": used,
@@ -241,6 +244,99 @@ def _max_qubits(args, base: dict) -> list[dict]:
     return found
 
 
+#: Qubit counts of `--scale` (the issue 14 scale table).
+SCALE_QUBITS = (8, 14, 19, 24, 30, 40, 60, 100)
+SCALE_METHODS = ("statevector", "split", "mps")
+
+
+def _estimate_gib(method: str, n: int, args) -> float:
+    """The engine's own memory estimate of a batch DQC step by one method (GiB)."""
+    from qcxr.quantum import compile_ansatz, make_ansatz, mps, split
+    from qcxr.quantum.memory import choose_chunk_size, estimate_bytes, mps_memory
+
+    ansatz = make_ansatz(args.ansatz, n, args.layers)
+    prog = compile_ansatz(ansatz)
+    budget = args.scale_mem_gb * 2**30
+    if method == "split":
+        if n > 60 or split.split_terms(prog) > split.MAX_TERMS:
+            return math.inf
+        return split.split_bytes(split.plan_split(prog), args.batch, 4) / 2**30
+    if method == "mps":
+        return mps_memory(ansatz, mps.plan_mps(prog), args.batch, "float32")[0] / 2**30
+    if n > 40:
+        return math.inf
+    chunk = choose_chunk_size(ansatz, prog, args.batch, "float32", args.remat, budget)
+    return estimate_bytes(ansatz, prog, chunk, "float32", args.remat, args.block_size) / 2**30
+
+
+def _scale(args, base: dict) -> list[dict]:
+    """Step time and peak memory per method over qubit counts, where each fits the limits.
+
+    A method runs at a qubit count if its memory estimate fits `--scale-mem-gb` and it did not
+    exceed the time limit at a smaller count; then the MPS method searches upward (doubling from
+    the last count) for the largest n within both limits.
+    """
+    out, stopped = [], set()
+
+    def one(method: str, n: int) -> dict:
+        gib = _estimate_gib(method, n, args)
+        if method in stopped or gib > args.scale_mem_gb:
+            why = "over the time limit below" if method in stopped else f"est. {gib:.1f} GiB"
+            return {"qubits": n, "method": method, "skipped": why}
+        cfg = {
+            **base,
+            "head": "dqc",
+            "qubits": n,
+            "simulator": "native",
+            "method": method,
+            "repeats": max(1, min(args.repeats, 5)),
+            "warmup": 1,
+            "time_limit": args.scale_time_limit,
+            "min_time": 0.0,
+        }
+        log.info("scale: %d qubits, %s (est. %.2f GiB) ...", n, method, gib)
+        res = _spawn(cfg, timeout=args.scale_time_limit * 4 + 300)
+        res["estimate_gib"] = gib
+        if "error" in res or res.get("median_s", 0) > args.scale_time_limit:
+            stopped.add(method)
+        return res
+
+    for n in args.scale_qubits:
+        for method in SCALE_METHODS:
+            out.append(one(method, n))
+    n = max(args.scale_qubits)
+    while "mps" not in stopped and n < args.scale_max_qubits:
+        n = min(2 * n, args.scale_max_qubits)
+        res = one("mps", n)
+        res["largest_search"] = True
+        out.append(res)
+        if "skipped" in res:
+            break
+    return out
+
+
+def _scale_table(results: list[dict]) -> str:
+    """Markdown: qubits x method -> median step ms, peak RSS MB, compile s."""
+    rows = [
+        "| qubits | method | median step ms | peak RSS MB | compile s | note |",
+        "|---:|---|---:|---:|---:|---|",
+    ]
+    for r in results:
+        if "skipped" in r:
+            rows.append(f"| {r['qubits']} | {r['method']} | — | — | — | {r['skipped']} |")
+        elif "error" in r:
+            rows.append(f"| {r['qubits']} | {r['method']} | — | — | — | {r['error']} |")
+        else:
+            note = "largest-n search" if r.get("largest_search") else ""
+            if r.get("truncated"):
+                note = (note + ", time limit").lstrip(", ")
+            rows.append(
+                f"| {r['qubits']} | {r['method']} | {_fmt_ms(r['median_s'])} | "
+                f"{r['peak_rss_mb']:,.0f} | {r['compile_s']:.1f} | {note} |"
+            )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the head-step benchmark; print a markdown table, write JSON."""
     p = argparse.ArgumentParser(
@@ -262,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         "--methods",
         nargs="+",
         default=["auto", "statevector"],
-        choices=["auto", "statevector", "split"],
+        choices=["auto", "statevector", "split", "mps"],
         help="native-engine methods to time (one row each; --max-qubits uses the first)",
     )
     p.add_argument("--repeats", type=int, default=20, help="timed steps per configuration")
@@ -295,6 +391,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--max-qubits-to", type=int, default=40, help="stop the search here at the latest"
     )
+    p.add_argument(
+        "--scale",
+        action="store_true",
+        help="only the scale table: statevector, split and mps over --scale-qubits (issue 14)",
+    )
+    p.add_argument("--scale-qubits", type=int, nargs="+", default=list(SCALE_QUBITS))
+    p.add_argument("--scale-mem-gb", type=float, default=20.0)
+    p.add_argument("--scale-time-limit", type=float, default=60.0)
+    p.add_argument(
+        "--scale-max-qubits", type=int, default=1600, help="end of the mps largest-n search"
+    )
     p.add_argument("--out", default="bench_results/heads.json")
     p.add_argument("--single", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -317,6 +424,16 @@ def main(argv: list[str] | None = None) -> int:
         "time_limit": args.time_limit,
         "min_time": args.min_time,
     }
+    if args.scale:
+        results = _scale(args, base)
+        table = _scale_table(results)
+        sys.stdout.write(table + "\n")
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"cpu_count": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+        out.write_text(json.dumps({"meta": meta, "results": results, "table": table}, indent=1))
+        log.info("wrote %s", out)
+        return 0 if not any("error" in r for r in results) else 1
     configs = []
     for n in args.qubits:
         if not args.no_cdl:
