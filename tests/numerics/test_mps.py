@@ -18,19 +18,25 @@ from qcxr.quantum.memory import MemoryBudgetError
 from tests.numerics.test_engine_vs_pennylane import TOL, _draw, _native, _reference
 
 # (ansatz, qubits, layers, encoding): every ansatz, 2-12 qubits, 1-4 layers, real and complex.
-CASES = [
+# The inner loop runs four (every ansatz, real and complex); the rest run as slow.
+FAST = [
     ("ry_cnot_ring", 2, 2, "h_ry"),
-    ("ry_cnot_ring", 7, 3, "h_ry"),
-    ("ry_cnot_ring", 12, 3, "h_ry"),
     ("ry_cnot_ring", 5, 4, "rx"),
     ("basic_entangler", 6, 1, "rx"),
-    ("basic_entangler", 4, 3, "ry"),
     ("strongly_entangling", 5, 2, "h_ry"),
+]
+SLOW = [
+    ("ry_cnot_ring", 7, 3, "h_ry"),
+    ("ry_cnot_ring", 12, 3, "h_ry"),
+    ("basic_entangler", 4, 3, "ry"),
     ("strongly_entangling", 3, 4, "rx"),
 ]
 
 
-@pytest.mark.parametrize("name,n,layers,encoding", CASES)
+@pytest.mark.parametrize(
+    "name,n,layers,encoding",
+    FAST + [pytest.param(*c, marks=pytest.mark.slow) for c in SLOW],
+)
 def test_mps_matches_pennylane(name, n, layers, encoding):
     a = make_ansatz(name, n, layers, encoding=encoding)
     w, x, c = _draw(a, 2, seed=n * 10 + layers)

@@ -231,12 +231,12 @@ def mps_bond(program) -> int:
 
 
 def _bond_after(plan: MPSPlan, max_bond: int | None) -> list[int]:
-    """The stacked bond after each step (truncated to max_bond)."""
+    """The stacked bond after each step (truncated to max_bond where that loses something)."""
     chi, out = 1, []
-    for kind, arg in plan.steps:
+    for (kind, arg), exact in zip(plan.steps, plan.step_bonds, strict=True):
         if kind == "mpo":
             chi *= arg.shape[1]
-            if max_bond is not None and chi > max_bond:
+            if max_bond is not None and chi > max_bond and exact > max_bond:
                 chi = max_bond
         out.append(chi)
     return out
@@ -250,8 +250,8 @@ def mps_cost(plan: MPSPlan, max_bond: int | None = None) -> float:
         if kind == "mpo":
             d = arg.shape[1]
             cost += n * chi * chi * 4 * d * d
-            if max_bond is not None and chi * d > max_bond:
-                cost += n * 6 * (chi * d) ** 3  # QR + SVD sweeps
+            if after < chi * d:
+                cost += n * 12 * (chi * d) ** 3  # two SVD sweeps
         else:
             cost += n * 4 * chi * chi
         chi = after
