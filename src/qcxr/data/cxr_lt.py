@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 _PATH_COLUMNS = ("fpath", "path")
 _PATIENT_COLUMNS = ("subject_id",)
+# Where the released files spell a label otherwise than qcxr.data.labels (named in messages).
+_FILE_SPELLING = {"Effusion": "Pleural Effusion"}
 
 
 def _read_split(path: Path, labels: Sequence[str], split: str) -> SplitIndex:
@@ -43,7 +45,11 @@ def _read_split(path: Path, labels: Sequence[str], split: str) -> SplitIndex:
     header, rows, lines = read_csv_lines(path)
     path_col = find_column(header, _PATH_COLUMNS)
     wanted = {label_key(h) for h in header}
-    missing = [n for n in labels if label_key(n) not in wanted]
+    missing = [
+        f"{n} (column {_FILE_SPELLING[n]!r})" if n in _FILE_SPELLING else n
+        for n in labels
+        if label_key(n) not in wanted
+    ]
     if path_col is None or missing:
         parts = ([] if path_col is not None else ["the image column 'fpath'"]) + (
             [f"{len(missing)} label column(s): {', '.join(missing)}"] if missing else []

@@ -194,7 +194,8 @@ def _draw_extra(img, has, geo, rng) -> np.ndarray:
     if has["Granuloma"]:  # tiny, very bright calcified dots
         for _ in range(rng.integers(1, 4)):
             cu, cv = rng.choice([-1, 1]) * rng.uniform(0.2, 0.5), rng.uniform(-0.45, 0.3)
-            img += 0.5 * _soft(_ellipse(u, v, cu, cv, 0.025, 0.025), px)
+            rad = max(0.025, 0.75 * px)  # at least a pixel at any resolution
+            img += 0.5 * _soft(_ellipse(u, v, cu, cv, rad, rad), px)
     if has["Fissure"]:  # a thin horizontal line across the right mid lung (minor fissure)
         v0 = rng.uniform(-0.08, 0.05)
         img += 0.3 * _soft(np.abs(v - v0) - thin, px) * lung_l * (u < -0.2)
