@@ -226,3 +226,15 @@ def test_every_added_finding_is_drawn_and_absent_ones_change_nothing():
 def test_synthetic_names_the_labels_it_can_draw(tmp_path):
     with pytest.raises(ValueError, match=r"CXR-40 labels.*unknown: \['Bulla'\]"):
         synthetic(["Bulla"], num_train=8, num_val=4, num_test=4, cache_dir=tmp_path)
+
+
+@pytest.mark.slow  # about 16 s on 2 cores, mostly compilation
+def test_synthetic40_trains_end_to_end_with_cdl(tmp_path):
+    """`python train.py task=synthetic40 head=cdl`, shrunk; offline (DQC: the MPS method's)."""
+    from qcxr.run import run
+    from tests.train_helpers import compose_run
+
+    sizes = ["data.num_train=100", "data.num_val=100", "data.num_test=100", "trainer.max_epochs=1"]
+    cfg = compose_run(tmp_path, ["task=synthetic40", "head=cdl", "tracker=none", *sizes])
+    assert cfg.task.num_labels == cfg.head.num_labels == 40 and cfg.task.labels == "cxr40"
+    assert np.isfinite(run(cfg))
