@@ -315,8 +315,9 @@ def canonical_label(name: str) -> str:
         return _CANONICAL[_normalise(name)]
     except KeyError:
         raise ValueError(
-            f"unknown chest X-ray label {name!r}; known labels: {', '.join(CXR19)} "
-            "(plus 'No Finding' and aliases such as 'Pleural_Thickening', 'Pleural Effusion')"
+            f"unknown chest X-ray label {name!r}; known labels: {', '.join(CXR19)}, CXR-LT "
+            f"2024's {', '.join(n for n in CXR40 if n not in CXR19 and n != 'Normal')} (plus "
+            "'No Finding' and aliases such as 'Pleural_Thickening', 'Pleural Effusion')"
         ) from None
 
 
