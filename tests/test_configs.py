@@ -298,6 +298,8 @@ def test_cxr_lt_2024_preset_composes(tmp_path, preset):
     assert any(f"python train.py -m experiment={preset} head=cdl,dqc" in x for x in header)
     assert any("not yet measured" in line for line in header)
     validate_config(cfg)
+    head = build(cfg.head)  # a module: nothing is simulated before the first batch
+    assert head.ansatz.num_qubits == len(LABEL_SETS[task]) and head.method == "auto"
 
 
 def test_schemas_hold_no_values():
