@@ -36,6 +36,7 @@ DATA_ENV = (
     "NIH_CXR_LT_LABELS",
     "MIMIC_CXR_LT_IMAGES",
     "MIMIC_CXR_LT_LABELS",
+    "CXR_LT_2024_LABELS",
     "MEDMNIST_NPZ",
     "QCXR_IMAGES",
     "QCXR_LABELS",
@@ -254,7 +255,8 @@ def test_preset_composes_and_builds(tmp_path, preset):
 
 
 @pytest.mark.parametrize(
-    "preset", [p for p in _options("experiment") if not p.startswith("paper_")]
+    "preset",
+    [p for p in _options("experiment") if not p.startswith(("paper_", "cxr_lt_2024_"))],
 )
 def test_multiclass_preset_composes_and_builds(tmp_path, preset):
     """The second paper's presets (issue 13): a multiclass task, its source, a built backbone
@@ -280,6 +282,26 @@ def test_multiclass_preset_composes_and_builds(tmp_path, preset):
 
 
 # ---- schemas: types only ------------------------------------------------------------------------
+@pytest.mark.parametrize("preset", [p for p in _options("experiment") if p.startswith("cxr_lt_")])
+def test_cxr_lt_2024_preset_composes(tmp_path, preset):
+    """CXR-LT 2024 (issue 14): the challenge's task and files, one qubit per label, a command."""
+    cfg = compose_run(tmp_path, [f"experiment={preset}", "head=dqc"], tiny=False)
+    task = {"cxr_lt_2024_task1": "cxr40", "cxr_lt_2024_task2": "cxr26"}[preset]
+    assert cfg.task.name == task and cfg.task.kind == "multilabel"
+    assert cfg.head.num_labels == cfg.ansatz.num_qubits == len(LABEL_SETS[task])
+    assert cfg.head.method == "auto" and cfg.data._target_ == "qcxr.data.cxr_lt_2024"
+    number = preset[-1]
+    assert cfg.data.val_file == f"development_labeled_task{number}.csv"
+    assert cfg.data.test_file == f"test_labeled_task{number}.csv"
+    assert cfg.data.train_file == "train_labeled.csv"
+    header = (CONF / "experiment" / f"{preset}.yaml").read_text().splitlines()[:16]
+    assert any(f"python train.py -m experiment={preset} head=cdl,dqc" in x for x in header)
+    assert any("not yet measured" in line for line in header)
+    validate_config(cfg)
+    head = build(cfg.head)  # a module: nothing is simulated before the first batch
+    assert head.ansatz.num_qubits == len(LABEL_SETS[task]) and head.method == "auto"
+
+
 def test_schemas_hold_no_values():
     """Values live in the YAML; a schema default could disagree with it (TinySchema did)."""
     for options in schema.GROUP_SCHEMAS.values():

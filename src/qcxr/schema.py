@@ -201,6 +201,16 @@ class MIMICCXRLTDataSchema(_DataCommon):
 
 
 @dataclass
+class CXRLT2024DataSchema(_ExternalData):
+    image_dir: str | None = MISSING  # type: ignore[assignment]
+    label_dir: str | None = MISSING  # type: ignore[assignment]
+    train_file: str = MISSING
+    val_file: str | None = MISSING  # type: ignore[assignment]
+    test_file: str | None = MISSING  # type: ignore[assignment]
+    on_missing: str = MISSING
+
+
+@dataclass
 class FolderCSVDataSchema(_ExternalData):
     image_dir: str | None = MISSING  # type: ignore[assignment]
     label_dir: str | None = MISSING  # type: ignore[assignment]
@@ -316,6 +326,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "synthetic": SyntheticDataSchema,
         "nih_cxr_lt": NIHCXRLTDataSchema,
         "mimic_cxr_lt": MIMICCXRLTDataSchema,
+        "cxr_lt_2024": CXRLT2024DataSchema,
         "folder_csv": FolderCSVDataSchema,
         "medmnist": MedMNISTDataSchema,
         "ham10000": HAM10000DataSchema,

@@ -5,6 +5,7 @@ This package never imports models/, train/, hydra or omegaconf.
 """
 
 from qcxr.data.augment import AUGMENT_STREAM, DATA_ORDER_STREAM, augment_device
+from qcxr.data.cxr_lt import cxr_lt_2024
 from qcxr.data.derm import ham10000, isic2017
 from qcxr.data.index import DataError
 from qcxr.data.labels import LABEL_SETS, canonical_label, resolve_labels
@@ -20,6 +21,7 @@ __all__ = [
     "DataModule",
     "augment_device",
     "canonical_label",
+    "cxr_lt_2024",
     "download_medmnist",
     "folder_csv",
     "ham10000",

@@ -11,6 +11,12 @@ co-occurrence (e.g. effusion with atelectasis, pneumothorax with subcutaneous em
 optional external split draws its frequencies from Table II's MIMIC column and shifts the
 image statistics, like the paper's external test set.
 
+A task with CXR-LT 2024's 40 labels (task=synthetic40) adds the 21 labels CXR-19 lacks, each
+drawn as its own finding on top of the same images (a tube or a pacemaker, a vertebral wedge, a
+flat air-fluid level, a spiculated lesion, ...; "Normal" = none of the other 39), with CXR-LT
+2024's train frequencies. The CXR-19 labels and the pixels of images without an added finding are
+those of the 19-label task: the added labels come from their own random streams.
+
 Everything is deterministic from `data_seed`; images are generated on first use into the cache
 and nothing is shipped.
 """
@@ -27,6 +33,9 @@ from PIL import Image
 from qcxr.data.index import SplitIndex
 from qcxr.data.labels import (
     CXR19,
+    CXR40,
+    CXR_LT_2024_TRAIN_COUNTS,
+    CXR_LT_2024_TRAIN_SIZE,
     MIMIC_CXR_LT_TEST_COUNTS,
     MIMIC_CXR_LT_TEST_SIZE,
     NIH_CXR_LT_TRAIN_COUNTS,
@@ -60,6 +69,182 @@ _COOCCURS = {
     "Calcification of the Aorta": ("Tortuous Aorta",),
     "Fibrosis": ("Pleural Thickening",),
 }
+
+
+# CXR-40's labels that CXR-19 lacks, in CXR-40 order: drawn and rendered only for tasks that ask
+# for one of them, from random streams of their own.
+EXTRA_LABELS = tuple(n for n in CXR40 if n not in CXR19)
+# Every label the generator draws: CXR-19's columns first, so a CXR-19 task's columns never move.
+SYNTHETIC_LABELS = CXR19 + EXTRA_LABELS
+_EXTRA_STREAM = 40  # folded into the added labels' and findings' seeds
+
+# Co-occurrence of the added labels (child: parents, drawn earlier because more frequent or from
+# CXR-19); as in `_COOCCURS`, each positive parent makes the child four times as likely.
+_EXTRA_COOCCURS = {
+    "Lung Opacity": ("Pneumonia", "Consolidation", "Edema", "Atelectasis", "Infiltration"),
+    "Support Devices": ("Edema", "Pneumothorax"),
+    "Enlarged Cardiomediastinum": ("Cardiomegaly",),
+    "Rib Fracture": ("Fracture",),
+    "Clavicle Fracture": ("Fracture",),
+    "Adenopathy": ("Mass",),
+    "Granuloma": ("Nodule",),
+    "Lung Lesion": ("Mass", "Nodule"),
+    "Tuberculosis": ("Granuloma", "Fibrosis"),
+    "Pulmonary Hypertension": ("Cardiomegaly", "Enlarged Cardiomediastinum"),
+    "Infarction": ("Pulmonary Embolism",),
+    "Hydropneumothorax": ("Pneumothorax", "Effusion"),
+    "Pleural Other": ("Pleural Thickening", "Effusion"),
+    "Lobar Atelectasis": ("Atelectasis",),
+    "Round(ed) Atelectasis": ("Atelectasis",),
+}
+
+
+def draw_extra_labels(base: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """CXR-40's added labels for images whose CXR-19 labels are drawn: long-tailed, co-occurring.
+
+    Label l (other than "Normal") has max(2, round(N * count / total)) positives in CXR-LT 2024's
+    train proportions (`CXR_LT_2024_TRAIN_COUNTS`); sicker images (more CXR-19 findings) get more.
+    "Normal" is positive exactly where none of the other 39 labels is.
+
+    Args:
+        base: bool[N, 19], the images' CXR-19 labels.
+        rng: random generator of the added labels (not the one that drew `base`).
+
+    Returns:
+        bool[N, 21] in `EXTRA_LABELS` order.
+
+    Raises:
+        ValueError: too few images for every label to get its positives and some "Normal" ones.
+    """
+    n = len(base)
+    y = np.zeros((n, len(EXTRA_LABELS)), bool)
+    col = {name: j for j, name in enumerate(SYNTHETIC_LABELS)}
+    both = np.concatenate([base, y], axis=1)
+    sickness = base.sum(axis=1) + rng.gamma(0.5, 1.0, n)
+    drawn = [name for name in EXTRA_LABELS if name != "Normal"]
+    for name in sorted(drawn, key=lambda m: -CXR_LT_2024_TRAIN_COUNTS[m]):
+        k = round(n * CXR_LT_2024_TRAIN_COUNTS[name] / CXR_LT_2024_TRAIN_SIZE)
+        k = min(n, max(MIN_POSITIVES_PER_SPLIT, k))
+        weight = 0.1 + sickness
+        for parent in _EXTRA_COOCCURS.get(name, ()):
+            weight = weight * np.where(both[:, col[parent]], 4.0, 1.0)
+        chosen = rng.choice(n, size=k, replace=False, p=weight / weight.sum())
+        both[chosen, col[name]] = True
+    both[:, col["Normal"]] = ~both.any(axis=1)
+    normal = int(both[:, col["Normal"]].sum())
+    if normal < MIN_POSITIVES_PER_SPLIT:
+        raise ValueError(
+            f"a synthetic split of {n} images has {normal} image(s) without findings, too few "
+            f"for the label 'Normal' (at least {MIN_POSITIVES_PER_SPLIT}); fix: raise "
+            "data.num_train / num_val / num_test / num_external (the 40-label task needs about "
+            "100 images per split)"
+        )
+    return both[:, len(CXR19) :]
+
+
+def _segment(u, v, a, b):
+    """Distance of every pixel to the segment from point a to point b."""
+    (au, av), (bu, bv) = a, b
+    du, dv = bu - au, bv - av
+    t = np.clip(((u - au) * du + (v - av) * dv) / (du * du + dv * dv), 0.0, 1.0)
+    return np.hypot(u - au - t * du, v - av - t * dv)
+
+
+def _draw_extra(img, has, geo, rng) -> np.ndarray:
+    """Add CXR-40's added findings to an image in progress (before noise).
+
+    Args:
+        img: float[r, r], the image so far.
+        has: label -> bool for `EXTRA_LABELS`.
+        geo: the image's geometry from `render` (u, v, lungs, lung radii, edge, px).
+        rng: random generator of this image's added findings.
+
+    Returns:
+        float[r, r].
+    """
+    u, v, lung_l, lung_r, lung_any = geo["u"], geo["v"], geo["l"], geo["r"], geo["any"]
+    edge, px = geo["edge"], geo["px"]
+    side = rng.choice([-1.0, 1.0])
+    lung_side = lung_r if side > 0 else lung_l
+    thin = max(px, 0.008)
+    if has["Support Devices"]:  # a line down the midline (tube) and/or a pacemaker with its lead
+        kind = rng.integers(0, 3)
+        if kind != 1:
+            tip = rng.uniform(-0.2, 0.45)
+            img += 0.35 * _soft(_segment(u, v, (0.02, -1.0), (0.03, tip)) - thin, px)
+        if kind != 0:
+            box = np.maximum(np.abs(u - 0.58) - 0.07, np.abs(v + 0.68) - 0.045)
+            img += 0.55 * _soft(box, px)
+            img += 0.35 * _soft(_segment(u, v, (0.55, -0.64), (0.08, 0.25)) - thin, px)
+    if has["Lung Opacity"]:  # faint, diffuse haze over the lower two thirds of one lung
+        img += 0.13 * lung_side * np.clip((v + 0.35) / 0.6, 0.0, 1.0)
+    if has["Enlarged Cardiomediastinum"]:  # widened upper mediastinum
+        img += 0.15 * _soft(np.abs(u) - 0.21, 2 * edge) * _soft(v - 0.15, 2 * edge)
+    if has["Fracture"]:  # a wedged, denser vertebral body
+        v0 = rng.uniform(-0.3, 0.3)
+        img += 0.28 * _soft(np.abs(u) - 0.055, px) * _soft(np.abs(v - v0) - 0.02 - 0.15 * u, px)
+    if has["Rib Fracture"]:  # a gap across the ribs with a bright callus beside it
+        v0 = rng.uniform(-0.4, 0.2)
+        gap = _soft(np.abs(u - side * 0.55) - thin, px) * _soft(np.abs(v - v0) - 0.08, px)
+        img -= 0.2 * gap * lung_any
+        img += 0.3 * _soft(_ellipse(u, v, side * 0.58, v0, 0.035, 0.025), px)
+    if has["Adenopathy"]:  # lobulated right paratracheal and hilar nodes
+        for vv in rng.uniform(-0.4, 0.0, 3):
+            img += 0.22 * _soft(_ellipse(u, v, -0.14 - rng.uniform(0, 0.04), vv, 0.045, 0.04), px)
+    if has["Granuloma"]:  # tiny, very bright calcified dots
+        for _ in range(rng.integers(1, 4)):
+            cu, cv = rng.choice([-1, 1]) * rng.uniform(0.2, 0.5), rng.uniform(-0.45, 0.3)
+            rad = max(0.025, 0.75 * px)  # at least a pixel at any resolution
+            img += 0.5 * _soft(_ellipse(u, v, cu, cv, rad, rad), px)
+    if has["Fissure"]:  # a thin horizontal line across the right mid lung (minor fissure)
+        v0 = rng.uniform(-0.08, 0.05)
+        img += 0.3 * _soft(np.abs(v - v0) - thin, px) * lung_l * (u < -0.2)
+    if has["Lung Lesion"]:  # spiculated density
+        cu, cv = side * rng.uniform(0.28, 0.45), rng.uniform(-0.35, 0.15)
+        ang = np.arctan2(v - cv, u - cu)
+        rad = 0.07 * (1.0 + 0.4 * np.sin(7 * ang + rng.uniform(0, 6.3)))
+        img += 0.26 * _soft(np.hypot(u - cu, v - cv) - rad, px)
+    if has["Tuberculosis"]:  # apical opacity with a thick-walled cavity
+        cu, cv = side * 0.35, -0.45
+        img += 0.18 * np.exp(-((u - cu) ** 2 + (v - cv) ** 2) / 0.012) * lung_side
+        ring = np.hypot(u - cu, v - cv)
+        img += 0.3 * _soft(np.abs(ring - 0.05) - 0.015, px) - 0.2 * _soft(ring - 0.035, px)
+    if has["Pulmonary Embolism"]:  # regional oligaemia (Westermark): a lucent, featureless zone
+        img -= 0.13 * _soft(_ellipse(u, v, side * 0.37, -0.2, 0.15, 0.15), 3 * edge) * lung_side
+    if has["Pulmonary Hypertension"]:  # large, smooth central pulmonary arteries
+        for sd in (-1.0, 1.0):
+            img += 0.22 * _soft(_ellipse(u, v, sd * 0.18, -0.05, 0.075, 0.09), 2 * edge)
+    if has["Kyphosis"]:  # a curved, dense thoracic spine
+        img += 0.16 * _soft(np.abs(u - 0.09 * np.cos(1.6 * v)) - 0.04, edge) * (np.abs(v) < 0.7)
+    if has["Infarction"]:  # peripheral pleural-based wedge (Hampton's hump)
+        img += 0.26 * _soft(_ellipse(u, v, side * 0.58, 0.22, 0.1, 0.07), edge) * lung_side
+    if has[
+        "Hydropneumothorax"
+    ]:  # lucent upper part over a dense lower part: a flat air-fluid level
+        level = rng.uniform(0.05, 0.2)
+        img += 0.32 * _soft(level - v, px) * lung_side
+        img -= 0.18 * _soft(v - level, px) * _soft(-0.25 - v, 2 * edge) * lung_side
+    if has["Pleural Other"]:  # calcified plaques on the hemidiaphragm
+        for du in rng.uniform(-0.12, 0.12, 2):
+            img += 0.4 * _soft(_ellipse(u, v, side * 0.32 + du, 0.42, 0.07, 0.03), px)
+    if has["Azygos Lobe"]:  # a fine curved line in the right upper zone ending in a teardrop
+        arc = np.abs(_ellipse(u, v, 0.02, -0.7, 0.16, 0.4)) * 0.16
+        img += 0.3 * _soft(arc - thin, px) * (u < -0.05) * (v < -0.3)
+        img += 0.3 * _soft(_ellipse(u, v, -0.13, -0.31, 0.025, 0.035), px)
+    if has["Round(ed) Atelectasis"]:  # round basal density with a comet tail towards the hilum
+        cu, cv = side * 0.5, 0.25
+        img += 0.3 * _soft(_ellipse(u, v, cu, cv, 0.06, 0.06), edge) * lung_side
+        img += 0.2 * _soft(_segment(u, v, (cu, cv), (side * 0.2, 0.02)) - thin, px) * lung_side
+    if has["Clavicle Fracture"]:  # a clavicle broken in its middle, the lateral part displaced
+        for lateral, drop in ((False, 0.0), (True, rng.uniform(0.03, 0.05))):
+            a = (side * (0.36 if lateral else 0.12), -0.62 - drop)
+            b = (side * (0.62 if lateral else 0.32), -0.68 - drop)
+            img += 0.22 * _soft(_segment(u, v, a, b) - 0.022, px)
+    if has["Lobar Atelectasis"]:  # a dense triangle against the upper mediastinum (a "sail")
+        depth = np.clip((v + 0.55) / 0.45, 0.0, 1.0)
+        tri = (u * side > 0.1) * (u * side < 0.1 + 0.3 * (1.0 - depth)) * (v > -0.55) * (v < -0.1)
+        img += 0.28 * tri * lung_side
+    return img
 
 
 def draw_labels(
@@ -105,6 +290,8 @@ def render(
     resolution: int,
     rng: np.random.Generator,
     shift: bool = False,
+    extra: np.ndarray | None = None,
+    extra_rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Draw one chest-X-ray-like image with the findings of its labels.
 
@@ -114,6 +301,9 @@ def render(
         resolution: image side in pixels.
         rng: random generator of this image (finding positions, sizes, noise).
         shift: apply the external split's domain shift (contrast, gamma, blur-like noise).
+        extra: bool[21], CXR-40's added labels (`EXTRA_LABELS` order), or None; without a positive
+            one the image is that of `labels` alone, pixel for pixel.
+        extra_rng: random generator of the added findings (required when one is positive).
 
     Returns:
         uint8 [resolution, resolution].
@@ -234,6 +424,9 @@ def render(
             cu, cv = side * rng.uniform(0.70, 0.82), rng.uniform(-0.6, 0.4)
             img -= 0.25 * _soft(_ellipse(u, v, cu, cv, 0.02, 0.06), edge)
 
+    if extra is not None and extra.any():
+        geo = {"u": u, "v": v, "l": lung_l, "r": lung_r, "any": lung_any, "edge": edge, "px": px}
+        img = _draw_extra(img, dict(zip(EXTRA_LABELS, extra, strict=True)), geo, extra_rng)
     if shift:  # the external split: another scanner (contrast, gamma, offset)
         img = 0.05 + 0.9 * np.clip(img, 0, 1) ** 0.8
     img += rng.normal(0, 0.025, img.shape)  # quantum noise
@@ -245,8 +438,10 @@ def render(
 class SyntheticImages(ImageStore):
     """Generates image i of a synthetic split on demand (the cache keeps it)."""
 
-    def __init__(self, labels, anatomy, patient_of, resolution, data_seed, split, identity):
-        self.labels, self.anatomy, self.patient_of = labels, anatomy, patient_of
+    def __init__(
+        self, labels, anatomy, patient_of, resolution, data_seed, split, identity, extra=None
+    ):
+        self.labels, self.anatomy, self.patient_of, self.extra = labels, anatomy, patient_of, extra
         self.resolution, self.data_seed, self.split, self.prefix = (
             resolution,
             data_seed,
@@ -262,12 +457,17 @@ class SyntheticImages(ImageStore):
 
     def read(self, i: int) -> np.ndarray:
         rng = np.random.default_rng([self.data_seed, _SPLIT_CODES[self.split], i, 1])
+        extra_rng = np.random.default_rng(
+            [self.data_seed, _SPLIT_CODES[self.split], i, 1, _EXTRA_STREAM]
+        )
         img = render(
             self.labels[i],
             self.anatomy[self.patient_of[i]],
             self.resolution,
             rng,
             shift=self.split == "external",
+            extra=None if self.extra is None else self.extra[i],
+            extra_rng=extra_rng,
         )
         return img[:, :, None]
 
@@ -296,8 +496,10 @@ def draw_classes(num_images: int, num_classes: int, rng: np.random.Generator) ->
 
 
 def _make_split(
-    split, n, data_seed, resolution, classes: Sequence[str] | None = None
+    split, n, data_seed, resolution, classes: Sequence[str] | None = None, with_extra=False
 ) -> tuple[SplitIndex, SyntheticImages]:
+    """One split's labels and image store: bool[n, 40] (`SYNTHETIC_LABELS`) when `with_extra`,
+    else bool[n, 19] (CXR-19), or one-hot over `classes` for a multiclass task."""
     rng = np.random.default_rng([data_seed, _SPLIT_CODES[split], 0])
     onehot = None
     if classes is not None:  # multiclass: one finding (or "No Finding") per image
@@ -320,8 +522,15 @@ def _make_split(
     identity = f"synthetic:v{GENERATOR_VERSION}:{data_seed}:{resolution}:{split}:{n}"
     if classes is not None:  # other labels, other images: never the multilabel set's entries
         identity += ":multiclass:" + "|".join(classes)
-    store = SyntheticImages(y, anatomy, patient_of, resolution, data_seed, split, identity)
+    extra = None
+    if with_extra:  # CXR-40's added labels and findings, from streams of their own
+        extra_rng = np.random.default_rng([data_seed, _SPLIT_CODES[split], 0, _EXTRA_STREAM])
+        extra = draw_extra_labels(y, extra_rng)
+        identity += ":cxr40"  # the added findings change the images
+    store = SyntheticImages(y, anatomy, patient_of, resolution, data_seed, split, identity, extra)
     labels = y if onehot is None else onehot
+    if extra is not None:
+        labels = np.concatenate([y, extra], axis=1)
     index = SplitIndex(ids, list(range(n)), labels, patients, source=f"synthetic ({split})")
     return index, store
 
@@ -347,10 +556,11 @@ def synthetic(
     8/14 labels of the same images. With `kind="multiclass"` (task synthetic_mc) each image shows
     exactly one of the task's findings, or none for the class "No Finding", class k drawn with
     weight 1 / (k + 1); the external split then has the same class frequencies (and the
-    shifted image statistics).
+    shifted image statistics). A multilabel task may also ask for CXR-40's other labels
+    (task=synthetic40): their findings are then added to the images (see `draw_extra_labels`).
 
     Args:
-        task: label-set name (cxr8, cxr14, cxr19) or CXR-19 label names.
+        task: label-set name (cxr8, cxr14, cxr19, cxr40, cxr26) or label names among CXR-40's.
         num_train: train images.
         num_val: val images.
         num_test: test images.
@@ -369,13 +579,14 @@ def synthetic(
     """
     labels = resolve_labels(task)
     multiclass = loader.get("kind") == "multiclass"
-    known = CXR19 + (("No Finding",) if multiclass else ())
+    known = CXR19 + (("No Finding",) if multiclass else EXTRA_LABELS)
     unknown = [n for n in labels if n not in known]
     if unknown:
         raise ValueError(
-            f"the synthetic task draws the CXR-19 labels only (a multiclass task also 'No "
-            f"Finding'); unknown: {unknown}"
+            f"the synthetic task draws the CXR-40 labels (CXR-LT 2024 task 1; a multiclass task "
+            f"the CXR-19 labels and 'No Finding'); unknown: {unknown}"
         )
+    with_extra = not multiclass and any(n in EXTRA_LABELS for n in labels)
     loader = _check_loader("synthetic", loader)
     resolution = int(resolution or _resize_size(loader))
     sizes = {"train": num_train, "val": num_val, "test": num_test}
@@ -384,10 +595,10 @@ def synthetic(
     splits = {}
     for split, n in sizes.items():
         index, store = _make_split(
-            split, int(n), int(data_seed), resolution, labels if multiclass else None
+            split, int(n), int(data_seed), resolution, labels if multiclass else None, with_extra
         )
         if not multiclass:
-            index.labels = index.labels[:, [CXR19.index(n) for n in labels]]
+            index.labels = index.labels[:, [SYNTHETIC_LABELS.index(n) for n in labels]]
         index.extra["store"] = store
         splits[split] = index
     return _module(
