@@ -242,7 +242,16 @@ def _max_qubits(args, base: dict) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the head-step benchmark; print a markdown table, write JSON."""
+    """Run the head-step benchmark; print a markdown table, write JSON.
+
+    With `--peers`, run qcxr.bench.peers instead (the circuit against peer simulators; its own
+    options, see `python -m qcxr.bench heads --peers --help`).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--peers" in argv:
+        from qcxr.bench import peers
+
+        return peers.main([a for a in argv if a != "--peers"])
     p = argparse.ArgumentParser(
         prog="python -m qcxr.bench heads",
         description=__doc__,
@@ -296,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         "--max-qubits-to", type=int, default=40, help="stop the search here at the latest"
     )
     p.add_argument("--out", default="bench_results/heads.json")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="time the circuit against peer simulators instead (qcxr.bench.peers)",
+    )
     p.add_argument("--single", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.single:
