@@ -560,6 +560,8 @@ def table(results: list[dict]) -> str:
             continue
         best = fastest_peer(results, r["qubits"])
         ratio = f"{r['median_s'] / best['median_s']:.3g}×" if best else "no peer timed"
+        if r["median_s"] > r.get("time_limit", math.inf):
+            ratio += f" (over the {r['time_limit']:g} s step budget)"
         chk = r.get("check")
         if r.get("write_ref"):
             z_err = g_err = "reference"
