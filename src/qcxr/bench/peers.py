@@ -576,9 +576,8 @@ def table(results: list[dict]) -> str:
     for r in results:
         rss = f"{r['peak_rss_mb']:,.0f}" if r.get("peak_rss_mb") else "—"
         if "median_s" not in r:
-            rows.append(
-                f"| {r['qubits']} | {_name(r)} | — | — | — | — | — | {rss} | {r['error']} |"
-            )
+            why = r["error"].replace("|", "/")  # a stderr tail must not split the cell
+            rows.append(f"| {r['qubits']} | {_name(r)} | — | — | — | — | — | {rss} | {why} |")
             continue
         best = fastest_peer(results, r["qubits"])
         ratio = f"{r['median_s'] / best['median_s']:.3g}×" if best else "no peer timed"
