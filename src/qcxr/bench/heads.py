@@ -338,7 +338,16 @@ def _scale_table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the head-step benchmark; print a markdown table, write JSON."""
+    """Run the head-step benchmark; print a markdown table, write JSON.
+
+    With `--peers`, run qcxr.bench.peers instead (the circuit against peer simulators; its own
+    options, see `python -m qcxr.bench heads --peers --help`).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--peers" in argv:
+        from qcxr.bench import peers
+
+        return peers.main([a for a in argv if a != "--peers"])
     p = argparse.ArgumentParser(
         prog="python -m qcxr.bench heads",
         description=__doc__,
@@ -403,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         "--scale-max-qubits", type=int, default=1600, help="end of the mps largest-n search"
     )
     p.add_argument("--out", default="bench_results/heads.json")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="time the circuit against peer simulators instead (qcxr.bench.peers)",
+    )
     p.add_argument("--single", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.single:
