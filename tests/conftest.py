@@ -1,8 +1,10 @@
-"""Shared fixtures: the real-data folder beside the repository, tiny shapes, a real MLflow server.
+"""Shared fixtures: the real-data folder beside the repository, tiny shapes, a real MLflow server,
+and the cluster tests kept together under pytest-xdist.
 
-Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) every test marked `cluster` is put
-in one xdist group, so one worker brings the local SLURM cluster up once and runs them all; the
-other tests use only their own tmp folders and free ports and run on either worker.
+`make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`). The tests of
+tests/test_cluster.py (and any test marked `cluster`) form one group: one worker brings the local
+SLURM cluster up once and runs them one after the other, never two clusters at once. Every other
+test uses only its own tmp folders and free ports and runs on either worker.
 """
 
 from __future__ import annotations
@@ -22,11 +24,45 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+CLUSTER_GROUP = "cluster"
+CLUSTER_TESTS = "tests/test_cluster.py::"  # node id prefix of the file holding the cluster fixture
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """One xdist group for the cluster tests: one cluster bring-up, never two at once."""
+    """The `cluster` mark implies the cluster's xdist group (for cluster tests outside
+    tests/test_cluster.py, once pytest-xdist's marks work again: see `_ClusterScheduling`)."""
     for item in items:
         if item.get_closest_marker("cluster") is not None:
-            item.add_marker(pytest.mark.xdist_group("cluster"))
+            item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+
+
+try:
+    from xdist.scheduler import LoadGroupScheduling
+except ImportError:  # pytest-xdist is in the dev extra; without it the suite runs in one process
+    LoadGroupScheduling = None
+
+if LoadGroupScheduling is not None:
+
+    class _ClusterScheduling(LoadGroupScheduling):
+        """`--dist loadgroup`, with every test of tests/test_cluster.py in the cluster group.
+
+        pytest-xdist 3.8.0 passes `xdist_group` marks to the scheduler by renaming `item._nodeid`,
+        which pytest 9.2 no longer reads (pytest-dev/pytest-xdist#1386): the marks are silently
+        ignored and the cluster tests would be spread over both workers, each bringing up its own
+        cluster. The scheduler sees node ids, so the group is chosen by file here.
+        """
+
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(CLUSTER_TESTS):
+                return CLUSTER_GROUP
+            return super()._split_scope(nodeid)
+
+    def pytest_xdist_make_scheduler(config, log):
+        """Use `_ClusterScheduling` for `--dist loadgroup`; xdist's own scheduler otherwise."""
+        if config.getvalue("dist") == "loadgroup":
+            return _ClusterScheduling(config, log)
+        return None
 
 
 @pytest.fixture(scope="session")
