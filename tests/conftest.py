@@ -1,10 +1,68 @@
-"""Shared fixtures: the real-data folder beside the repository, tiny shapes."""
+"""Shared fixtures: the real-data folder beside the repository, tiny shapes, a real MLflow server,
+and the cluster tests kept together under pytest-xdist.
 
+`make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`). The tests of
+tests/test_cluster.py (and any test marked `cluster`) form one group: one worker brings the local
+SLURM cluster up once and runs them one after the other, never two clusters at once. Every other
+test uses only its own tmp folders and free ports and runs on either worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+CLUSTER_GROUP = "cluster"
+CLUSTER_TESTS = "tests/test_cluster.py::"  # node id prefix of the file holding the cluster fixture
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """The `cluster` mark implies the cluster's xdist group (for cluster tests outside
+    tests/test_cluster.py, once pytest-xdist's marks work again: see `_ClusterScheduling`)."""
+    for item in items:
+        if item.get_closest_marker("cluster") is not None:
+            item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+
+
+try:
+    from xdist.scheduler import LoadGroupScheduling
+except ImportError:  # pytest-xdist is in the dev extra; without it the suite runs in one process
+    LoadGroupScheduling = None
+
+if LoadGroupScheduling is not None:
+
+    class _ClusterScheduling(LoadGroupScheduling):
+        """`--dist loadgroup`, with every test of tests/test_cluster.py in the cluster group.
+
+        pytest-xdist 3.8.0 passes `xdist_group` marks to the scheduler by renaming `item._nodeid`,
+        which pytest 9.2 no longer reads (pytest-dev/pytest-xdist#1386): the marks are silently
+        ignored and the cluster tests would be spread over both workers, each bringing up its own
+        cluster. The scheduler sees node ids, so the group is chosen by file here.
+        """
+
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(CLUSTER_TESTS):
+                return CLUSTER_GROUP
+            return super()._split_scope(nodeid)
+
+    def pytest_xdist_make_scheduler(config, log):
+        """Use `_ClusterScheduling` for `--dist loadgroup`; xdist's own scheduler otherwise."""
+        if config.getvalue("dist") == "loadgroup":
+            return _ClusterScheduling(config, log)
+        return None
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +71,99 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (tests marked realdata need it)")
     return SHARED_DATA
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a fixed port, SQLite backend and served artifacts in
+    `folder`; it can be stopped and started again on the same port and backend.
+
+    Args:
+        folder: a folder that does not exist yet; it receives mlflow.db, artifacts/ and one
+            server-<n>.log per start.
+    """
+
+    START_TIMEOUT_S = 180
+    POLL_S = 0.1  # /health answers within a few seconds of the start; poll it finely
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.folder.mkdir()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start the server and return once /health answers 200; fail with its log otherwise."""
+        self.starts += 1
+        log_path = self.folder / f"server-{self.starts}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--backend-store-uri",
+            f"sqlite:///{self.folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(self.folder / "artifacts"),
+            "--workers",
+            "1",
+        ]
+        # MLflow 3's job runner (eight huey consumers, each importing mlflow: ~20 s of CPU per
+        # start) serves GenAI jobs that no test uses.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        with open(log_path, "w") as log_file:
+            # Its own session, so the server and the workers it forks are stopped together.
+            self.proc = subprocess.Popen(
+                cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + self.START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"mlflow server did not start: {log_path.read_text()[-4000:]}")
+            time.sleep(self.POLL_S)
+
+    def stop(self) -> None:
+        """Stop the server and the workers it forked (SIGTERM, then SIGKILL after 30 s)."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A started `MlflowServer` under tmp_path/server (its `.url` is the tracking URI); stopped
+    afterwards, also when the test stopped and restarted it."""
+    server = MlflowServer(tmp_path / "server")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

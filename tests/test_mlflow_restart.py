@@ -1,5 +1,6 @@
 """The MLflow tracking server going away mid-run, with a real `mlflow server` (127.0.0.1, a free
-port, SQLite backend and served artifacts in tmp, stopped at the end) and a real `train.py`.
+port, SQLite backend and served artifacts in tmp, stopped at the end: the `mlflow_server`
+fixture of tests/conftest.py) and a real `train.py`.
 
 - Restarted a few seconds later on the same port and backend: the run retries its writes, ends
   FINISHED, and holds every epoch's val/loss and every train/loss step exactly once.
@@ -16,12 +17,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
@@ -34,85 +32,6 @@ from tests.train_helpers import TINY
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 40  # ~0.2 s per epoch: the outage lands well before the end
 STEPS_PER_EPOCH = 6  # data.num_train=24 / trainer.batch_size=4 (TINY)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class _Server:
-    """`mlflow server` on a fixed port and backend that can be stopped and started again."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.folder.mkdir()
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        log_path = self.folder / f"server-{self.starts}.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--backend-store-uri",
-            f"sqlite:///{self.folder / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(self.folder / "artifacts"),
-            "--workers",
-            "1",
-        ]
-        with open(log_path, "w") as log_file:
-            # Its own session, so the server and the workers it forks are stopped together.
-            self.proc = subprocess.Popen(
-                cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"mlflow server did not start: {log_path.read_text()[-4000:]}")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
-@pytest.fixture
-def server(tmp_path):
-    srv = _Server(tmp_path / "server")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def _command(tmp_path: Path, url: str, retry_s: float) -> tuple[list[str], dict]:
@@ -180,7 +99,8 @@ def _assert_complete(url: str, run_id: str) -> None:
 
 
 @pytest.mark.slow
-def test_server_restarted_mid_run_loses_no_metric(tmp_path, server):
+def test_server_restarted_mid_run_loses_no_metric(tmp_path, mlflow_server):
+    server = mlflow_server
     run_dir = tmp_path / "run"
     cmd, env = _command(tmp_path, server.url, retry_s=180)
     proc, run_id = _start_and_wait_for_epoch_1(cmd, env, run_dir, server.url)
@@ -200,7 +120,8 @@ def test_server_restarted_mid_run_loses_no_metric(tmp_path, server):
 
 
 @pytest.mark.slow
-def test_server_down_past_the_budget_fails_clearly_and_resumes(tmp_path, server):
+def test_server_down_past_the_budget_fails_clearly_and_resumes(tmp_path, mlflow_server):
+    server = mlflow_server
     run_dir = tmp_path / "run"
     cmd, env = _command(tmp_path, server.url, retry_s=3)
     proc, run_id = _start_and_wait_for_epoch_1(cmd, env, run_dir, server.url)

@@ -1,5 +1,6 @@
 """What the MLflow UI reads, checked through a real `mlflow server` (127.0.0.1, a free port,
-stopped afterwards) and its REST API, after one tiny run logged to it over HTTP:
+stopped afterwards: the `mlflow_server` fixture of tests/conftest.py) and its REST API, after
+one tiny run logged to it over HTTP:
 
 - the experiment carries `mlflow.experimentKind = custom_model_development`, so the UI opens it in
   the model-training view, not the GenAI one (traces, token usage);
@@ -12,14 +13,8 @@ stopped afterwards) and its REST API, after one tiny run logged to it over HTTP:
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,61 +24,6 @@ from qcxr import run as run_module
 from tests.train_helpers import compose_run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real MLflow tracking server on 127.0.0.1; yields its URL; stopped afterwards."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(tmp_path / "server" / "artifacts"),
-        "--workers",
-        "1",
-    ]
-    (tmp_path / "server").mkdir()
-    log_file = open(tmp_path / "server" / "server.log", "w")  # noqa: SIM115 - closed below
-    # Its own session, so the server and the workers it forks are stopped together.
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                server_log = (tmp_path / "server" / "server.log").read_text()
-                raise AssertionError(f"mlflow server did not start: {server_log[-4000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        log_file.close()
 
 
 def _get(url: str, path: str, **query) -> dict:
@@ -103,7 +43,7 @@ def _post(url: str, path: str, body: dict) -> dict:
 
 @pytest.mark.slow
 def test_ui_facing_tags_datasets_and_source_through_a_server(tmp_path, mlflow_server):
-    url = mlflow_server
+    url = mlflow_server.url
     cfg = compose_run(
         tmp_path,
         [
