@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -57,6 +58,33 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 # The MLflow UI opens an experiment without this tag in its GenAI view (traces, token usage).
 EXPERIMENT_KIND = "custom_model_development"
 _DIGEST_CHARS = 32  # MLflow's dataset digest column holds 36 characters
+# MLflow accepts only these characters in param and metric names; labels such as CXR-LT 2024's
+# "Round(ed) Atelectasis" carry others.
+_KEY_CHARS = re.compile(r"[^0-9A-Za-z_\-. :/]")
+
+
+def mlflow_key(key: str) -> str:
+    """A param or metric name MLflow accepts: every other character becomes "_".
+
+    `test/auroc/Round(ed) Atelectasis` -> `test/auroc/Round_ed_ Atelectasis`. Keys that already
+    fit are unchanged.
+    """
+    return _KEY_CHARS.sub("_", str(key))
+
+
+def _mlflow_keys(keys) -> dict[str, str]:
+    """Original -> MLflow name for `keys`; two keys that would share a name are an error."""
+    names: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for key in keys:
+        name = mlflow_key(key)
+        if seen.setdefault(name, str(key)) != str(key):
+            raise ValueError(
+                f"keys {seen[name]!r} and {key!r} both become {name!r} in MLflow (it accepts only "
+                "letters, digits, _ - . : / and spaces in names); rename one of the labels"
+            )
+        names[str(key)] = name
+    return names
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -247,12 +275,13 @@ class MLflowTracker:
     def log_params(self, params: Mapping[str, object]) -> None:
         """Log params (values longer than MLflow's limit are cut, with a warning)."""
         items = []
+        names = _mlflow_keys(params)
         for key, value in params.items():
             text = str(value)
             if len(text) > _MAX_PARAM_CHARS:
                 log.warning("param %s is %d chars; truncated for MLflow", key, len(text))
                 text = text[:_MAX_PARAM_CHARS]
-            items.append(Param(str(key), text))
+            items.append(Param(names[str(key)], text))
         for i in range(0, len(items), _PARAM_BATCH):
             chunk = items[i : i + _PARAM_BATCH]
             self._call(lambda c=chunk: self.client.log_batch(self.run_id, params=c))
@@ -261,10 +290,11 @@ class MLflowTracker:
         """Buffer metric values at a step; written every `flush_every` values, by `flush` and at
         the end. A (key, step) that a reopened run already holds is skipped."""
         now = int(time.time() * 1000)
+        names = _mlflow_keys(metrics)
         self._buffer.extend(
-            Metric(k, float(v), now, int(step))
+            Metric(names[str(k)], float(v), now, int(step))
             for k, v in metrics.items()
-            if (k, int(step)) not in self._logged
+            if (names[str(k)], int(step)) not in self._logged
         )
         if len(self._buffer) >= self.flush_every:
             self.flush()
