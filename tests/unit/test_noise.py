@@ -14,6 +14,8 @@ from qcxr.quantum import MemoryBudgetError, expvals, make_ansatz, make_noise, no
 from qcxr.quantum import trajectories as traj
 
 NOISE = {"depolarizing": 0.05, "amplitude_damping": 0.05, "readout": 0.02}
+# Pauli noise only: the trajectories' fast layered path (errors pushed through the CNOT rings).
+PAULI = {"depolarizing": 0.1, "bit_flip": 0.05, "readout": 0.02}
 
 
 def _setup(n=3, layers=2, batch=4, seed=0):
@@ -24,7 +26,8 @@ def _setup(n=3, layers=2, batch=4, seed=0):
     return a, w, x
 
 
-def test_trajectories_converge_as_inverse_sqrt_t_with_unbiased_gradients():
+@pytest.mark.parametrize("noise", [NOISE, PAULI], ids=["general", "layered"])
+def test_trajectories_converge_as_inverse_sqrt_t_with_unbiased_gradients(noise):
     # Fixed seed: 16 independent keys of T = 128 trajectories each (one compilation); their mean
     # is a T = 2048 estimate. Values: the RMS error over the 16 x 6 outputs at T = 128 over the
     # RMS error of the mean must be ~4 (accepted 2 to 8), and every error stays below 4 / sqrt(T)
@@ -34,11 +37,12 @@ def test_trajectories_converge_as_inverse_sqrt_t_with_unbiased_gradients():
     keys = jax.random.split(jax.random.PRNGKey(7), 16)
     t = 128
     with jax.enable_x64(True):
-        a, w, x = _setup(n=3, layers=1, batch=2)
+        a, w, x = _setup(n=3, layers=2, batch=2)
+        assert traj.layered_applies(a.circuit(), make_noise(noise)) == (noise is PAULI)
         c = jnp.asarray(np.random.default_rng(1).normal(size=x.shape))
 
         def loss(w, k, method):
-            v = expvals(a, w, x, noise=NOISE, method=method, trajectories=t, key=k)
+            v = expvals(a, w, x, noise=noise, method=method, trajectories=t, key=k)
             return jnp.sum(v * c), v
 
         (_, exact), g_exact = jax.value_and_grad(loss, has_aux=True)(w, None, "density_matrix")
