@@ -165,6 +165,14 @@ def test_keys_none_is_fixed_and_keys_differ():
     assert np.abs(np.asarray(v0 - v2)).max() > 0
 
 
+def test_zero_or_null_noise_is_the_ideal_fast_path():
+    a, w, x = _setup(n=2, layers=1, batch=2)
+    ideal = expvals(a, w, x)
+    np.testing.assert_array_equal(expvals(a, w, x, noise={"depolarizing": 0.0}), ideal)
+    np.testing.assert_array_equal(expvals(a, w, x, noise={"bit_flip": None}), ideal)
+    assert not noisy.needs_noisy({"bit_flip": 0, "readout": None}, None, "auto")
+
+
 def test_noisy_encoding_switch_and_auto_method():
     with jax.enable_x64(True):
         a, w, x = _setup(n=2, layers=1, batch=2)
