@@ -9,8 +9,8 @@ paths: the statevector engine (kernels.py lists what makes it fast) or the split
 the state as a short sum of products across a cut of the wires, exact, for shallow circuits),
 or the MPS method (mps.py: an exact matrix product state, linear in the number of qubits, for the
 large circuits neither of the others can hold), whichever is cheaper and fits the memory budget by
-default. Any other Circuit runs on the general statevector path
-(statevector.run_circuit).
+default. Any other Circuit runs on the general statevector path (statevector.run_circuit). Noise,
+finite shots and the noisy methods (density_matrix, trajectories) go to noisy.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from qcxr.quantum import mps, split, statevector
+from qcxr.quantum import mps, noisy, split, statevector
 from qcxr.quantum.ansatz import ANSATZE, Ansatz, match_library
 from qcxr.quantum.circuit import Circuit
 from qcxr.quantum.kernels import Program, compile_ansatz, folded_vectors, layer_mats
@@ -36,8 +36,8 @@ from qcxr.quantum.memory import (
     mps_memory,
 )
 
-#: Simulation methods of expvals.
-METHODS = ("auto", "statevector", "split", "mps")
+#: Simulation methods of expvals (density_matrix and trajectories: noisy.py, for noise and shots).
+METHODS = ("auto", "statevector", "split", "mps", "density_matrix", "trajectories")
 #: "auto" takes the split method when its estimated cost is this many times below the
 #: statevector's. Measured on the 2-core CPU (batch 32, head-step gradient), statevector / split
 #: time against this cost ratio: 3 layers at 10 / 12 / 14 / 16 qubits: 0.65 / 1.6 / 3.0 / 9.7
@@ -157,6 +157,11 @@ def expvals(
     method: str = "auto",
     max_bond: int | None = None,
     return_discarded: bool = False,
+    noise=None,
+    noisy_encoding: bool = True,
+    trajectories: int | None = None,
+    shots: int | None = None,
+    key: jax.Array | None = None,
 ) -> jnp.ndarray:
     """<Z_i> on every qubit of an ansatz (or measured wire of a circuit) for a batch of features.
 
@@ -186,15 +191,43 @@ def expvals(
             many qubits) or "auto" (the default: the cheapest by estimated cost that fits the
             memory budget, see resolve_method). chunk_size and remat apply to the statevector
             only.
+            "density_matrix" and "trajectories": the noisy methods (below).
         max_bond: the MPS method's bond limit (None: exact). Below the circuit's exact bond
             (mps.plan_mps(...).exact_bond) the state is truncated by SVD after each CNOT network.
         return_discarded: also return the MPS truncation's discarded weight.
+        noise: None (ideal) or channel -> parameter, e.g. {"depolarizing": 1e-3, "readout":
+            0.01}; channels "depolarizing", "bit_flip", "phase_flip", "amplitude_damping",
+            "phase_damping" (PennyLane's definitions, after every gate on each wire it touches)
+            and "readout" (symmetric flip of each measured bit). See qcxr.quantum.noise.
+        noisy_encoding: whether the encoding gates are noisy too (default: every gate).
+        trajectories: T, trajectories per sample for method="trajectories" (default 64).
+        shots: None (exact) or N bitstrings per sample; gradients by the parameter-shift rule
+            with shots (unbiased; qcxr.quantum.shots).
+        key: PRNG key for trajectories and shots; None: the fixed jax.random.PRNGKey(0).
+            Training passes a fresh key per step.
+            With noise, shots or a noisy method, the call goes to qcxr.quantum.noisy.expvals:
+            "auto" then means the density matrix (exact, 4^n) for small n that fits the memory
+            budget, else trajectories (Monte Carlo wavefunction, unbiased values and gradients);
+            block_size, remat and chunk_size do not apply there.
 
     Returns:
         f[..., qubits] expectations, the dtype of the promoted inputs; with return_discarded, the
         pair (expectations, f[...] discarded weight per sample: the discarded squared Schmidt
         values summed over bonds and networks, zero for exact methods).
     """
+    if noisy.needs_noisy(noise, shots, method, noisy_encoding):
+        return noisy.expvals(
+            ansatz,
+            weights,
+            x,
+            noise=noise,
+            noisy_encoding=noisy_encoding,
+            method=method,
+            trajectories=trajectories,
+            shots=shots,
+            key=key,
+            memory_budget=memory_budget,
+        )
     x = jnp.asarray(x)
     weights = jnp.asarray(weights)
     n = x.shape[-1]
