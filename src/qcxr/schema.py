@@ -52,6 +52,18 @@ class DQCNNHeadSchema:
 
 
 @dataclass
+class NoiseSchema:
+    """`head.noise`: channel -> level; 0 means no channel (qcxr.models.heads.NOISE_CHANNELS)."""
+
+    depolarizing: float = 0.0
+    bit_flip: float = 0.0
+    phase_flip: float = 0.0
+    amplitude_damping: float = 0.0
+    phase_damping: float = 0.0
+    readout: float = 0.0
+
+
+@dataclass
 class DQCHeadSchema:
     _target_: str = MISSING
     num_labels: int = MISSING
@@ -61,6 +73,10 @@ class DQCHeadSchema:
     remat: bool = MISSING
     chunk_size: Any = MISSING  # an int, "auto" or null
     method: str = MISSING
+    noise: NoiseSchema = field(default_factory=NoiseSchema)
+    noisy_encoding: bool = True
+    trajectories: int = 64
+    shots: int | None = None  # type: ignore[assignment]
 
 
 @dataclass
