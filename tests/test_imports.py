@@ -132,12 +132,17 @@ QUANTUM_RANKS = {
     "gates": 0,  # representation
     "circuit": 0,
     "ansatz": 1,
+    "noise": 1,  # noise models: representation
     "kernels": 2,  # kernels
     "split": 3,  # methods
     "statevector": 3,
+    "density": 3,
+    "trajectories": 3,
+    "shots": 3,
     "memory": 4,  # the methods' estimates (memory uses the split method's)
     "cutting": 4,
     "qcnn": 5,
+    "noisy": 5,  # the noise/shots part of the dispatcher
     "engine": 6,  # the dispatcher
     "reference": 7,  # PennyLane builds of the representation, for cross-checks
     "__init__": 8,

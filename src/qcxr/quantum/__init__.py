@@ -10,6 +10,8 @@ from qcxr.quantum.cutting import WireCut, cut_probs, joined_circuit
 from qcxr.quantum.engine import expvals, run
 from qcxr.quantum.kernels import compile_ansatz
 from qcxr.quantum.memory import MemoryBudgetError, default_budget, estimate_bytes
+from qcxr.quantum.noise import CHANNELS as NOISE_CHANNELS
+from qcxr.quantum.noise import NoiseModel, make_noise
 from qcxr.quantum.qcnn import qcnn_circuit, qcnn_cut, qcnn_probs
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "Circuit",
     "Measurement",
     "MemoryBudgetError",
+    "NOISE_CHANNELS",
+    "NoiseModel",
     "Op",
     "WireCut",
     "compile_ansatz",
@@ -30,6 +34,7 @@ __all__ = [
     "expvals",
     "joined_circuit",
     "make_ansatz",
+    "make_noise",
     "match_library",
     "qcnn_circuit",
     "qcnn_cut",

@@ -8,7 +8,8 @@ A library ansatz (or a Circuit that equals one's build, see ansatz.match_library
 paths: the statevector engine (kernels.py lists what makes it fast) or the split method (split.py:
 the state as a short sum of products across a cut of the wires, exact, for shallow circuits),
 whichever is cheaper by default. Any other Circuit runs on the general statevector path
-(statevector.run_circuit).
+(statevector.run_circuit). Noise, finite shots and the noisy methods (density_matrix,
+trajectories) go to noisy.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from qcxr.quantum import split, statevector
+from qcxr.quantum import noisy, split, statevector
 from qcxr.quantum.ansatz import ANSATZE, Ansatz, match_library
 from qcxr.quantum.circuit import Circuit
 from qcxr.quantum.kernels import Program, compile_ansatz, folded_vectors, layer_mats
@@ -30,8 +31,8 @@ from qcxr.quantum.memory import (
     fits_split_memory,
 )
 
-#: Simulation methods of expvals.
-METHODS = ("auto", "statevector", "split")
+#: Simulation methods of expvals (density_matrix and trajectories: noisy.py, for noise and shots).
+METHODS = ("auto", "statevector", "split", "density_matrix", "trajectories")
 #: "auto" takes the split method when its estimated cost is this many times below the
 #: statevector's. Measured on the 2-core CPU (batch 32, head-step gradient), statevector / split
 #: time against this cost ratio: 3 layers at 10 / 12 / 14 / 16 qubits: 0.65 / 1.6 / 3.0 / 9.7
@@ -83,6 +84,11 @@ def expvals(
     chunk_size: int | str | None = "auto",
     memory_budget: float | None = None,
     method: str = "auto",
+    noise=None,
+    noisy_encoding: bool = True,
+    trajectories: int | None = None,
+    shots: int | None = None,
+    key: jax.Array | None = None,
 ) -> jnp.ndarray:
     """<Z_i> on every qubit of an ansatz (or measured wire of a circuit) for a batch of features.
 
@@ -110,10 +116,38 @@ def expvals(
             the wires, see qcxr.quantum.split: for shallow circuits) or "auto" (the default: the
             split method where its estimated cost is well below the statevector's and it fits
             the memory budget). chunk_size and remat apply to the statevector only.
+            "density_matrix" and "trajectories": the noisy methods (below).
+        noise: None (ideal) or channel -> parameter, e.g. {"depolarizing": 1e-3, "readout":
+            0.01}; channels "depolarizing", "bit_flip", "phase_flip", "amplitude_damping",
+            "phase_damping" (PennyLane's definitions, after every gate on each wire it touches)
+            and "readout" (symmetric flip of each measured bit). See qcxr.quantum.noise.
+        noisy_encoding: whether the encoding gates are noisy too (default: every gate).
+        trajectories: T, trajectories per sample for method="trajectories" (default 64).
+        shots: None (exact) or N bitstrings per sample; gradients by the parameter-shift rule
+            with shots (unbiased; qcxr.quantum.shots).
+        key: PRNG key for trajectories and shots; None: the fixed jax.random.PRNGKey(0).
+            Training passes a fresh key per step.
+            With noise, shots or a noisy method, the call goes to qcxr.quantum.noisy.expvals:
+            "auto" then means the density matrix (exact, 4^n) for small n that fits the memory
+            budget, else trajectories (Monte Carlo wavefunction, unbiased values and gradients);
+            block_size, remat and chunk_size do not apply there.
 
     Returns:
         f[..., qubits] expectations, the dtype of the promoted inputs.
     """
+    if noisy.needs_noisy(noise, shots, method, noisy_encoding):
+        return noisy.expvals(
+            ansatz,
+            weights,
+            x,
+            noise=noise,
+            noisy_encoding=noisy_encoding,
+            method=method,
+            trajectories=trajectories,
+            shots=shots,
+            key=key,
+            memory_budget=memory_budget,
+        )
     x = jnp.asarray(x)
     weights = jnp.asarray(weights)
     n = x.shape[-1]

@@ -17,6 +17,7 @@ import pennylane as qml
 
 from qcxr.quantum.ansatz import Ansatz
 from qcxr.quantum.circuit import Circuit
+from qcxr.quantum.noise import noisy_gate_mask
 
 #: simulator option -> (PennyLane device, differentiation method)
 DEVICES = {
@@ -195,6 +196,60 @@ def circuit_qnode(
 
     if circuit.measurement.kind == "probs":
         return qnode_fn
+    if interface == "autograd":
+        from pennylane import numpy as pnp
+
+        return lambda weights, x: pnp.stack(qnode_fn(weights, x), axis=-1)
+    return lambda weights, x: jnp.stack(qnode_fn(weights, x), axis=-1)
+
+
+#: noise.py channel -> PennyLane channel (one wire, one parameter).
+_PL_CHANNELS = {
+    "depolarizing": qml.DepolarizingChannel,
+    "bit_flip": qml.BitFlip,
+    "phase_flip": qml.PhaseFlip,
+    "amplitude_damping": qml.AmplitudeDamping,
+    "phase_damping": qml.PhaseDamping,
+}
+
+
+@functools.lru_cache(maxsize=128)
+def noisy_qnode(circuit: Circuit, model, interface: str = "autograd"):
+    """A default.mixed QNode running a Circuit with a noise model, channel by channel.
+
+    Independent of the engine's methods: every channel is queued literally after its gate (no
+    shortcut), each configured gate channel in noise.GATE_CHANNELS order on every wire of the
+    gate; readout error is its definition, a qml.BitFlip(p) on each measured wire just before the
+    measurement (default.mixed's own `readout_prob` fails on expectation values in PennyLane
+    0.45: its measure.py iterates over the float).
+
+    Args:
+        circuit: a Circuit measuring <Z>.
+        model: a noise.NoiseModel.
+        interface: "autograd" (float64, backprop) or "jax".
+
+    Returns:
+        A function (weights f[P], x f[I]) -> f[k] <Z> per measured wire.
+    """
+    if circuit.measurement.kind != "expval_z":
+        raise ValueError("noisy_qnode takes circuits measuring <Z>")
+    dev = qml.device("default.mixed", wires=circuit.num_qubits)
+    mask = noisy_gate_mask(circuit, model)
+    chans = model.gate_channels
+
+    @qml.qnode(dev, interface=interface, diff_method="backprop")
+    def qnode_fn(weights, x):
+        for o, noisy in zip(circuit.ops, mask, strict=True):
+            apply_circuit_ops(Circuit(circuit.num_qubits, (o,), circuit.measurement), weights, x)
+            if noisy:
+                for name, p in chans:
+                    for w in o.wires:
+                        _PL_CHANNELS[name](p, wires=w)
+        if model.readout > 0:
+            for w in circuit.measurement.wires:
+                qml.BitFlip(model.readout, wires=w)
+        return measure_circuit(circuit)
+
     if interface == "autograd":
         from pennylane import numpy as pnp
 
