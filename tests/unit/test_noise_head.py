@@ -133,3 +133,29 @@ def test_noise_stream_is_deterministic_per_key_and_new_every_step():
     assert _first_losses(head, jax.random.key(4)) != [first]  # another seed: another stream
     # Heads without noise ignore the stream: the loss is the one without it.
     assert _first_losses(cdl_head(3), key) == _first_losses(cdl_head(3), None)
+
+
+def test_noise_grid_on_the_command_line_is_a_sweep_of_floats(tmp_path):
+    """`python train.py -m head=dqc head.noise.depolarizing=0,0.001,0.01 seed=0-4` is 15 jobs
+    whose composed noise levels are floats (the range sweeper leaves float keys alone), built into
+    heads with that noise; a misspelt channel fails at compose time."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException
+    from hydra.utils import instantiate
+
+    from hydra_plugins.qcxr_sweeper.range_sweeper import rewrite_int_range
+    from tests.train_helpers import compose_run
+
+    lines = ["head=dqc", "head.noise.depolarizing=0,0.001,0.01", "seed=0-4"]
+    parsed = OverridesParser.create().parse_overrides([rewrite_int_range(x) for x in lines])
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    assert len(jobs) == 15
+    levels = set()
+    for job in jobs[::5]:
+        cfg = compose_run(tmp_path, list(job))
+        assert isinstance(cfg.head.noise.depolarizing, float)
+        levels.add(instantiate(cfg.head, _execution_whitelist_=["qcxr.*"]).noise)
+    assert levels == {(), (("depolarizing", 0.001),), (("depolarizing", 0.01),)}
+    with pytest.raises(ConfigCompositionException):
+        compose_run(tmp_path, ["head=dqc", "head.noise.depolarising=0.1"])
