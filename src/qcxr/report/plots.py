@@ -306,9 +306,12 @@ def robustness_curve(summary: pd.DataFrame, title: str, path: Path) -> Path:
         mean = rows["mean"].to_numpy(dtype=float)
         sd = rows["sd"].fillna(0.0).to_numpy(dtype=float)
         label = "exact ⟨Z⟩" if s == "exact" else f"{int(s):,} shots"
-        ax.plot(x, mean, marker=MARKERS[i % len(MARKERS)], color=colors[i], label=label)
+        style = {"color": colors[i]}
+        if s == "exact":  # on top, dashed: the many-shot lines converge to it
+            style = {"color": "black", "linestyle": "--", "zorder": 3}
+        ax.plot(x, mean, marker=MARKERS[i % len(MARKERS)], label=label, **style)
         if (rows["n"] > 1).any():
-            ax.fill_between(x, mean - sd, mean + sd, color=colors[i], alpha=0.15, linewidth=0)
+            ax.fill_between(x, mean - sd, mean + sd, color=style["color"], alpha=0.12, linewidth=0)
     ax.set_xticks(levels)
     ax.set_xticklabels(["0" if lv == 0 else f"{lv:g}" for lv in levels])
     channel = str(summary["channel"].iloc[0]) if "channel" in summary and len(summary) else "noise"
