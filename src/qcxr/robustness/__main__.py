@@ -103,6 +103,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="cache root for images and features (default: each run's paths.cache_dir)",
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a trained run's numbers from its latest FINISHED robustness run with the same "
+        "channel, levels, shots, method, trajectories and split instead of evaluating it again "
+        "(to finish an interrupted experiment, or to redo only the summary)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -126,6 +133,20 @@ def evaluate_run(args, uri: str, run: load.TrainedRun, grid_bar, levels, shots) 
     """Re-evaluate one trained run and log its child run; returns its grid table."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.reuse:
+            same = {
+                "channel": args.channel,
+                "levels": ",".join(f"{lv:g}" for lv in levels),
+                "shots": ",".join(shots_name(s) for s in shots),
+                "trajectories": args.trajectories or run.params.get("head.trajectories", 64),
+                "method": args.method or run.params.get("head.method", "auto"),
+                "split": args.split,
+            }
+            found = load.finished_child_table(uri, run, same, tmp / "reuse")
+            if found is not None:
+                grid_bar.update(len(levels) * len(shots))
+                log.info("run %s: reusing its robustness run (--reuse)", run.run_id)
+                return pd.read_csv(found, dtype={"shots": str})
         config, checkpoints = load.fetch_run_files(uri, run, tmp / "download")
         rebuilt = rebuild_for_evaluation(config, cache_dir=args.cache_dir)
         params = _restore_params(rebuilt, checkpoints)

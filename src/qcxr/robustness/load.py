@@ -47,6 +47,7 @@ class TrainedRun:
         experiment_id: its experiment's id.
         tags: its tags (head, seed, task, ...).
         metrics: its latest metric values (test/auroc_macro, train/best_epoch, ...).
+        params: its params (the flattened config: head.method, head.trajectories, ...).
     """
 
     run_id: str
@@ -55,6 +56,7 @@ class TrainedRun:
     experiment_id: str
     tags: dict[str, str]
     metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
     @property
     def seed(self) -> int | None:
@@ -95,6 +97,7 @@ def _trained(client, run, experiment_name: str) -> TrainedRun:
         experiment_id=run.info.experiment_id,
         tags=dict(run.data.tags),
         metrics=dict(run.data.metrics),
+        params=dict(run.data.params),
     )
 
 
@@ -266,3 +269,30 @@ def end_run(
     for path in artifacts:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, status=status)
+
+
+def finished_child_table(
+    tracking_uri: str, run: TrainedRun, params: Mapping[str, object], dest: Path
+):
+    """The grid table of an earlier FINISHED robustness run of `run` with the same settings.
+
+    Args:
+        tracking_uri: the MLflow store.
+        run: the trained run.
+        params: the settings that must match (the child run's params: channel, levels, shots,
+            method, trajectories, split).
+        dest: a folder to download the table to.
+
+    Returns:
+        The path of its robustness.csv, or None when no such run exists.
+    """
+    client = client_for(tracking_uri)
+    found = client.search_runs(
+        [run.experiment_id],
+        filter_string=f"tags.{SOURCE_TAG} = '{run.run_id}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    for child in found:
+        if all(child.data.params.get(k) == str(v) for k, v in params.items()):
+            return Path(client.download_artifacts(child.info.run_id, "robustness.csv", str(dest)))
+    return None
