@@ -10,6 +10,7 @@ SUBCOMMANDS = {
     "heads": "qcxr.bench.heads",
     "train-step": "qcxr.bench.train_step",
     "qcnn": "qcxr.bench.qcnn",
+    "noise": "qcxr.bench.noise",
 }
 
 

@@ -1,13 +1,14 @@
 """The density_matrix method: the exact 4^n mixed state of a noisy circuit (noise.py's model).
 
 Layer 3 of qcxr.quantum (a method). The state is rho shaped [B] + [2] * n (row bits) + [2] * n
-(column bits), so a gate U on wires W is two einsums of kernels.apply_gate (U on the row axes W,
-conj(U) on the column axes n + W) and a single-wire channel one einsum of its 4x4 superoperator on
-the axis pair (w, n + w) (every configured channel on a wire folded into one superoperator). Until
-the first two-qubit gate every wire is a 2x2 density matrix of its own (the encoding costs O(n),
-not O(4^n)). Readout error, and Pauli noise in the circuit's Clifford tail (the paper's last CNOT
-ring), are exact rescalings of <Z_w> (noise.pauli_tail) and are applied as such. The state stays
-real when every gate of the circuit is real (every channel's superoperator is real).
+(column bits), so a gate U on wires W followed by its channels is one einsum of
+kernels.apply_gate: the superoperator (channels) @ kron(U, conj(U)) on the axes (W, n + W) (4x4
+for a one-qubit gate, 16x16 for a two-qubit gate; every configured channel on a wire folded into
+one superoperator). Until the first two-qubit gate every wire is a 2x2 density matrix of its own
+(the encoding costs O(n), not O(4^n)). Readout error, and Pauli noise in the circuit's Clifford
+tail (the paper's last CNOT ring), are exact rescalings of <Z_w> (noise.pauli_tail) and are
+applied as such. The state stays real when every gate of the circuit is real (every channel's
+superoperator is real).
 
 Cost: per gate O(B 4^n) operations; memory 4^n x itemsize per sample and state (16 MiB per sample
 at 10 qubits in float32 real), times the intermediates autodiff keeps (one per einsum). The batch
@@ -57,20 +58,21 @@ def wire_superoperator(model: NoiseModel, dtype):
     return jnp.asarray(s.real, dtype)
 
 
+def _pair(sup):
+    """A one-wire superoperator on each of two wires, on (row bits, column bits) of both."""
+    s = sup.reshape(2, 2, 2, 2)  # (row', col', row, col)
+    return jnp.einsum("ACac,BDbd->ABCDabcd", s, s).reshape(16, 16)
+
+
 def _complex(dtype):
     return jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
 
 
 def num_kept(circuit: Circuit, model: NoiseModel) -> int:
-    """Full density matrices autodiff keeps for one sample (one per einsum after the first
-    two-qubit gate)."""
-    mask = noisy_gate_mask(circuit, model)
-    kept, full = 1, False
-    for o, noisy in zip(circuit.ops, mask, strict=True):
-        full = full or len(o.wires) > 1
-        if full:
-            kept += 2 + (len(o.wires) if noisy else 0)
-    return kept
+    """Full density matrices autodiff keeps for one sample (one per op from the first two-qubit
+    gate on: each op and its channels are one einsum)."""
+    first = next((i for i, o in enumerate(circuit.ops) if len(o.wires) > 1), len(circuit.ops))
+    return 1 + len(circuit.ops) - first
 
 
 def estimate_bytes(circuit: Circuit, model: NoiseModel, chunk: int, dtype) -> int:
@@ -107,25 +109,25 @@ def density_matrix(
     e0 = jnp.zeros((2, 2), dtype).at[0, 0].set(1.0)
     wires = [jnp.broadcast_to(e0, (b, 2, 2)) for _ in range(n)]  # per-wire rho until entangled
     rho = None
+    sup2 = None if sup is None else _pair(sup)
     for o, noisy in zip(circuit.ops, mask, strict=True):
         m = gates.matrix(o.gate, _angle_values(o, weights, x), dtype)
-        if rho is None and len(o.wires) == 1:
+        k = len(o.wires)
+        # The gate and its channels as one superoperator on (row bits, column bits) of its
+        # wires: kron(U, conj(U)) then the channels, so each op is a single einsum.
+        s = jnp.einsum("...ij,...kl->...ikjl", m, jnp.conj(m)).reshape(m.shape[:-2] + (4**k,) * 2)
+        if noisy and sup is not None:
+            s = (sup if k == 1 else sup2).astype(jnp.result_type(sup, s)) @ s
+        if rho is None and k == 1:
             w = o.wires[0]
             r = wires[w]
-            mb = jnp.broadcast_to(m, (b, 2, 2)).astype(jnp.result_type(m.dtype, r.dtype))
-            r = jnp.einsum("bij,bjk,blk->bil", mb, r, jnp.conj(mb))
-            if noisy and sup is not None:
-                r = jnp.einsum("xy,by->bx", sup.astype(jnp.result_type(sup, r)), r.reshape(b, 4))
-                r = r.reshape(b, 2, 2)
-            wires[w] = r
+            st = jnp.result_type(s, r)
+            r = (s.astype(st) @ r.reshape(b, 4, 1).astype(st))[..., 0]
+            wires[w] = r.reshape(b, 2, 2)
             continue
         if rho is None:
             rho = _product(wires)
-        rho = apply_gate(rho, m, o.wires)
-        rho = apply_gate(rho, jnp.conj(m), tuple(n + w for w in o.wires))
-        if noisy and sup is not None:
-            for w in o.wires:
-                rho = apply_gate(rho, sup, (w, n + w))
+        rho = apply_gate(rho, s, (*o.wires, *(n + w for w in o.wires)))
     return _product(wires) if rho is None else rho
 
 

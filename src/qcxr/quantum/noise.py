@@ -86,7 +86,8 @@ def make_noise(noise: Mapping[str, float] | NoiseModel | None, noisy_encoding: b
     """A NoiseModel from a mapping channel -> parameter (None or {} gives the ideal model).
 
     Args:
-        noise: e.g. {"depolarizing": 0.001, "readout": 0.01}; keys from CHANNELS.
+        noise: e.g. {"depolarizing": 0.001, "readout": 0.01}; keys from CHANNELS; a value of
+            None or 0 turns the channel off (all off: the ideal circuit, on the ideal fast paths).
         noisy_encoding: whether the encoding gates are noisy (ignored for a NoiseModel).
 
     Returns:
@@ -100,6 +101,8 @@ def make_noise(noise: Mapping[str, float] | NoiseModel | None, noisy_encoding: b
         raise ValueError(f"unknown noise channel(s) {bad}; choose from {list(CHANNELS)}")
     vals = {}
     for k, v in noise.items():
+        if v is None:  # a config key left null: the channel is off
+            continue
         try:
             vals[k] = float(v)
         except (TypeError, ValueError):

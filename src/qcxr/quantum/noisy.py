@@ -3,7 +3,10 @@
 Layer 5 of qcxr.quantum (below engine.py, which calls `expvals` here when noise, shots or one of
 METHODS is asked for). Methods:
     density_matrix  exact, 4^n per sample (density.py)
-    trajectories    Monte Carlo wavefunction, T pure states per sample, unbiased (trajectories.py)
+    trajectories    Monte Carlo wavefunction, T pure states per sample, unbiased (trajectories.py;
+                    for Pauli noise on layered circuits such as the paper's, its fast path:
+                    errors pushed through the CNOT networks into the rotation layers, so the
+                    state sees Kronecker-block GEMMs and one gather per network)
     statevector     ideal circuits (or readout error only, an exact factor) with shots
 Finite shots (shots.py) sample bitstrings from whichever method's distribution.
 
@@ -78,11 +81,13 @@ def density_chunk(circuit: Circuit, model: NoiseModel, batch: int, dtype, budget
     return None
 
 
-def trajectory_chunk(circuit: Circuit, t: int, batch: int, dtype, budget) -> str | None:
+def trajectory_chunk(
+    circuit: Circuit, t: int, batch: int, dtype, budget, layered: bool = False
+) -> str | None:
     """How the trajectories method groups its T x B states ("all", "batch", "state"), or None."""
     real = circuit.is_real
     for chunk, size in (("all", t * batch), ("batch", batch), ("state", 1)):
-        if traj.estimate_bytes(circuit, size, dtype, real) <= budget:
+        if traj.estimate_bytes(circuit, size, dtype, real, layered) <= budget:
             return chunk
     return None
 
@@ -181,7 +186,8 @@ def expvals(
                 "QCXR_MEMORY_BUDGET_GB"
             )
     elif chosen == "trajectories":
-        tchunk = trajectory_chunk(circuit, t, batch, dtype, budget)
+        layered = shots is None and traj.layered_applies(circuit, model)
+        tchunk = trajectory_chunk(circuit, t, batch, dtype, budget, layered)
         if tchunk is None:
             need = traj.estimate_bytes(circuit, 1, dtype, circuit.is_real)
             raise MemoryBudgetError(
@@ -208,6 +214,8 @@ def expvals(
         out = shots_mod.shot_expvals(prob_fn, circuit, wflat, xf, key, int(shots), model.readout)
     elif chosen == "density_matrix":
         out = density.simulate(circuit, model, wflat, xf, chunk)
+    elif chosen == "trajectories" and layered:  # Pauli noise: the fast layered path
+        out = traj.simulate_layered(circuit, model, wflat, xf, key, t, tchunk)
     elif chosen == "trajectories":
         out = traj.simulate(circuit, model, wflat, xf, key, t, tchunk)
     else:  # ideal gates, readout error only: an exact factor
