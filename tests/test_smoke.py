@@ -108,11 +108,18 @@ def test_smoke_run_logs_and_checkpoints(tmp_path, monkeypatch):
 def test_same_seed_identical_and_heads_see_same_batches(tmp_path, monkeypatch):
     seen = _record_batches(monkeypatch)
     results = {}
-    for i, head in enumerate(["cdl", "dqc", "cdl"]):
+    # The fourth: a DQC under depolarizing noise (trajectories), whose noise stream must not touch
+    # the data streams (issue 16).
+    noisy = "dqc head.noise.depolarizing=0.05 head.method=trajectories head.trajectories=2"
+    for i, head in enumerate(["cdl", "dqc", "cdl", noisy]):
         start = len(seen)
+        head, *extra = head.split()
         cfg = compose_run(
-            tmp_path, [f"head={head}", "tracker=none", "trainer.max_epochs=1"], run_dir=f"run{i}"
+            tmp_path,
+            [f"head={head}", *extra, "tracker=none", "trainer.max_epochs=1"],
+            run_dir=f"run{i}",
         )
         results[i] = (run_module.run(cfg), seen[start:])
     assert results[0][1] == results[1][1]  # CDL and DQC: identical batches
     assert results[0] == results[2]  # same seed twice: same batches and same objective
+    assert results[3][1] == results[0][1]  # a noisy DQC: identical batches too

@@ -2,7 +2,8 @@
 module that reads a DictConfig (STYLE.md); `train.py` calls `run(cfg)`.
 
 Randomness: one root key from `seed`; the init stream is fold_in(root, INIT_STREAM), the dropout
-stream fold_in(root, DROPOUT_STREAM) (train step s uses fold_in(dropout stream, s)). Data order
+stream fold_in(root, DROPOUT_STREAM) (train step s uses fold_in(dropout stream, s)), the noise
+stream fold_in(root, NOISE_STREAM) likewise (a noisy DQC's trajectories and shots). Data order
 and augmentation are `qcxr.data`'s streams, derived from (seed, epoch, index) only, so CDL and
 DQC runs with the same seed see identical batches.
 """
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 INIT_STREAM = 0x1217  # fold_in constant of the parameter-init stream (data streams: qcxr.data)
 DROPOUT_STREAM = 0xD209  # fold_in constant of the dropout stream (heads with dropout: QCNN)
+# fold_in constant of the noise stream: a noisy or finite-shot DQC's trajectories and shots (train
+# step s: fold_in(noise stream, s); evaluation: the head's fixed key, heads.EVAL_NOISE_SEED).
+NOISE_STREAM = 0x9015
 
 
 class RunError(RuntimeError):
@@ -266,6 +270,16 @@ def run_names(cfg: DictConfig) -> dict[str, str]:
     }
 
 
+def noise_label(cfg: DictConfig) -> str:
+    """The head's noise and shots as a short label ("depolarizing=0.001,shots=1000"), or ""
+    for an ideal circuit (all levels 0, exact expectations) and for heads without noise keys."""
+    head = cfg.get("head") or {}
+    parts = [f"{k}={float(v):g}" for k, v in (head.get("noise") or {}).items() if float(v) > 0]
+    if head.get("shots") is not None:
+        parts.append(f"shots={int(head.shots)}")
+    return ",".join(parts)
+
+
 def slurm_job_id(environ: Mapping[str, str]) -> str | None:
     """The SLURM job id as squeue and submitit show it (`<array>_<task>` for an array task).
 
@@ -422,6 +436,25 @@ def end_abandoned_run(
     return run_id
 
 
+def _data_kwargs(cfg: DictConfig, backbone, use_features: bool, cache_dir: Path) -> dict[str, Any]:
+    """The data factory's run-time arguments (`conf/data/*.yaml` is `_partial_`)."""
+    kwargs: dict[str, Any] = {
+        "task": str(cfg.task.labels),
+        "batch_size": int(cfg.trainer.batch_size),
+        "seed": int(cfg.seed),
+        # The backbone says how its images are prepared (size, resize, crop, mean/std); data/
+        # gets the values, never the model.
+        "preprocessing": dataclasses.asdict(backbone.preprocessing),
+        # A multiclass task's rows must each hold one class: checked when the data is built.
+        "kind": str(cfg.task.kind),
+    }
+    if cfg.data.get("cache_dir") is None:
+        kwargs["cache_dir"] = str(cache_dir / "images")
+    if use_features:
+        kwargs["augment"] = False
+    return kwargs
+
+
 # ---- the run ------------------------------------------------------------------------------------
 def run(cfg: DictConfig) -> float:
     """Train and evaluate one configuration, logging everything to the tracker.
@@ -472,25 +505,12 @@ def run(cfg: DictConfig) -> float:
     backbone = build(cfg.backbone)
     head = build(cfg.head)
     use_features = bool(backbone.freeze and trainer.cache_features)
-    data_kwargs: dict[str, Any] = {
-        "task": str(cfg.task.labels),
-        "batch_size": int(trainer.batch_size),
-        "seed": seed,
-        # The backbone says how its images are prepared (size, resize, crop, mean/std); data/
-        # gets the values, never the model.
-        "preprocessing": dataclasses.asdict(backbone.preprocessing),
-        # A multiclass task's rows must each hold one class: checked when the data is built.
-        "kind": str(cfg.task.kind),
-    }
-    if cfg.data.get("cache_dir") is None:
-        data_kwargs["cache_dir"] = str(cache_dir / "images")
     if use_features:
-        data_kwargs["augment"] = False
         log.warning(
             "backbone.freeze=true: features are computed once and cached, so the head "
             "trains on un-augmented images (augmentation off)"
         )
-    data = build(cfg.data)(**data_kwargs)
+    data = build(cfg.data)(**_data_kwargs(cfg, backbone, use_features, cache_dir))
     data.prepare()  # reads every image of every split now: a bad test image fails before training
 
     tracker = build(cfg.tracker)
@@ -511,6 +531,10 @@ def run(cfg: DictConfig) -> float:
     run_name = f"{names['head']}-{names['ansatz']}-{names['backbone']}-s{seed}"
     if names["ansatz"] == "none":
         run_name = f"{names['head']}-{names['backbone']}-s{seed}"
+    noise = noise_label(cfg)
+    if noise:  # noise-aware training: a tag to filter on and a name that says it
+        tags["noise"] = noise
+        run_name = f"{run_name}-{noise}"
     # The tracker's run id is kept in the run dir, so a restarted run reopens the same run
     # (resume_plan has checked that it may); the sweeper reads tracker_run_id.txt too.
     id_file = out_dir / RUN_ID_FILE
@@ -594,7 +618,8 @@ def resolved_head_method(head: Any, batch_size: int) -> str | None:
         batch_size: the training batch size.
 
     Returns:
-        "statevector", "split" or "mps", or None for heads without a native circuit.
+        "statevector", "split" or "mps" (with noise or shots: "density_matrix", "trajectories"
+        or "statevector"), or None for heads without a native circuit.
     """
     if not isinstance(head, DQCHead) or head.simulator != "native":
         return None
@@ -606,6 +631,10 @@ def resolved_head_method(head: Any, batch_size: int) -> str | None:
         block_size=head.block_size,
         remat=head.remat,
         max_bond=head.max_bond,
+        noise=dict(head.noise) or None,
+        noisy_encoding=head.noisy_encoding,
+        trajectories=head.trajectories,
+        shots=head.shots,
     )
 
 
@@ -671,13 +700,13 @@ def _train_and_evaluate(
         )
         source = features.FeatureBatches(data, feats)
 
-        def apply(params, batch, dropout_key=None):
-            return classifier.head_logits(params, batch["features"], dropout_key)
+        def apply(params, batch, dropout_key=None, noise_key=None):
+            return classifier.head_logits(params, batch["features"], dropout_key, noise_key)
     else:
         source = data
 
-        def apply(params, batch, dropout_key=None):
-            return classifier.logits(params, constants, batch["image"], dropout_key)
+        def apply(params, batch, dropout_key=None, noise_key=None):
+            return classifier.logits(params, constants, batch["image"], dropout_key, noise_key)
 
     features_s = time.perf_counter() - start
 
@@ -686,7 +715,8 @@ def _train_and_evaluate(
     weights = None if weights is None else [float(w) for w in weights]  # checked in run()
     # Only the train step gets the dropout stream; eval_step's apply runs deterministically.
     dropout_key = jax.random.fold_in(root_key, DROPOUT_STREAM)
-    train_step = steps.make_train_step(apply, tx, kind, weights, dropout_key)
+    noise_key = jax.random.fold_in(root_key, NOISE_STREAM)  # used by noisy/finite-shot DQCs only
+    train_step = steps.make_train_step(apply, tx, kind, weights, dropout_key, noise_key)
     eval_step = steps.make_eval_step(apply, kind, weights)
     first = next(iter(source.batches("val", 0)))
     compiled, compile_s = loop.compile_step(train_step, state, first)
@@ -784,3 +814,95 @@ def _train_and_evaluate(
     if not np.isfinite(value):
         raise RunError(f"optimized_metric {key} is {value}")
     return value
+
+
+# ---- re-evaluating a trained run (python -m qcxr.robustness) ------------------------------------
+@dataclasses.dataclass
+class Rebuilt:
+    """A finished run's pieces, rebuilt from its logged config for evaluation.
+
+    Attributes:
+        classifier: backbone + head as the run built them.
+        constants: the backbone's non-trainable collections (from the run's init stream).
+        state_template: a train state of the run's tree structure, to restore a checkpoint into.
+        data: the run's data module, prepared (same seed, splits and batch size).
+        source: what evaluation reads batches from: the data, or its cached features when the
+            run trained on them (features are computed from `params` at the first call of
+            `features_source`).
+        use_features: whether the run trained the head on cached backbone features.
+        label_names: the task's labels, in logit order.
+        kind: the task's kind (multilabel or multiclass).
+        cache_dir: the feature and image cache root.
+    """
+
+    classifier: Classifier
+    constants: Any
+    state_template: Any
+    data: Any
+    use_features: bool
+    label_names: list[str]
+    kind: str
+    cache_dir: Path
+
+    def batch_source(self, params: Any, progress: bool = False) -> Any:
+        """Batches for evaluation: the data, or its cached features (computed once, then read
+        from the feature cache) when the run trained on features.
+
+        Args:
+            params: the restored parameter tree (the backbone's part computes the features).
+            progress: show a progress bar while features are computed.
+
+        Returns:
+            An object with batches(split, epoch) and num_batches(split).
+        """
+        if not self.use_features:
+            return self.data
+        feats = features.cached_features(
+            self.data, self.classifier, params, self.constants, self.cache_dir, progress=progress
+        )
+        return features.FeatureBatches(self.data, feats)
+
+
+def rebuild_for_evaluation(config: Mapping[str, Any], cache_dir: str | None = None) -> Rebuilt:
+    """Rebuild a finished run's classifier and data from its logged, resolved config.
+
+    The run's `config.yaml` artifact is the config `run` logged; keys a later version added (for
+    instance head.noise) take their schema defaults, since the factories default them.
+
+    Args:
+        config: the resolved config as a nested mapping (the run's config.yaml).
+        cache_dir: the cache root to use instead of the run's paths.cache_dir (the feature cache
+            makes a rebuild cheap when it is the same).
+
+    Returns:
+        The Rebuilt pieces; parameters come from the run's checkpoint, not from here.
+
+    Raises:
+        ConfigError: the config cannot make a run (see `validate_config`).
+    """
+    cfg = OmegaConf.create(dict(config))
+    cfg.pop("hydra", None)
+    validate_config(cfg)
+    cache = Path(cache_dir if cache_dir is not None else cfg.paths.cache_dir)
+    backbone = build(cfg.backbone)
+    head = build(cfg.head)
+    use_features = bool(backbone.freeze and cfg.trainer.cache_features)
+    data = build(cfg.data)(**_data_kwargs(cfg, backbone, use_features, cache))
+    data.prepare()
+    classifier = Classifier(backbone, head, str(cfg.trainer.compute_dtype))
+    root_key = jax.random.key(int(cfg.seed))
+    params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
+    trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
+    tx = build(cfg.optimizer)(
+        total_steps=int(cfg.trainer.max_epochs) * data.num_batches("train"), trainable=trainable
+    )
+    return Rebuilt(
+        classifier=classifier,
+        constants=constants,
+        state_template=steps.init_state(params, tx),
+        data=data,
+        use_features=use_features,
+        label_names=list(data.label_names),
+        kind=str(cfg.task.kind),
+        cache_dir=cache,
+    )

@@ -52,6 +52,18 @@ class DQCNNHeadSchema:
 
 
 @dataclass
+class NoiseSchema:
+    """`head.noise`: channel -> level; 0 means no channel (qcxr.models.heads.NOISE_CHANNELS)."""
+
+    depolarizing: float = MISSING
+    bit_flip: float = MISSING
+    phase_flip: float = MISSING
+    amplitude_damping: float = MISSING
+    phase_damping: float = MISSING
+    readout: float = MISSING
+
+
+@dataclass
 class DQCHeadSchema:
     _target_: str = MISSING
     num_labels: int = MISSING
@@ -62,6 +74,10 @@ class DQCHeadSchema:
     chunk_size: Any = MISSING  # an int, "auto" or null
     method: str = MISSING
     max_bond: int | None = MISSING  # type: ignore[assignment]  # MPS bond limit; null = exact
+    noise: NoiseSchema = field(default_factory=NoiseSchema)
+    noisy_encoding: bool = MISSING
+    trajectories: int = MISSING
+    shots: int | None = MISSING  # type: ignore[assignment]
 
 
 @dataclass

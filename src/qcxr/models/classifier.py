@@ -79,7 +79,11 @@ class Classifier:
         return self.backbone.module.apply(variables, images).astype(jnp.float32)
 
     def head_logits(
-        self, params: dict, features: jax.Array, dropout_key: jax.Array | None = None
+        self,
+        params: dict,
+        features: jax.Array,
+        dropout_key: jax.Array | None = None,
+        noise_key: jax.Array | None = None,
     ) -> jax.Array:
         """Logits of the head on features (reads params["head"]).
 
@@ -88,15 +92,23 @@ class Classifier:
             features: f32[B, D].
             dropout_key: None (deterministic: evaluation), or the train step's dropout key: the
                 head then runs with `train=True` and `rngs={"dropout": dropout_key}`.
+            noise_key: None, or the train step's key of the "noise" stream (a noisy or
+                finite-shot DQC's trajectories and shots; other heads ignore it). Without it
+                such a head uses its fixed evaluation key.
 
         Returns:
             f32[B, L].
         """
-        if dropout_key is None:
+        rngs = {}
+        if dropout_key is not None:
+            rngs["dropout"] = dropout_key
+        if noise_key is not None:
+            rngs["noise"] = noise_key
+        if dropout_key is None and noise_key is None:
             out = self.head.apply({"params": params["head"]}, features)
         else:
             out = self.head.apply(
-                {"params": params["head"]}, features, train=True, rngs={"dropout": dropout_key}
+                {"params": params["head"]}, features, train=dropout_key is not None, rngs=rngs
             )
         return out.astype(jnp.float32)
 
@@ -106,6 +118,9 @@ class Classifier:
         constants: dict,
         images: jax.Array,
         dropout_key: jax.Array | None = None,
+        noise_key: jax.Array | None = None,
     ) -> jax.Array:
-        """Logits f32[B, L] of images f32[B, S, S, 3]; `dropout_key` as in `head_logits`."""
-        return self.head_logits(params, self.features(params, constants, images), dropout_key)
+        """Logits f32[B, L] of images f32[B, S, S, 3]; the keys as in `head_logits`."""
+        return self.head_logits(
+            params, self.features(params, constants, images), dropout_key, noise_key
+        )

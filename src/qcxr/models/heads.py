@@ -8,7 +8,7 @@ the train step only); heads without dropout ignore it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -18,6 +18,50 @@ from qcxr.quantum import Ansatz, engine, qcnn
 
 #: simulator option -> implementation ("native" is ours; the others run PennyLane, see reference.py)
 SIMULATORS = ("native", "pennylane", "pennylane_lightning")
+#: noise channels of the DQC head (`head.noise.<channel>`: a probability, gamma or lambda in
+#: [0, 1]), applied by the native engine after every gate on the wires it touches (readout: a flip
+#: probability per measured wire). A level of 0 means no channel at all.
+NOISE_CHANNELS = (
+    "depolarizing",
+    "bit_flip",
+    "phase_flip",
+    "amplitude_damping",
+    "phase_damping",
+    "readout",
+)
+#: the "noise" PRNG stream's key when the head runs without one (evaluation, `eval_step`): a fixed
+#: key, the same for every batch, run and seed, so evaluating a noisy or finite-shot head is a
+#: deterministic function of its parameters. Training passes fold_in(noise stream, step) instead
+#: (qcxr.run.NOISE_STREAM).
+EVAL_NOISE_SEED = 0x0E7A
+
+
+def noise_items(noise: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
+    """The non-zero channels of a noise mapping, validated, in NOISE_CHANNELS order.
+
+    Args:
+        noise: channel -> level (`head.noise`), or None; zero levels are dropped (no channel).
+
+    Returns:
+        ((channel, level), ...) with every level in (0, 1]; () for an ideal circuit.
+
+    Raises:
+        ValueError: an unknown channel or a level outside [0, 1].
+    """
+    noise = dict(noise or {})
+    unknown = sorted(set(map(str, noise)) - set(NOISE_CHANNELS))
+    if unknown:
+        raise ValueError(
+            f"unknown noise channel(s) {unknown} in head.noise; choose from {NOISE_CHANNELS}"
+        )
+    items = []
+    for channel in NOISE_CHANNELS:
+        level = float(noise.get(channel, 0.0) or 0.0)
+        if not 0.0 <= level <= 1.0:
+            raise ValueError(f"head.noise.{channel}={level} must be in [0, 1]")
+        if level > 0.0:
+            items.append((channel, level))
+    return tuple(items)
 
 
 class CDLHead(nn.Module):
@@ -40,15 +84,37 @@ def circuit_fn(
     method: str = "auto",
     max_bond: int | None = None,
     return_discarded: bool = False,
-) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
-    """The circuit as a function (weights, angles f[B, n]) -> <Z> f[B, n] on a simulator.
+    noise: Mapping[str, float] | tuple = (),
+    noisy_encoding: bool = True,
+    trajectories: int = 64,
+    shots: int | None = None,
+) -> Callable[..., jnp.ndarray]:
+    """The circuit as a function (weights, angles f[B, n], key=None) -> <Z> f[B, n] on a simulator.
 
     With return_discarded (native only) it returns (<Z> f[B, n], discarded weight f[B]) (see
-    engine.expvals).
+    engine.expvals). With noise (non-zero levels) or finite shots the native engine simulates them
+    (see qcxr.quantum.expvals: noise, noisy_encoding, trajectories, shots, key); `key` feeds its
+    trajectories and shot sampling. Without either the call is the ideal one, unchanged.
     """
+    items = noise_items(dict(noise))
+    stochastic = bool(items) or shots is not None
+    if stochastic and simulator != "native":
+        raise ValueError(
+            f"head.noise and head.shots need simulator=native (got {simulator!r}): set "
+            "head.simulator=native or remove the noise"
+        )
     if simulator == "native":
 
-        def run(weights, x):
+        def run(weights, x, key=None):
+            extra = {}
+            if stochastic:
+                extra = {
+                    "noise": dict(items) or None,
+                    "noisy_encoding": bool(noisy_encoding),
+                    "trajectories": int(trajectories),
+                    "shots": shots,
+                    "key": key,
+                }
             return engine.expvals(
                 ansatz,
                 weights,
@@ -59,6 +125,7 @@ def circuit_fn(
                 method=method,
                 max_bond=max_bond,
                 return_discarded=return_discarded,
+                **extra,
             )
 
         return run
@@ -76,7 +143,11 @@ class DQCHead(nn.Module):
     """Dressed quantum circuit: Dense(n) -> tanh * pi/2 -> circuit -> Dense(n) (paper, Fig. 2).
 
     Parameters: `pre` (classical preprocess), `circuit` (the ansatz weights), `post` (classical
-    postprocess): Table I of the paper counts them separately.
+    postprocess): Table I of the paper counts them separately. Noise and shots add none.
+
+    A noisy (`noise`: non-zero (channel, level) pairs) or finite-shot (`shots`) circuit draws its
+    randomness from the "noise" PRNG stream when `apply(..., rngs={"noise": key})` gives one (the
+    train step: fold_in(noise stream, step)), else from jax.random.key(EVAL_NOISE_SEED).
     """
 
     ansatz: Ansatz
@@ -86,6 +157,10 @@ class DQCHead(nn.Module):
     chunk_size: int | str | None = "auto"
     method: str = "auto"
     max_bond: int | None = None
+    noise: tuple[tuple[str, float], ...] = ()
+    noisy_encoding: bool = True
+    trajectories: int = 64
+    shots: int | None = None
 
     @nn.compact
     def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -109,9 +184,21 @@ class DQCHead(nn.Module):
                 self.chunk_size,
                 self.method,
                 self.max_bond,
-                return_discarded=truncating,
+                truncating,
+                self.noise,
+                self.noisy_encoding,
+                self.trajectories,
+                self.shots,
             )
-            q = run(weights, angles.astype(weights.dtype))
+            if self.noise or self.shots is not None:
+                key = (
+                    self.make_rng("noise")
+                    if self.has_rng("noise")
+                    else jax.random.key(EVAL_NOISE_SEED)
+                )
+                q = run(weights, angles.astype(weights.dtype), key)
+            else:
+                q = run(weights, angles.astype(weights.dtype))
             if truncating:
                 # The MPS truncation error of this batch (mean over samples of the discarded
                 # weight summed over bonds), sown for the train step to log (train/steps.py).
@@ -148,6 +235,10 @@ def dqc_head(
     chunk_size: int | str | None = "auto",
     method: str = "auto",
     max_bond: int | None = None,
+    noise: Mapping[str, float] | None = None,
+    noisy_encoding: bool = True,
+    trajectories: int = 64,
+    shots: int | None = None,
 ) -> DQCHead:
     """Build the DQC head (`conf/head/dqc.yaml`); one qubit per label.
 
@@ -156,8 +247,17 @@ def dqc_head(
         ansatz: the circuit description.
         simulator: one of SIMULATORS.
         block_size, remat, chunk_size, method, max_bond: native-engine options (see
-            qcxr.quantum.expvals; method: auto, statevector, split or mps; max_bond: the MPS
-            bond limit, None for exact).
+            qcxr.quantum.expvals; method: auto, statevector, split, mps, or for noise
+            density_matrix / trajectories; max_bond: the MPS bond limit, None for exact).
+        noise: channel -> level (NOISE_CHANNELS); zero levels (the default) mean no channel,
+            so an all-zero mapping is the ideal circuit.
+        noisy_encoding: whether the encoding gates get the channels too (default: every gate).
+        trajectories: Monte Carlo trajectories per sample when the method is trajectories.
+        shots: None (exact expectations) or the measurement shots per <Z> estimate.
+
+    Raises:
+        ValueError: a label/qubit mismatch, an unknown simulator, method or noise channel, a
+            noise level outside [0, 1], trajectories or shots below 1.
     """
     if int(num_labels) != ansatz.num_qubits:
         raise ValueError(
@@ -171,7 +271,29 @@ def dqc_head(
     from qcxr.quantum.mps import check_max_bond
 
     max_bond = check_max_bond(max_bond)
-    return DQCHead(ansatz, simulator, int(block_size), bool(remat), chunk_size, method, max_bond)
+    items = noise_items(noise)
+    if int(trajectories) < 1:
+        raise ValueError(f"head.trajectories={trajectories} must be at least 1")
+    if shots is not None and int(shots) < 1:
+        raise ValueError(f"head.shots={shots} must be at least 1, or null for exact expectations")
+    if (items or shots is not None) and simulator != "native":
+        raise ValueError(
+            f"head.noise and head.shots need simulator=native (got {simulator!r}): set "
+            "head.simulator=native or remove the noise"
+        )
+    return DQCHead(
+        ansatz,
+        simulator,
+        int(block_size),
+        bool(remat),
+        chunk_size,
+        method,
+        max_bond,
+        items,
+        bool(noisy_encoding),
+        int(trajectories),
+        None if shots is None else int(shots),
+    )
 
 
 def dqc_nn_head(num_labels: int) -> DQCNNHead:
@@ -267,3 +389,44 @@ def qcnn_head(
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"head.dropout must be in [0, 1), got {dropout}")
     return QCNNHead(int(num_labels), cut, angle_scale, float(dropout), init)
+
+
+def noisy_variant(
+    head: DQCHead,
+    noise: Mapping[str, float] | None,
+    shots: int | None = None,
+    *,
+    trajectories: int | None = None,
+    method: str | None = None,
+    noisy_encoding: bool | None = None,
+) -> DQCHead:
+    """The same DQC head (same parameters) with another noise model and shot count: for
+    re-evaluating a trained head under noise (`python -m qcxr.robustness`).
+
+    Args:
+        head: a built DQCHead.
+        noise: channel -> level (replaces the head's noise; None or all zero: ideal).
+        shots: None (exact expectations) or shots per <Z> estimate.
+        trajectories, method, noisy_encoding: replace the head's values when given.
+
+    Returns:
+        A new DQCHead; `head` is unchanged.
+
+    Raises:
+        ValueError: `head` is not a DQCHead, or a value `dqc_head` would refuse.
+    """
+    if not isinstance(head, DQCHead):
+        raise ValueError(f"only a DQC head can be re-evaluated under noise, got {type(head)}")
+    return dqc_head(
+        head.ansatz.num_qubits,
+        head.ansatz,
+        head.simulator,
+        head.block_size,
+        head.remat,
+        head.chunk_size,
+        head.method if method is None else method,
+        dict(noise or {}),
+        head.noisy_encoding if noisy_encoding is None else noisy_encoding,
+        head.trajectories if trajectories is None else trajectories,
+        shots,
+    )

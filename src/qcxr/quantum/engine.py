@@ -35,6 +35,7 @@ from qcxr.quantum.memory import (
     fits_split_memory,
     mps_memory,
 )
+from qcxr.quantum.noise import make_noise
 
 #: Simulation methods of expvals (density_matrix and trajectories: noisy.py, for noise and shots).
 METHODS = ("auto", "statevector", "split", "mps", "density_matrix", "trajectories")
@@ -93,8 +94,13 @@ def resolve_method(
     block_size: int = 5,
     remat: bool = False,
     max_bond: int | None = None,
+    noise=None,
+    noisy_encoding: bool = True,
+    trajectories: int | None = None,
+    shots: int | None = None,
 ) -> str:
-    """The method expvals would run for this ansatz and batch: "statevector", "split" or "mps".
+    """The method expvals would run for this ansatz and batch: "statevector", "split" or "mps";
+    with noise or shots, "density_matrix", "trajectories" or "statevector" (noisy.choose_method).
 
     "auto" takes the cheapest by estimated cost (choose_method's margins) among those whose memory
     estimate fits the budget (the statevector counted with its chunking); an explicit method is
@@ -107,10 +113,16 @@ def resolve_method(
         method: one of METHODS.
         memory_budget: bytes (default memory.default_budget()).
         block_size, remat, max_bond: the expvals options that change the estimates.
+        noise, noisy_encoding, trajectories, shots: the noise options of expvals.
 
     Returns:
         The method name.
     """
+    if noisy.needs_noisy(noise, shots, method, noisy_encoding):
+        budget = default_budget() if memory_budget is None else float(memory_budget)
+        t = noisy.DEFAULT_TRAJECTORIES if trajectories is None else int(trajectories)
+        model = make_noise(noise, noisy_encoding)
+        return noisy.choose_method(ansatz.circuit(), model, method, batch, dtype, t, budget)
     program = compile_ansatz(ansatz)
     chosen = choose_method(program, method, block_size)
     if method != "auto" or program.final_rows is None or not program.ops:

@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 
 from qcxr.report import analysis, plots
-from qcxr.report.load import RunData, load_histories, load_runs, log_report_run
+from qcxr.report.load import (
+    RunData,
+    load_histories,
+    load_robustness,
+    load_runs,
+    log_report_run,
+)
 from qcxr.report.stats import ALPHA
 
 log = logging.getLogger(__name__)
@@ -297,6 +303,77 @@ def infer_heads(run_heads: Sequence[str]) -> tuple[str, str]:
     )
 
 
+def _shots_order(shots: str) -> int:
+    return -1 if shots == "exact" else int(shots)
+
+
+def _robustness_section(
+    tracking_uri: str, data: RunData, fig_dir: Path, table_dir: Path, out_dir: Path
+) -> tuple[list[str], list[Path]]:
+    """The robustness section (issue 16): test AUROC of trained DQC runs re-evaluated under noise
+    by `python -m qcxr.robustness`; nothing when the experiments hold no such runs.
+
+    Only robustness runs of training runs that the report selected (its experiments, filter and
+    tasks) count.
+
+    Returns:
+        (markdown lines, figures written); the table goes to tables/robustness.csv.
+    """
+    frame = load_robustness(tracking_uri, data.experiments)
+    frame = frame[frame["source_run_id"].isin(set(data.runs["run_id"]))]
+    if frame.empty:
+        return [], []
+    summary = (
+        frame.groupby(["experiment", "channel", "split", "level", "shots"])["auroc"]
+        .agg(mean="mean", sd="std", n="count")
+        .reset_index()
+    )
+    table_dir.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(table_dir / "robustness.csv", index=False)
+    md = [
+        "## Robustness to noise and finite shots",
+        "",
+        "Trained DQC runs (best checkpoints) re-evaluated by `python -m qcxr.robustness` with the "
+        "channel after every gate and each ⟨Z⟩ exact or estimated from N sampled bitstrings; "
+        "level 0 with exact ⟨Z⟩ is the ideal circuit the runs were evaluated with. Mean ± sd "
+        "of the macro AUROC over the re-evaluated runs (n per cell).",
+        "",
+    ]
+    figures = []
+    for (experiment, channel, split), rows in summary.groupby(["experiment", "channel", "split"]):
+        path = plots.robustness_curve(
+            rows,
+            f"{experiment}: {split} AUROC vs {channel} noise",
+            fig_dir / f"robustness_{_slug(experiment)}_{_slug(channel)}_{split}.png",
+        )
+        figures.append(path)
+        shots = sorted(set(rows["shots"]), key=_shots_order)
+        header = [
+            f"{channel} level",
+            *("exact ⟨Z⟩" if s == "exact" else f"{s} shots" for s in shots),
+        ]
+        table = []
+        for level, by_level in rows.groupby("level", sort=True):
+            cells = []
+            for s in shots:
+                cell = by_level[by_level["shots"] == s]
+                if cell.empty:
+                    cells.append("")
+                else:
+                    r = cell.iloc[0]
+                    cells.append(f"{_ms(r['mean'], r['sd'], 4)} (n={int(r['n'])})")
+            table.append([f"{level:g}", *cells])
+        md += [
+            f"### `{experiment}`, {channel}, {plots.SPLIT_TITLES.get(split, split)}",
+            "",
+            f"![robustness {experiment} {channel}]({_rel(path, out_dir)})",
+            "",
+            _table(header, table),
+            "",
+        ]
+    return md, figures
+
+
 def build_report(
     tracking_uri: str,
     out_dir: Path,
@@ -523,6 +600,9 @@ def build_report(
 
     table_dir = out_dir / "tables"
     table_dir.mkdir(parents=True, exist_ok=True)
+    robust_md, robust_figures = _robustness_section(tracking_uri, data, fig_dir, table_dir, out_dir)
+    md += robust_md
+    figures += robust_figures
     comparisons.assign(seeds=comparisons["seeds"].map(_seeds)).to_csv(
         table_dir / "auroc_comparisons.csv", index=False
     )
@@ -538,8 +618,9 @@ def build_report(
         "## Files",
         "",
         "`tables/auroc_comparisons.csv` (every comparison above), `tables/training_per_run.csv`, "
-        "`tables/runs_used.csv`, `tables/unpaired.csv`, `tables/excluded.csv`; figures in "
-        "`figures/`.",
+        "`tables/runs_used.csv`, `tables/unpaired.csv`, `tables/excluded.csv`"
+        + (", `tables/robustness.csv`" if robust_figures else "")
+        + "; figures in `figures/`.",
         "",
     ]
     markdown = out_dir / "report.md"

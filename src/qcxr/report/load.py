@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,3 +304,70 @@ def log_report_run(
         raise
     client.set_terminated(run.info.run_id)
     return run.info.run_id
+
+
+# `python -m qcxr.robustness` logs one child run per re-evaluated training run (tag
+# robustness=run, robustness_of=<training run id>) with metrics named by
+# qcxr.robustness.evaluate.metric_key.
+ROBUSTNESS_KEY = re.compile(
+    r"^robust/(?P<channel>\w+)/(?P<level>[^/]+)/shots_(?P<shots>\w+)/(?P<split>\w+)/auroc_macro$"
+)
+
+
+def load_robustness(tracking_uri: str, experiments: Sequence[str]) -> pd.DataFrame:
+    """Macro AUROC of the robustness runs (`python -m qcxr.robustness`) in some experiments.
+
+    Only the latest robustness run per (training run, channel) counts, so re-running the CLI
+    replaces rather than duplicates a run's curve.
+
+    Args:
+        tracking_uri: the MLflow store.
+        experiments: experiment names to search.
+
+    Returns:
+        Tidy frame: experiment, source_run_id, seed (Int64), channel, level (float), shots
+        ("exact" or a count as a string), split, auroc; empty (with these columns) when there
+        are no robustness runs.
+    """
+    columns = [
+        "experiment",
+        "source_run_id",
+        "seed",
+        "channel",
+        "level",
+        "shots",
+        "split",
+        "auroc",
+    ]
+    client = mlflow_client(tracking_uri)
+    selected = _select_experiments(client, list(experiments)) if experiments else {}
+    latest: dict[tuple[str, str], object] = {}
+    for name, experiment_id in selected.items():
+        for run in _search_all(client, [experiment_id], "tags.robustness = 'run'"):
+            if run.info.status != FINISHED:
+                continue
+            source = run.data.tags.get("robustness_of", "")
+            key = (source, run.data.tags.get("channel", ""))
+            if key not in latest or run.info.start_time > latest[key][1].info.start_time:
+                latest[key] = (name, run)
+    rows = []
+    for (source, _), (name, run) in latest.items():
+        for key, value in run.data.metrics.items():
+            match = ROBUSTNESS_KEY.match(key)
+            if match is None:
+                continue
+            rows.append(
+                (
+                    name,
+                    source,
+                    _as_int(run.data.tags.get("seed")),
+                    match["channel"],
+                    float(match["level"]),
+                    match["shots"],
+                    match["split"],
+                    float(value),
+                )
+            )
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["seed"] = frame["seed"].astype("Int64")
+    return frame

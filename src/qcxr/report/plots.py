@@ -273,3 +273,52 @@ def early_stop(per_run: pd.DataFrame, heads: Sequence[str], path: Path) -> Path:
     ax.set_title("Epochs to early stop\n● epochs run   ○ best epoch   bar: mean epochs run")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
+
+
+def robustness_curve(summary: pd.DataFrame, title: str, path: Path) -> Path:
+    """Test AUROC against the noise level, one line per shot count (issue 16).
+
+    The x axis is symmetric-log (linear below the smallest non-zero level) so that level 0, the
+    ideal circuit, sits on the axis beside 1e-4 .. 1e-2; the band is mean +- sd over runs (no
+    band for a single run).
+
+    Args:
+        summary: macro rows of `qcxr.robustness.evaluate.summarize` (columns level, shots, mean,
+            sd, n; shots "exact" or a count as a string), one channel.
+        title: figure title.
+        path: PNG to write.
+
+    Returns:
+        path.
+    """
+    fig, (ax,) = _figure(6.4, 4.4)
+    levels = sorted(set(summary["level"].astype(float)))
+    nonzero = [lv for lv in levels if lv > 0]
+    if nonzero:
+        ax.set_xscale("symlog", linthresh=min(nonzero), linscale=0.5)
+    shots = sorted(
+        set(summary["shots"]), key=lambda s: (s != "exact", int(s) if s != "exact" else 0)
+    )
+    colors = _label_colors(len(shots))
+    for i, s in enumerate(shots):
+        rows = summary[summary["shots"] == s].sort_values("level")
+        x = rows["level"].to_numpy(dtype=float)
+        mean = rows["mean"].to_numpy(dtype=float)
+        sd = rows["sd"].fillna(0.0).to_numpy(dtype=float)
+        label = "exact ⟨Z⟩" if s == "exact" else f"{int(s):,} shots"
+        style = {"color": colors[i]}
+        if s == "exact":  # on top, dashed: the many-shot lines converge to it
+            style = {"color": "black", "linestyle": "--", "zorder": 3}
+        ax.plot(x, mean, marker=MARKERS[i % len(MARKERS)], label=label, **style)
+        if (rows["n"] > 1).any():
+            ax.fill_between(x, mean - sd, mean + sd, color=style["color"], alpha=0.12, linewidth=0)
+    ax.set_xticks(levels)
+    ax.set_xticklabels(["0" if lv == 0 else f"{lv:g}" for lv in levels])
+    channel = str(summary["channel"].iloc[0]) if "channel" in summary and len(summary) else "noise"
+    ax.set_xlabel(f"{channel} level (after every gate)")
+    ax.set_ylabel("test AUROC (macro)")
+    n = int(summary["n"].max()) if len(summary) else 0
+    ax.set_title(title + (f"\nmean ± sd over {n} runs" if n > 1 else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return _save(fig, path)

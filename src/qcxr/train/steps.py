@@ -79,12 +79,14 @@ def make_train_step(
     kind: str = "multilabel",
     class_weights=None,
     dropout_key: jax.Array | None = None,
+    noise_key: jax.Array | None = None,
 ):
     """One optimizer step (or micro-step under gradient accumulation), jitted.
 
     Args:
         apply: (params, batch) -> logits f32[B, L], or (params, batch, key) -> logits when
-            `dropout_key` is given (the key turns the head's dropout on).
+            `dropout_key` is given (the key turns the head's dropout on); with `noise_key` it is
+            called as apply(params, batch, key, noise_key=...).
         tx: the optimizer (freeze mask and accumulation included).
         kind: the task's kind (see `task_loss`).
         class_weights: optional C class weights (multiclass).
@@ -92,19 +94,26 @@ def make_train_step(
             fold_in(dropout_key, s) with s = state["step"], a traced argument: every step (and
             micro-step) gets its own key, a resumed run continues the same sequence, and the step
             compiles once.
+        noise_key: the run's noise stream (a noisy or finite-shot DQC's trajectories and shots),
+            or None. Step s uses fold_in(noise_key, s), like the dropout stream; evaluation never
+            gets it (the head's fixed evaluation key).
 
     Returns:
         step(state, batch) -> (state, loss f32[]): the task's masked mean loss before the update.
     """
     masked_loss = task_loss(kind, class_weights)[0]
 
-    def loss_fn(params, batch, key):
-        logits = apply(params, batch) if key is None else apply(params, batch, key)
+    def loss_fn(params, batch, key, nkey):
+        if nkey is not None:
+            logits = apply(params, batch, key, noise_key=nkey)
+        else:
+            logits = apply(params, batch) if key is None else apply(params, batch, key)
         return masked_loss(logits, batch["labels"], batch["mask"])
 
     def step(state, batch):
         key = None if dropout_key is None else jax.random.fold_in(dropout_key, state["step"])
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
+        nkey = None if noise_key is None else jax.random.fold_in(noise_key, state["step"])
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key, nkey)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
