@@ -425,8 +425,9 @@ def noisy_variant(
         head.remat,
         head.chunk_size,
         head.method if method is None else method,
-        dict(noise or {}),
-        head.noisy_encoding if noisy_encoding is None else noisy_encoding,
-        head.trajectories if trajectories is None else trajectories,
-        shots,
+        max_bond=head.max_bond,
+        noise=dict(noise or {}),
+        noisy_encoding=head.noisy_encoding if noisy_encoding is None else noisy_encoding,
+        trajectories=head.trajectories if trajectories is None else trajectories,
+        shots=shots,
     )
