@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
 from qcxr.models.backbones import Backbone
 
@@ -78,9 +79,22 @@ class Classifier:
         variables = {"params": backbone, **constants["backbone"]}
         return self.backbone.module.apply(variables, images).astype(jnp.float32)
 
+    @property
+    def sows(self) -> bool:
+        """Whether the head sows diagnostics (the DQC head's MPS discarded weight, when its
+        native simulation truncates: head.max_bond set)."""
+        return (
+            getattr(self.head, "max_bond", None) is not None
+            and getattr(self.head, "simulator", "native") == "native"
+        )
+
     def head_logits(
-        self, params: dict, features: jax.Array, dropout_key: jax.Array | None = None
-    ) -> jax.Array:
+        self,
+        params: dict,
+        features: jax.Array,
+        dropout_key: jax.Array | None = None,
+        aux: bool = False,
+    ):
         """Logits of the head on features (reads params["head"]).
 
         Args:
@@ -88,17 +102,22 @@ class Classifier:
             features: f32[B, D].
             dropout_key: None (deterministic: evaluation), or the train step's dropout key: the
                 head then runs with `train=True` and `rngs={"dropout": dropout_key}`.
+            aux: also return what the head sows (see `sows`), as {name: f32[] mean}.
 
         Returns:
-            f32[B, L].
+            f32[B, L]; with aux, (f32[B, L], {name: f32[]}) (empty where the head sows nothing).
         """
-        if dropout_key is None:
-            out = self.head.apply({"params": params["head"]}, features)
-        else:
-            out = self.head.apply(
-                {"params": params["head"]}, features, train=True, rngs={"dropout": dropout_key}
-            )
-        return out.astype(jnp.float32)
+        kwargs = {} if dropout_key is None else {"train": True, "rngs": {"dropout": dropout_key}}
+        if not (aux and self.sows):
+            out = self.head.apply({"params": params["head"]}, features, **kwargs)
+            out = out.astype(jnp.float32)
+            return (out, {}) if aux else out
+        out, sown = self.head.apply(
+            {"params": params["head"]}, features, mutable=["intermediates"], **kwargs
+        )
+        flat = traverse_util.flatten_dict(sown.get("intermediates", {}), sep="/")
+        metrics = {k: jnp.mean(jnp.stack(v)).astype(jnp.float32) for k, v in flat.items()}
+        return out.astype(jnp.float32), metrics
 
     def logits(
         self,
@@ -106,6 +125,8 @@ class Classifier:
         constants: dict,
         images: jax.Array,
         dropout_key: jax.Array | None = None,
-    ) -> jax.Array:
-        """Logits f32[B, L] of images f32[B, S, S, 3]; `dropout_key` as in `head_logits`."""
-        return self.head_logits(params, self.features(params, constants, images), dropout_key)
+        aux: bool = False,
+    ):
+        """Logits f32[B, L] of images f32[B, S, S, 3]; `dropout_key`, `aux` as in `head_logits`."""
+        feats = self.features(params, constants, images)
+        return self.head_logits(params, feats, dropout_key, aux)

@@ -79,6 +79,7 @@ def make_train_step(
     kind: str = "multilabel",
     class_weights=None,
     dropout_key: jax.Array | None = None,
+    aux: bool = False,
 ):
     """One optimizer step (or micro-step under gradient accumulation), jitted.
 
@@ -92,22 +93,30 @@ def make_train_step(
             fold_in(dropout_key, s) with s = state["step"], a traced argument: every step (and
             micro-step) gets its own key, a resumed run continues the same sequence, and the step
             compiles once.
+        aux: apply takes `aux=True` and returns (logits, {name: f32[]}), the model's diagnostics
+            of the batch (e.g. the MPS head's `mps_discarded_weight`); the step returns them too.
 
     Returns:
-        step(state, batch) -> (state, loss f32[]): the task's masked mean loss before the update.
+        step(state, batch) -> (state, loss f32[]): the task's masked mean loss before the update;
+        with aux, (state, loss, {name: f32[]}).
     """
     masked_loss = task_loss(kind, class_weights)[0]
 
     def loss_fn(params, batch, key):
-        logits = apply(params, batch) if key is None else apply(params, batch, key)
-        return masked_loss(logits, batch["labels"], batch["mask"])
+        kwargs = {"aux": True} if aux else {}
+        out = apply(params, batch, **kwargs) if key is None else apply(params, batch, key, **kwargs)
+        logits, metrics = out if aux else (out, {})
+        return masked_loss(logits, batch["labels"], batch["mask"]), metrics
 
     def step(state, batch):
         key = None if dropout_key is None else jax.random.fold_in(dropout_key, state["step"])
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], batch, key
+        )
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
+        new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
+        return (new, loss, metrics) if aux else (new, loss)
 
     return jax.jit(step, donate_argnums=0)
 
