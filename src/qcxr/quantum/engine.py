@@ -46,9 +46,9 @@ SPLIT_MARGIN = 1.5
 #: "auto" takes the MPS method when its estimated cost (mps.mps_cost) times this is below the
 #: others' (with their margins). Its contractions are small batched GEMMs (chi = 16), slower per
 #: multiply-add than the statevector's and split's large ones. Measured on the 2-core CPU (batch
-#: 32, head-step gradient, 3-layer ring, machine shared, indicative; unrolled two-sweep MPS):
-#: 16 qubits mps 32 ms vs split 9 ms (cost ratio split x SPLIT_MARGIN / mps 1.1); 19 qubits mps
-#: 42-46 ms vs split 75-80 ms (ratio 3.0): crossover between 17 and 19 qubits (ratio 1.6-3.0).
+#: 32, head step, 3-layer ring, machine shared, indicative; unrolled MPS, docs/quantum.md): 14
+#: qubits mps 22 ms vs split 6 ms (cost ratio split x SPLIT_MARGIN / mps 0.5); 19 qubits mps 35 ms
+#: vs split 87 ms (ratio 3.0); 24: 50 vs 390 ms: crossover between 16 and 19 qubits (ratio 1.1-3.0).
 MPS_MARGIN = 2.5
 
 

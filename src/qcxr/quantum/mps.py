@@ -442,6 +442,39 @@ def _site_tensors(stacked: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def _identity_site(b: int, left: int, dtype) -> jnp.ndarray:
+    """[B, left, 2, 2 left]: the isometry (l, p) -> 2 l + p (a site of a state in the basis)."""
+    eye = jnp.eye(2 * left, dtype=dtype).reshape(1, left, 2, 2 * left)
+    return jnp.broadcast_to(eye, (b, left, 2, 2 * left))
+
+
+def _edge_exact(sites: list) -> list:
+    """The same state with the bond at each edge cut cut down to 2^(wires on the edge's side).
+
+    Near an end the applied networks' bond (16 for the paper's ring) exceeds what the wires there
+    can carry (2, 4, 8, ...): the left block is multiplied out into the next site and replaced by
+    identity sites in the computational basis (exact, no decomposition), and likewise from the
+    right, so the measurement sweeps contract smaller tensors there.
+    """
+    sites = list(sites)
+    n, b, dtype = len(sites), sites[0].shape[0], sites[0].dtype
+    k = 0  # sites[0..k] in the basis: bond 2^(k+1) at cut k instead of sites[k]'s right bond
+    while k + 1 < n - 1 and 2 ** (k + 1) < sites[k].shape[3]:
+        block = sites[k].reshape(b, 2 ** (k + 1), sites[k].shape[3])
+        sites[k] = _identity_site(b, 2**k, dtype)
+        sites[k + 1] = _mm("bxl,blpr->bxpr", block, sites[k + 1])
+        k += 1
+    k = n - 1
+    while k - 1 > 0 and 2 ** (n - k) < sites[k].shape[1]:
+        left = sites[k].shape[1]
+        block = jnp.moveaxis(sites[k], 1, 3).reshape(b, 2 ** (n - k), left)  # [B, (p, r), l]
+        eye = jnp.eye(2 ** (n - k), dtype=dtype).reshape(1, 2 ** (n - k), 2, 2 ** (n - k - 1))
+        sites[k] = jnp.broadcast_to(eye, (b, 2 ** (n - k), 2, 2 ** (n - k - 1)))  # (p, r) -> l
+        sites[k - 1] = _mm("blpr,bxr->blpx", sites[k - 1], block)
+        k -= 1
+    return sites
+
+
 def _simulate_unrolled(plan: MPSPlan, layer_mats, vec: jnp.ndarray) -> jnp.ndarray:
     """The exact path as a loop over sites, each tensor [B, l, 2, r] at its own bond: f[B, n]."""
     n, dtype = plan.num_qubits, vec.dtype
@@ -459,6 +492,7 @@ def _simulate_unrolled(plan: MPSPlan, layer_mats, vec: jnp.ndarray) -> jnp.ndarr
                 out = _mm("blpr,aypc->blayrc", s, jnp.asarray(w, dtype))
                 new.append(out.reshape(b, left * w.shape[0], 2, right * w.shape[3]))
             sites = new
+    sites = _edge_exact(sites)
     # Two sweeps: left environments L_k (sites < k), then from the right the site-pair tensor
     # G_k[x, y, p, c] = sum A_k[x, p, r] A_k[y, p, z] R_{k+1}[r, z, c], which gives both the next
     # right environment (G_k V_id) and <Z_k> (L_k V_z G_k) -- a third sweep saved.
