@@ -123,3 +123,19 @@ def test_same_seed_identical_and_heads_see_same_batches(tmp_path, monkeypatch):
     assert results[0][1] == results[1][1]  # CDL and DQC: identical batches
     assert results[0] == results[2]  # same seed twice: same batches and same objective
     assert results[3][1] == results[0][1]  # a noisy DQC: identical batches too
+
+
+@pytest.mark.slow
+def test_mps_truncation_logs_discarded_weight_per_step(tmp_path):
+    # 8 qubits (synthetic task), exact bond 16: max_bond 2 truncates after every ring.
+    cfg = compose_run(
+        tmp_path,
+        ["head=dqc", "head.method=mps", "head.max_bond=2", "trainer.max_epochs=1"],
+    )
+    assert np.isfinite(run_module.run(cfg))
+    client = mlflow_client(tmp_path)
+    (exp,) = [e for e in client.search_experiments() if e.name == "synthetic"]
+    (r,) = client.search_runs([exp.experiment_id])
+    history = client.get_metric_history(r.info.run_id, "train/mps_discarded_weight")
+    assert len(history) == 6  # one per train step
+    assert all(0 < h.value < 1 for h in history)

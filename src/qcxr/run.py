@@ -700,13 +700,13 @@ def _train_and_evaluate(
         )
         source = features.FeatureBatches(data, feats)
 
-        def apply(params, batch, dropout_key=None, noise_key=None):
-            return classifier.head_logits(params, batch["features"], dropout_key, noise_key)
+        def apply(params, batch, dropout_key=None, noise_key=None, aux=False):
+            return classifier.head_logits(params, batch["features"], dropout_key, noise_key, aux)
     else:
         source = data
 
-        def apply(params, batch, dropout_key=None, noise_key=None):
-            return classifier.logits(params, constants, batch["image"], dropout_key, noise_key)
+        def apply(params, batch, dropout_key=None, noise_key=None, aux=False):
+            return classifier.logits(params, constants, batch["image"], dropout_key, noise_key, aux)
 
     features_s = time.perf_counter() - start
 
@@ -716,7 +716,10 @@ def _train_and_evaluate(
     # Only the train step gets the dropout stream; eval_step's apply runs deterministically.
     dropout_key = jax.random.fold_in(root_key, DROPOUT_STREAM)
     noise_key = jax.random.fold_in(root_key, NOISE_STREAM)  # used by noisy/finite-shot DQCs only
-    train_step = steps.make_train_step(apply, tx, kind, weights, dropout_key, noise_key)
+    # A head that sows diagnostics (MPS truncation) has them logged per step (loop.fit).
+    train_step = steps.make_train_step(
+        apply, tx, kind, weights, dropout_key, noise_key, aux=classifier.sows
+    )
     eval_step = steps.make_eval_step(apply, kind, weights)
     first = next(iter(source.batches("val", 0)))
     compiled, compile_s = loop.compile_step(train_step, state, first)

@@ -74,8 +74,8 @@ def test_auto_picks_split_for_the_paper_circuit_and_statevector_where_cheaper():
     def pick(n, layers, name="ry_cnot_ring"):
         return engine.choose_method(compile_ansatz(make_ansatz(name, n, layers)), "auto")
 
-    assert pick(19, 3) == "split" and pick(14, 3) == "split"
-    assert pick(40, 3) == "mps"  # the MPS method (linear in n) wins from ~21 qubits
+    assert pick(16, 3) == "split" and pick(14, 3) == "split"
+    assert pick(19, 3) == "mps" and pick(40, 3) == "mps"  # MPS (linear in n) wins from ~19
     assert pick(8, 3) == "statevector"  # small states: the statevector's few GEMMs win
     assert pick(19, 6) == "statevector"  # 4^5 terms: too deep for the split method
 

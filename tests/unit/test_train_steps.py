@@ -188,3 +188,21 @@ def test_dropout_stream_leaves_heads_without_dropout_unchanged(head, before):
     with_key = _first_loss(build())
     assert with_key == _first_loss(build(), dropout_key=None)
     assert with_key == pytest.approx(before, rel=1e-5)
+
+
+def test_mps_head_step_returns_discarded_weight():
+    # 5 qubits: the 3-layer ring's exact bond is 4; max_bond 2 truncates, so the step reports a
+    # positive discarded weight (the value loop.fit logs as train/mps_discarded_weight).
+    head = dqc_head(5, make_ansatz("ry_cnot_ring", 5, 3), method="mps", max_bond=2)
+    model = Classifier(tiny(feature_dim=4, image_size=8), head)
+    assert model.sows and not Classifier(model.backbone, cdl_head(5)).sows
+    params, consts = model.init(jax.random.key(0))
+    tx = optim.adam(learning_rate=1e-2, total_steps=10)
+    step = steps.make_train_step(
+        lambda p, b, aux=False: model.logits(p, consts, b["image"], aux=aux), tx, aux=True
+    )
+    state, loss, sown = step(steps.init_state(params, tx), _batch(labels=5))
+    assert set(sown) == {"mps_discarded_weight"}
+    lost = float(sown["mps_discarded_weight"])
+    assert np.isfinite(float(loss)) and 0 < lost < 1
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))

@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
 from qcxr.models.backbones import Backbone
 
@@ -78,13 +79,23 @@ class Classifier:
         variables = {"params": backbone, **constants["backbone"]}
         return self.backbone.module.apply(variables, images).astype(jnp.float32)
 
+    @property
+    def sows(self) -> bool:
+        """Whether the head sows diagnostics (the DQC head's MPS discarded weight, when its
+        native simulation truncates: head.max_bond set)."""
+        return (
+            getattr(self.head, "max_bond", None) is not None
+            and getattr(self.head, "simulator", "native") == "native"
+        )
+
     def head_logits(
         self,
         params: dict,
         features: jax.Array,
         dropout_key: jax.Array | None = None,
         noise_key: jax.Array | None = None,
-    ) -> jax.Array:
+        aux: bool = False,
+    ):
         """Logits of the head on features (reads params["head"]).
 
         Args:
@@ -95,22 +106,29 @@ class Classifier:
             noise_key: None, or the train step's key of the "noise" stream (a noisy or
                 finite-shot DQC's trajectories and shots; other heads ignore it). Without it
                 such a head uses its fixed evaluation key.
+            aux: also return what the head sows (see `sows`), as {name: f32[] mean}.
 
         Returns:
-            f32[B, L].
+            f32[B, L]; with aux, (f32[B, L], {name: f32[]}) (empty where the head sows nothing).
         """
         rngs = {}
         if dropout_key is not None:
             rngs["dropout"] = dropout_key
         if noise_key is not None:
             rngs["noise"] = noise_key
-        if dropout_key is None and noise_key is None:
-            out = self.head.apply({"params": params["head"]}, features)
-        else:
-            out = self.head.apply(
-                {"params": params["head"]}, features, train=dropout_key is not None, rngs=rngs
-            )
-        return out.astype(jnp.float32)
+        kwargs = {}
+        if rngs:
+            kwargs = {"train": dropout_key is not None, "rngs": rngs}
+        if not (aux and self.sows):
+            out = self.head.apply({"params": params["head"]}, features, **kwargs)
+            out = out.astype(jnp.float32)
+            return (out, {}) if aux else out
+        out, sown = self.head.apply(
+            {"params": params["head"]}, features, mutable=["intermediates"], **kwargs
+        )
+        flat = traverse_util.flatten_dict(sown.get("intermediates", {}), sep="/")
+        metrics = {k: jnp.mean(jnp.stack(v)).astype(jnp.float32) for k, v in flat.items()}
+        return out.astype(jnp.float32), metrics
 
     def logits(
         self,
@@ -119,8 +137,8 @@ class Classifier:
         images: jax.Array,
         dropout_key: jax.Array | None = None,
         noise_key: jax.Array | None = None,
-    ) -> jax.Array:
-        """Logits f32[B, L] of images f32[B, S, S, 3]; the keys as in `head_logits`."""
-        return self.head_logits(
-            params, self.features(params, constants, images), dropout_key, noise_key
-        )
+        aux: bool = False,
+    ):
+        """Logits f32[B, L] of images f32[B, S, S, 3]; the keys and `aux` as in `head_logits`."""
+        feats = self.features(params, constants, images)
+        return self.head_logits(params, feats, dropout_key, noise_key, aux)

@@ -47,10 +47,10 @@ SPLIT_MARGIN = 1.5
 #: "auto" takes the MPS method when its estimated cost (mps.mps_cost) times this is below the
 #: others' (with their margins). Its contractions are small batched GEMMs (chi = 16), slower per
 #: multiply-add than the statevector's and split's large ones. Measured on the 2-core CPU (batch
-#: 32, head-step gradient, 3-layer ring, machine shared, indicative): 19 qubits mps 88 ms vs split
-#: ~29 ms (cost ratio split / mps 2.0); 24 qubits mps 146 ms vs split 535 ms (cost ratio 10.2):
-#: crossover near a cost ratio of 4 (about 21 qubits), so 6 = 4 x SPLIT_MARGIN.
-MPS_MARGIN = 6.0
+#: 32, head step, 3-layer ring, machine shared, indicative; unrolled MPS, docs/quantum.md): 14
+#: qubits mps 22 ms vs split 6 ms (cost ratio split x SPLIT_MARGIN / mps 0.5); 19 qubits mps 35 ms
+#: vs split 87 ms (ratio 3.0); 24: 50 vs 390 ms: crossover between 16 and 19 qubits (ratio 1.1-3.0).
+MPS_MARGIN = 2.5
 
 
 def choose_method(program: Program, method: str, block_size: int = 5) -> str:

@@ -421,6 +421,105 @@ def _truncate(a: jnp.ndarray, max_bond: int):
     return jnp.concatenate([first[None], right], axis=0), jnp.sum(lost, axis=0)
 
 
+#: Up to this many wires the exact path runs as a Python loop over sites with every tensor at its
+#: own bond (no padding; the edge bonds are 4x smaller than the middle ones). On the 2-core CPU the
+#: scan's per-iteration overhead, larger still in the backward pass, dominated the tiny chi = 16
+#: contractions (19 qubits, batch 32, value and gradient: 117 ms scanned, see docs/quantum.md for
+#: the unrolled time); above it the scan keeps the compiled program (and compile time) flat in n.
+UNROLL_MAX_QUBITS = 40
+
+
+def _site_tensors(stacked: np.ndarray) -> list[np.ndarray]:
+    """Per wire, the MPO tensor [D_left, 2, 2, D_right] cut back from the padded stack.
+
+    Every trellis state is used (network_mpo keeps only reachable, co-reachable ones), so the
+    extent of the nonzeros is the bond.
+    """
+    out = []
+    for w in stacked:
+        nz = np.nonzero(w)
+        out.append(w[: nz[0].max() + 1, :, :, : nz[3].max() + 1])
+    return out
+
+
+def _identity_site(b: int, left: int, dtype) -> jnp.ndarray:
+    """[B, left, 2, 2 left]: the isometry (l, p) -> 2 l + p (a site of a state in the basis)."""
+    eye = jnp.eye(2 * left, dtype=dtype).reshape(1, left, 2, 2 * left)
+    return jnp.broadcast_to(eye, (b, left, 2, 2 * left))
+
+
+def _edge_exact(sites: list) -> list:
+    """The same state with the bond at each edge cut cut down to 2^(wires on the edge's side).
+
+    Near an end the applied networks' bond (16 for the paper's ring) exceeds what the wires there
+    can carry (2, 4, 8, ...): the left block is multiplied out into the next site and replaced by
+    identity sites in the computational basis (exact, no decomposition), and likewise from the
+    right, so the measurement sweeps contract smaller tensors there.
+    """
+    sites = list(sites)
+    n, b, dtype = len(sites), sites[0].shape[0], sites[0].dtype
+    k = 0  # sites[0..k] in the basis: bond 2^(k+1) at cut k instead of sites[k]'s right bond
+    while k + 1 < n - 1 and 2 ** (k + 1) < sites[k].shape[3]:
+        block = sites[k].reshape(b, 2 ** (k + 1), sites[k].shape[3])
+        sites[k] = _identity_site(b, 2**k, dtype)
+        sites[k + 1] = _mm("bxl,blpr->bxpr", block, sites[k + 1])
+        k += 1
+    k = n - 1
+    while k - 1 > 0 and 2 ** (n - k) < sites[k].shape[1]:
+        left = sites[k].shape[1]
+        block = jnp.moveaxis(sites[k], 1, 3).reshape(b, 2 ** (n - k), left)  # [B, (p, r), l]
+        eye = jnp.eye(2 ** (n - k), dtype=dtype).reshape(1, 2 ** (n - k), 2, 2 ** (n - k - 1))
+        sites[k] = jnp.broadcast_to(eye, (b, 2 ** (n - k), 2, 2 ** (n - k - 1)))  # (p, r) -> l
+        sites[k - 1] = _mm("blpr,bxr->blpx", sites[k - 1], block)
+        k -= 1
+    return sites
+
+
+def _simulate_unrolled(plan: MPSPlan, layer_mats, vec: jnp.ndarray) -> jnp.ndarray:
+    """The exact path as a loop over sites, each tensor [B, l, 2, r] at its own bond: f[B, n]."""
+    n, dtype = plan.num_qubits, vec.dtype
+    sites = [vec[:, k, None, :, None] for k in range(n)]  # [B, 1, 2, 1]
+    for kind, arg in plan.steps:
+        if kind == "rot":
+            mats = layer_mats(arg)
+            dtype = jnp.result_type(dtype, mats.dtype)
+            mats = mats.astype(dtype)
+            sites = [_mm("pq,blqr->blpr", mats[k], s.astype(dtype)) for k, s in enumerate(sites)]
+        else:
+            new = []
+            for s, w in zip(sites, _site_tensors(arg), strict=True):
+                b, left, _, right = s.shape
+                out = _mm("blpr,aypc->blayrc", s, jnp.asarray(w, dtype))
+                new.append(out.reshape(b, left * w.shape[0], 2, right * w.shape[3]))
+            sites = new
+    sites = _edge_exact(sites)
+    # Two sweeps: left environments L_k (sites < k), then from the right the site-pair tensor
+    # G_k[x, y, p, c] = sum A_k[x, p, r] A_k[y, p, z] R_{k+1}[r, z, c], which gives both the next
+    # right environment (G_k V_id) and <Z_k> (L_k V_z G_k) -- a third sweep saved.
+    b = vec.shape[0]
+    measure = _site_tensors(plan.measure)
+    one = jnp.ones((b, 1, 1, 1), dtype)
+    lefts, env = [one], one
+    for s, w in zip(sites[:-1], measure[:-1], strict=True):
+        v = jnp.asarray(w.sum(axis=1), dtype)  # [D, 2 (b), D]: output bit summed
+        m = _mm("bxya,bxpr->byapr", env, s)
+        m = _mm("byapr,apc->byprc", m, v)
+        env = _mm("byprc,bypz->brzc", m, _conj(s))
+        lefts.append(env)
+    z = [None] * n
+    env = one
+    for k in range(n - 1, -1, -1):
+        w, s = measure[k], sites[k]
+        g = _mm("brzc,bypz->brcyp", env, _conj(s))
+        g = _mm("brcyp,bxpr->bxypc", g, s)
+        vz = jnp.asarray(w[:, 0] - w[:, 1], dtype)  # output bit signed: Z on wire k
+        lz = _mm("bxya,apc->bxypc", lefts[k], vz)
+        z[k] = jnp.sum(lz * g, axis=(1, 2, 3, 4))
+        if k:
+            env = _mm("bxypc,apc->bxya", g, jnp.asarray(w.sum(axis=1), dtype))
+    return jnp.real(jnp.stack(z, axis=-1))
+
+
 def simulate(plan: MPSPlan, layer_mats, vec: jnp.ndarray, max_bond: int | None = None):
     """<Z_i> for every wire by the MPS method, and the discarded weight.
 
@@ -434,8 +533,11 @@ def simulate(plan: MPSPlan, layer_mats, vec: jnp.ndarray, max_bond: int | None =
         (f[B, n] expectations, f[B] discarded weight: 0 when nothing was truncated).
     """
     b = vec.shape[0]
-    a = jnp.transpose(vec, (1, 0, 2))[:, :, None, :, None]  # [n, B, 1, 2, 1]
     lost = jnp.zeros((b,), vec.real.dtype)
+    truncates = max_bond is not None and max(plan.step_bonds, default=1) > max_bond
+    if not truncates and plan.num_qubits <= UNROLL_MAX_QUBITS:
+        return _simulate_unrolled(plan, layer_mats, vec), lost
+    a = jnp.transpose(vec, (1, 0, 2))[:, :, None, :, None]  # [n, B, 1, 2, 1]
     for (kind, arg), exact in zip(plan.steps, plan.step_bonds, strict=True):
         if kind == "rot":
             mats = layer_mats(arg)

@@ -169,7 +169,8 @@ def fit(
 
     Args:
         state: the train state to start from (restored by the caller when resuming).
-        train_step: (state, batch) -> (state, loss), jitted and compiled once.
+        train_step: (state, batch) -> (state, loss) or (state, loss, {name: f32[]}) (logged as
+            train/<name> per step), jitted and compiled once.
         eval_step: (params, batch) -> (probabilities, per-example loss).
         source: batches(split, epoch), num_batches(split); splits "train" and "val".
         label_names: the task's labels.
@@ -233,7 +234,7 @@ def fit(
         )
         for batch in bar:
             t0 = time.perf_counter()
-            state, loss = train_step(state, _device_batch(batch))
+            state, loss, *sown = train_step(state, _device_batch(batch))
             loss = float(loss)  # waits for the step: the timing and the NaN check need it
             step_times.append(time.perf_counter() - t0)
             global_step = int(state["step"])
@@ -244,7 +245,10 @@ def fit(
                     "inputs for NaNs."
                 )
             losses.append(loss)
-            tracker.log_metrics({"train/loss": loss}, step=global_step)
+            # Model diagnostics of the step (make_train_step(aux=True)), e.g.
+            # train/mps_discarded_weight: the MPS head's truncation error.
+            extra = {f"train/{k}": float(v) for k, v in (sown[0] if sown else {}).items()}
+            tracker.log_metrics({"train/loss": loss, **extra}, step=global_step)
             bar.set_postfix(loss=f"{loss:.4f}")
         val = evaluate(eval_step, state["params"], source, "val", label_names, kind=kind)
         epoch_s = time.perf_counter() - start

@@ -80,6 +80,7 @@ def make_train_step(
     class_weights=None,
     dropout_key: jax.Array | None = None,
     noise_key: jax.Array | None = None,
+    aux: bool = False,
 ):
     """One optimizer step (or micro-step under gradient accumulation), jitted.
 
@@ -97,26 +98,33 @@ def make_train_step(
         noise_key: the run's noise stream (a noisy or finite-shot DQC's trajectories and shots),
             or None. Step s uses fold_in(noise_key, s), like the dropout stream; evaluation never
             gets it (the head's fixed evaluation key).
+        aux: apply takes `aux=True` and returns (logits, {name: f32[]}), the model's diagnostics
+            of the batch (e.g. the MPS head's `mps_discarded_weight`); the step returns them too.
 
     Returns:
-        step(state, batch) -> (state, loss f32[]): the task's masked mean loss before the update.
+        step(state, batch) -> (state, loss f32[]): the task's masked mean loss before the update;
+        with aux, (state, loss, {name: f32[]}).
     """
     masked_loss = task_loss(kind, class_weights)[0]
 
     def loss_fn(params, batch, key, nkey):
+        kwargs = {"aux": True} if aux else {}
         if nkey is not None:
-            logits = apply(params, batch, key, noise_key=nkey)
-        else:
-            logits = apply(params, batch) if key is None else apply(params, batch, key)
-        return masked_loss(logits, batch["labels"], batch["mask"])
+            kwargs["noise_key"] = nkey
+        out = apply(params, batch, **kwargs) if key is None else apply(params, batch, key, **kwargs)
+        logits, metrics = out if aux else (out, {})
+        return masked_loss(logits, batch["labels"], batch["mask"]), metrics
 
     def step(state, batch):
         key = None if dropout_key is None else jax.random.fold_in(dropout_key, state["step"])
         nkey = None if noise_key is None else jax.random.fold_in(noise_key, state["step"])
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key, nkey)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], batch, key, nkey
+        )
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
+        new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
+        return (new, loss, metrics) if aux else (new, loss)
 
     return jax.jit(step, donate_argnums=0)
 
