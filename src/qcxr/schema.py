@@ -74,7 +74,7 @@ class DQCHeadSchema:
     chunk_size: Any = MISSING  # an int, "auto" or null
     method: str = MISSING
     max_bond: int | None = MISSING  # type: ignore[assignment]  # MPS bond limit; null = exact
-    noise: NoiseSchema = field(default_factory=NoiseSchema)
+    noise: NoiseSchema = MISSING
     noisy_encoding: bool = MISSING
     trajectories: int = MISSING
     shots: int | None = MISSING  # type: ignore[assignment]

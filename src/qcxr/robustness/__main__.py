@@ -296,9 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 on success, 1 when nothing could be re-evaluated.
     """
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
-    )
+    # No force=True: a handler already on the root logger (pytest's caplog, an embedding app)
+    # stays; qcxr's own INFO messages are shown either way.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("qcxr").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         levels, shots = parse_levels(args.levels), parse_shots(args.shots)
