@@ -331,7 +331,19 @@ class MLflowTracker:
             profile=json.dumps(dict(profile or {})),
         )
         entry = DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
-        self._call(lambda: self.client.log_inputs(self.run_id, datasets=[entry]))
+        for attempt in range(3):
+            try:
+                self._call(lambda: self.client.log_inputs(self.run_id, datasets=[entry]))
+                return
+            except mlflow.exceptions.MlflowException as err:
+                # Two runs (SLURM array tasks) logging the same new dataset at once: the slower
+                # one's insert hits the store's unique key (PostgreSQL: UniqueViolation); the
+                # dataset exists now, so a retry links it (found by the cluster grid test).
+                duplicate = "UniqueViolation" in str(err) or "UNIQUE constraint" in str(err)
+                if not duplicate or attempt == 2:
+                    raise
+                log.info("dataset %s was created by another run at the same time; retrying", name)
+                time.sleep(0.5 * (attempt + 1))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set run tags."""
