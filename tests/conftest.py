@@ -9,6 +9,7 @@ test uses only its own tmp folders and free ports and runs on either worker.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -63,6 +64,21 @@ if LoadGroupScheduling is not None:
         if config.getvalue("dist") == "loadgroup":
             return _ClusterScheduling(config, log)
         return None
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored():
+    """Each test starts with the root logger as the worker left it at start-up: CLIs called in
+    process (`main()` of report, study, robustness, bench) run `logging.basicConfig(INFO)`, which
+    (`force=True` in the bench CLIs) would otherwise let INFO lines of every logger into later
+    tests' `caplog`."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    for h in list(root.handlers):  # basicConfig's stderr handler; pytest's are subclasses
+        if type(h) is logging.StreamHandler and h not in handlers:
+            root.removeHandler(h)
 
 
 @pytest.fixture(scope="session")
