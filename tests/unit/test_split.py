@@ -107,9 +107,35 @@ def test_split_reaches_qubit_counts_the_statevector_cannot():
     # 32 qubits (one 2^32 state alone needs 16 GiB): the split method holds 16 x 2 x 2^16
     # amplitudes per sample.
     a = make_ansatz("ry_cnot_ring", 32, 3)
-    plan = split.plan_split(compile_ansatz(a))
-    assert split.split_bytes(plan, 2, 4) < 2**30
+    assert split.split_bytes(compile_ansatz(a), 2, 4) < 2**30
     w = a.init_weights(jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (2, 32), minval=-1.5, maxval=1.5)
     z = expvals(a, w, x)
     assert z.shape == (2, 32) and bool(jnp.all(jnp.abs(z) <= 1 + 1e-5))
+
+
+def test_split_memory_guard_runs_before_the_tables_are_built():
+    # 50 qubits: plan_split would build int/uint64 tables of 2^25 entries (hundreds of MB) per CNOT
+    # ring; the estimate comes from the program alone, so the guard refuses first, in a few MB
+    # (the --scale benchmark was once OOM-killed estimating the split method at 60 qubits).
+    import tracemalloc
+
+    a = make_ansatz("ry_cnot_ring", 50, 3)
+    w = a.init_weights(jax.random.key(0))
+    x = jnp.zeros((32, 50), jnp.float32)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryBudgetError, match="split method.*method='mps'"):
+            jax.eval_shape(lambda w, x: expvals(a, w, x, method="split"), w, x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20
+    # and the estimate is the plan's own where the plan is small
+    prog = compile_ansatz(make_ansatz("ry_cnot_ring", 12, 3))
+    plan = split.plan_split(prog)
+    hi, lo = 2**plan.cut, 2 ** (12 - plan.cut)
+    k, nh, nl = plan.final_terms, len(plan.hi_masks), len(plan.lo_masks)
+    halves = (hi + lo) * (1 + sum(plan.terms) + 4 * plan.max_terms)
+    measure = 3 * k * max(nh * hi, nl * lo) + 4 * k * k * (nh + nl)
+    assert split.split_bytes(prog, 32, 4) == 32 * 4 * (halves + measure)

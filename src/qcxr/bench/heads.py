@@ -210,7 +210,7 @@ def _max_qubits(args, base: dict) -> list[dict]:
         method = choose_method(prog, args.methods[0], args.block_size)
         chunk = None
         if method == "split":
-            need = split.split_bytes(split.plan_split(prog), args.batch, 4)
+            need = split.split_bytes(prog, args.batch, 4)
         else:
             chunk = choose_chunk_size(ansatz, prog, args.batch, "float32", args.remat, budget)
             need = estimate_bytes(ansatz, prog, chunk, "float32", args.remat, args.block_size)
@@ -260,7 +260,7 @@ def _estimate_gib(method: str, n: int, args) -> float:
     if method == "split":
         if n > 60 or split.split_terms(prog) > split.MAX_TERMS:
             return math.inf
-        return split.split_bytes(split.plan_split(prog), args.batch, 4) / 2**30
+        return split.split_bytes(prog, args.batch, 4) / 2**30
     if method == "mps":
         return mps_memory(ansatz, mps.plan_mps(prog), args.batch, "float32")[0] / 2**30
     if n > 40:

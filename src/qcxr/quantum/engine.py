@@ -135,7 +135,7 @@ def resolve_method(
 
 def _fits(a, program, method, batch, dtype, remat, budget, block_size, max_bond) -> bool:
     if method == "split":
-        return fits_split_memory(a, split.plan_split(program), batch, dtype, budget)
+        return fits_split_memory(a, program, batch, dtype, budget)
     if method == "mps":
         return mps_memory(a, mps.plan_mps(program), batch, dtype, max_bond, budget)[1]
     chunk = choose_chunk_size(a, program, batch, dtype, remat, budget, block_size)
@@ -281,8 +281,8 @@ def expvals(
         out = out.reshape(*lead, n)
         return (out, lost.reshape(lead)) if return_discarded else out
     if chosen == "split":
+        check_split_memory(a, program, batch, dtype, memory_budget)  # before the tables
         plan = split.plan_split(program)
-        check_split_memory(a, plan, batch, dtype, memory_budget)
         out = _run(a, program, weights, xf, block_size, remat, plan).reshape(*lead, n)
         return (out, lost) if return_discarded else out
     if chunk_size == "auto":

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from qcxr.quantum.mps import mps_bytes
-from qcxr.quantum.split import split_bytes
+from qcxr.quantum.split import split_bytes, split_terms
 
 _WORKING_STATES = 3
 _ENV_BUDGET = "QCXR_MEMORY_BUDGET_GB"
@@ -174,26 +174,30 @@ def choose_lanes(ansatz, program, batch, dtype, remat, budget=None, block_size=5
     return 2 if batch > 1 and fits else 1
 
 
-def check_split_memory(ansatz, plan, batch, dtype, budget=None) -> int:
-    """Raise MemoryBudgetError if the split method (qcxr.quantum.split) would not fit the budget."""
+def check_split_memory(ansatz, program, batch, dtype, budget=None) -> int:
+    """Raise MemoryBudgetError if the split method (qcxr.quantum.split) would not fit the budget.
+
+    Takes the compiled program, not the plan: it runs before split.plan_split builds its tables.
+    """
     budget = default_budget() if budget is None else float(budget)
-    need = split_bytes(plan, batch, state_itemsize(ansatz.is_real, dtype))
+    need = split_bytes(program, batch, state_itemsize(ansatz.is_real, dtype))
     if need > budget:
+        n = program.num_qubits
         smaller = f"a smaller batch than {batch}; " if batch > 1 else ""
         raise MemoryBudgetError(
-            f"simulating {ansatz.name!r} on {ansatz.num_qubits} qubits for a batch of {batch} "
-            f"by the split method ({plan.max_terms} terms of 2 x 2^{plan.cut} amplitudes) needs "
-            f"about {need / 2**30:.1f} GiB, over the budget of {budget / 2**30:.1f} GiB. Fixes: "
-            f"{smaller}fewer qubits than {ansatz.num_qubits}; a larger budget ({_ENV_BUDGET} or "
-            "memory_budget=...)."
+            f"simulating {ansatz.name!r} on {n} qubits for a batch of {batch} "
+            f"by the split method ({split_terms(program)} terms of 2 x 2^{n // 2} amplitudes) "
+            f"needs about {need / 2**30:.1f} GiB, over the budget of {budget / 2**30:.1f} GiB. "
+            f"Fixes: {smaller}method='mps' or 'auto'; fewer qubits than {n}; a larger budget "
+            f"({_ENV_BUDGET} or memory_budget=...)."
         )
     return need
 
 
-def fits_split_memory(ansatz, plan, batch, dtype, budget=None) -> bool:
+def fits_split_memory(ansatz, program, batch, dtype, budget=None) -> bool:
     """Whether the split method fits the memory budget (see check_split_memory)."""
     budget = default_budget() if budget is None else float(budget)
-    return split_bytes(plan, batch, state_itemsize(ansatz.is_real, dtype)) <= budget
+    return split_bytes(program, batch, state_itemsize(ansatz.is_real, dtype)) <= budget
 
 
 def mps_memory(ansatz, plan, batch, dtype, max_bond=None, budget=None) -> tuple[int, bool]:
