@@ -304,36 +304,77 @@ def _scale(args, base: dict) -> list[dict]:
     for n in args.scale_qubits:
         for method in SCALE_METHODS:
             out.append(one(method, n))
+
+    def passed(r: dict) -> bool:
+        return "median_s" in r and r["median_s"] <= args.scale_time_limit
+
+    # The largest n for mps: double from the last count until a run fails a limit, then bisect.
+    good = max((r["qubits"] for r in out if r["method"] == "mps" and passed(r)), default=None)
+    bad = None
     n = max(args.scale_qubits)
-    while "mps" not in stopped and n < args.scale_max_qubits:
+    while good is not None and bad is None and n < args.scale_max_qubits:
         n = min(2 * n, args.scale_max_qubits)
         res = one("mps", n)
         res["largest_search"] = True
         out.append(res)
-        if "skipped" in res:
+        if passed(res):
+            good = n
+        else:
+            bad = n
+    stopped.discard("mps")
+    for _ in range(args.scale_bisect if bad is not None else 0):
+        n = (good + bad) // 2
+        if n in (good, bad):
             break
+        res = one("mps", n)
+        res["largest_search"] = True
+        out.append(res)
+        good, bad = (n, bad) if passed(res) else (good, n)
+        stopped.discard("mps")
+    if good is not None:
+        log.info(
+            "scale: mps reaches %d qubits within the limits%s",
+            good,
+            f" (not {bad})" if bad is not None else " (the search's end)",
+        )
     return out
 
 
-def _scale_table(results: list[dict]) -> str:
-    """Markdown: qubits x method -> median step ms, peak RSS MB, compile s."""
-    rows = [
-        "| qubits | method | median step ms | peak RSS MB | compile s | note |",
-        "|---:|---|---:|---:|---:|---|",
-    ]
-    for r in results:
+def _scale_table(results: list[dict], time_limit: float = 60.0, mem_gb: float = 20.0) -> str:
+    """Markdown: one row per qubit count, median step ms and peak RSS MB per method; then the
+    largest qubit count the MPS method reached within both limits."""
+
+    def cell(r: dict | None) -> tuple[str, str]:
+        if r is None:
+            return "", ""
         if "skipped" in r:
-            rows.append(f"| {r['qubits']} | {r['method']} | — | — | — | {r['skipped']} |")
-        elif "error" in r:
-            rows.append(f"| {r['qubits']} | {r['method']} | — | — | — | {r['error']} |")
-        else:
-            note = "largest-n search" if r.get("largest_search") else ""
-            if r.get("truncated"):
-                note = (note + ", time limit").lstrip(", ")
-            rows.append(
-                f"| {r['qubits']} | {r['method']} | {_fmt_ms(r['median_s'])} | "
-                f"{r['peak_rss_mb']:,.0f} | {r['compile_s']:.1f} | {note} |"
-            )
+            return f"— ({r['skipped']})", ""
+        if "error" in r:
+            return f"— ({r['error']})", ""
+        ms = _fmt_ms(r["median_s"])
+        if r["median_s"] > time_limit:
+            ms += " (over the limit)"
+        return ms, f"{r['peak_rss_mb']:,.0f}"
+
+    by = {(r["qubits"], r["method"]): r for r in results}
+    rows = [
+        "| qubits | statevector ms | MB | split ms | MB | mps ms | MB | mps compile s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in sorted({r["qubits"] for r in results}):
+        cells = [c for m in SCALE_METHODS for c in cell(by.get((n, m)))]
+        mps_r = by.get((n, "mps"), {})
+        compile_s = f"{mps_r['compile_s']:.1f}" if "compile_s" in mps_r else ""
+        rows.append(f"| {n} | " + " | ".join(cells) + f" | {compile_s} |")
+    ok = [
+        r["qubits"]
+        for r in results
+        if r["method"] == "mps" and "median_s" in r and r["median_s"] <= time_limit
+    ]
+    if ok:
+        rows.append(
+            f"\nLargest n run by mps within {mem_gb:g} GB and {time_limit:g} s per step: {max(ok)}."
+        )
     return "\n".join(rows)
 
 
@@ -409,7 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-mem-gb", type=float, default=20.0)
     p.add_argument("--scale-time-limit", type=float, default=60.0)
     p.add_argument(
-        "--scale-max-qubits", type=int, default=1600, help="end of the mps largest-n search"
+        "--scale-max-qubits", type=int, default=102400, help="end of the mps largest-n search"
+    )
+    p.add_argument(
+        "--scale-bisect",
+        type=int,
+        default=2,
+        help="bisection runs between the last count within the limits and the first beyond",
     )
     p.add_argument("--out", default="bench_results/heads.json")
     p.add_argument(
@@ -440,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.scale:
         results = _scale(args, base)
-        table = _scale_table(results)
+        table = _scale_table(results, args.scale_time_limit, args.scale_mem_gb)
         sys.stdout.write(table + "\n")
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
