@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 INIT_STREAM = 0x1217  # fold_in constant of the parameter-init stream (data streams: qcxr.data)
 DROPOUT_STREAM = 0xD209  # fold_in constant of the dropout stream (heads with dropout: QCNN)
 # fold_in constant of the noise stream: a noisy or finite-shot DQC's trajectories and shots (train
-# step s: fold_in(noise stream, s); evaluation: the head's fixed key, heads.EVAL_NOISE_SEED).
+# step s: fold_in(noise stream, s); evaluation: the head's per-batch key, heads.eval_noise_key).
 NOISE_STREAM = 0x9015
 
 

@@ -13,10 +13,10 @@ import pytest
 from qcxr.models.backbones import tiny
 from qcxr.models.classifier import Classifier
 from qcxr.models.heads import (
-    EVAL_NOISE_SEED,
     NOISE_CHANNELS,
     cdl_head,
     dqc_head,
+    eval_noise_key,
     noise_items,
     noisy_variant,
 )
@@ -61,6 +61,11 @@ def test_zero_noise_is_the_ideal_head_bit_for_bit():
     )
 
 
+def _angles(head, params, features):
+    """The DQC's circuit inputs: tanh(Dense) * pi/2."""
+    return jnp.tanh(features @ params["pre"]["kernel"] + params["pre"]["bias"]) * jnp.pi / 2
+
+
 def _engine_logits(head, params, **engine_kw):
     """The head's logits computed by hand from the engine (the DQC's Dense -> tanh -> circuit ->
     Dense wiring with the noise options passed straight to qcxr.quantum.expvals)."""
@@ -86,13 +91,21 @@ def test_noisy_head_runs_the_engines_noisy_circuit():
     assert np.max(np.abs(np.asarray(got) - np.asarray(other))) > 1e-5
 
 
-def test_finite_shots_use_the_fixed_evaluation_key_without_a_noise_stream():
+def test_finite_shots_use_the_batch_evaluation_key_without_a_noise_stream():
     head = dqc_head(3, ANSATZ, shots=50)
     params = _params(head)
     first = head.apply({"params": params}, FEATURES)
     np.testing.assert_array_equal(first, head.apply({"params": params}, FEATURES))
-    want = _engine_logits(head, params, shots=50, key=jax.random.key(EVAL_NOISE_SEED))
+    angles = _angles(head, params, FEATURES)
+    want = _engine_logits(head, params, shots=50, key=eval_noise_key(angles))
     np.testing.assert_allclose(first, want, atol=1e-5)
+    # another batch with the same first sample draws anew for it (one key for every batch gave
+    # row j of each batch the same draws: the same sample at the same row, the same estimate)
+    other_batch = FEATURES.at[1].set(jax.random.normal(jax.random.key(9), (5,)))
+    again = head.apply({"params": params}, other_batch)
+    assert not np.array_equal(np.asarray(again)[0], np.asarray(first)[0])
+    keys = [jax.random.key_data(eval_noise_key(a)) for a in (angles, angles[::-1])]
+    assert not np.array_equal(np.asarray(keys[0]), np.asarray(keys[1]))
     other = head.apply({"params": params}, FEATURES, rngs={"noise": jax.random.key(5)})
     assert not np.array_equal(np.asarray(first), np.asarray(other))
 

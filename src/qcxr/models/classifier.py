@@ -105,7 +105,7 @@ class Classifier:
                 head then runs with `train=True` and `rngs={"dropout": dropout_key}`.
             noise_key: None, or the train step's key of the "noise" stream (a noisy or
                 finite-shot DQC's trajectories and shots; other heads ignore it). Without it
-                such a head uses its fixed evaluation key.
+                such a head uses its evaluation key (heads.eval_noise_key).
             aux: also return what the head sows (see `sows`), as {name: f32[] mean}.
 
         Returns:

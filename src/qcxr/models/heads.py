@@ -29,11 +29,22 @@ NOISE_CHANNELS = (
     "phase_damping",
     "readout",
 )
-#: the "noise" PRNG stream's key when the head runs without one (evaluation, `eval_step`): a fixed
-#: key, the same for every batch, run and seed, so evaluating a noisy or finite-shot head is a
-#: deterministic function of its parameters. Training passes fold_in(noise stream, step) instead
-#: (qcxr.run.NOISE_STREAM).
+#: the "noise" PRNG stream's seed when the head runs without one (evaluation, `eval_step`): the
+#: key is `eval_noise_key(angles)`, fold_in(key(EVAL_NOISE_SEED), a hash of the batch's circuit
+#: inputs), the same for every run and seed, so evaluating a noisy or finite-shot head is a
+#: deterministic function of its parameters and the batch, and two batches never share their
+#: draws (one fixed key would give sample j of every batch the same shot and trajectory draws).
+#: Training passes fold_in(noise stream, step) instead (qcxr.run.NOISE_STREAM).
 EVAL_NOISE_SEED = 0x0E7A
+
+
+def eval_noise_key(angles: jax.Array) -> jax.Array:
+    """The evaluation key of a batch: fold_in(key(EVAL_NOISE_SEED), the bits of a float32
+    checksum of the circuit inputs f[B, n] (no gradient flows through it))."""
+    a = jax.lax.stop_gradient(angles).astype(jnp.float32)
+    w = jnp.arange(1, a.size + 1, dtype=jnp.float32).reshape(a.shape) / a.size  # order matters
+    bits = jax.lax.bitcast_convert_type(jnp.sum(a * (1.0 + w)), jnp.uint32)
+    return jax.random.fold_in(jax.random.key(EVAL_NOISE_SEED), bits)
 
 
 def noise_items(noise: Mapping[str, float] | None) -> tuple[tuple[str, float], ...]:
@@ -147,7 +158,7 @@ class DQCHead(nn.Module):
 
     A noisy (`noise`: non-zero (channel, level) pairs) or finite-shot (`shots`) circuit draws its
     randomness from the "noise" PRNG stream when `apply(..., rngs={"noise": key})` gives one (the
-    train step: fold_in(noise stream, step)), else from jax.random.key(EVAL_NOISE_SEED).
+    train step: fold_in(noise stream, step)), else from eval_noise_key(the batch's angles).
     """
 
     ansatz: Ansatz
@@ -191,11 +202,7 @@ class DQCHead(nn.Module):
                 self.shots,
             )
             if self.noise or self.shots is not None:
-                key = (
-                    self.make_rng("noise")
-                    if self.has_rng("noise")
-                    else jax.random.key(EVAL_NOISE_SEED)
-                )
+                key = self.make_rng("noise") if self.has_rng("noise") else eval_noise_key(angles)
                 q = run(weights, angles.astype(weights.dtype), key)
             else:
                 q = run(weights, angles.astype(weights.dtype))

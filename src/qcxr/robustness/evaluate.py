@@ -3,9 +3,9 @@
 The trained parameters stay fixed; only the head's circuit simulation changes
 (`qcxr.models.heads.noisy_variant`: the same parameter tree under another noise model). Every grid
 point runs the ordinary evaluation (`qcxr.train.loop.evaluate`) on the split; its randomness
-(trajectories, shot sampling) is the head's fixed evaluation key (`heads.EVAL_NOISE_SEED`), so a
-re-evaluation is deterministic. Level 0 with exact expectations is the ideal circuit: it
-reproduces the trained run's own test metrics.
+(trajectories, shot sampling) is the head's evaluation key (`heads.eval_noise_key`: from
+EVAL_NOISE_SEED and the batch), so a re-evaluation is deterministic. Level 0 with exact
+expectations is the ideal circuit: it reproduces the trained run's own test metrics.
 """
 
 from __future__ import annotations

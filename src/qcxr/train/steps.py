@@ -97,7 +97,7 @@ def make_train_step(
             compiles once.
         noise_key: the run's noise stream (a noisy or finite-shot DQC's trajectories and shots),
             or None. Step s uses fold_in(noise_key, s), like the dropout stream; evaluation never
-            gets it (the head's fixed evaluation key).
+            gets it (the head's evaluation key, heads.eval_noise_key).
         aux: apply takes `aux=True` and returns (logits, {name: f32[]}), the model's diagnostics
             of the batch (e.g. the MPS head's `mps_discarded_weight`); the step returns them too.
 
