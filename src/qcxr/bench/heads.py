@@ -25,11 +25,11 @@ import json
 import logging
 import math
 import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from qcxr.bench.proc import peak_rss_mb, spawn
 
 log = logging.getLogger("qcxr.bench.heads")
 
@@ -47,7 +47,7 @@ def _run_single(cfg: dict) -> dict:
     from qcxr.quantum import make_ansatz
 
     n, batch = cfg["qubits"], cfg["batch"]
-    base_rss = _peak_rss_mb()
+    base_rss = peak_rss_mb()
     if cfg["head"] == "cdl":
         head = cdl_head(n)
     else:
@@ -118,28 +118,14 @@ def _run_single(cfg: dict) -> dict:
         "min_s": float(np.min(times)),
         "max_s": float(np.max(times)),
         "loss_finite": bool(np.isfinite(float(loss))),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "base_rss_mb": base_rss,
         "truncated": len(times) < cfg["repeats"],
     }
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _spawn(cfg: dict, timeout: float) -> dict:
-    """Run one configuration in a fresh Python process; never raises."""
-    cmd = [sys.executable, "-m", "qcxr.bench.heads", "--single", json.dumps(cfg)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {**cfg, "error": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        why = "killed (out of memory?)" if proc.returncode < 0 else " | ".join(tail)
-        return {**cfg, "error": f"exit {proc.returncode}: {why}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return spawn("qcxr.bench.heads", cfg, timeout)
 
 
 def _fmt_ms(s: float) -> str:
@@ -281,7 +267,9 @@ def _scale(args, base: dict) -> list[dict]:
     def one(method: str, n: int) -> dict:
         gib = _estimate_gib(method, n, args)
         if method in stopped or gib > args.scale_mem_gb:
-            why = "over the time limit below" if method in stopped else f"est. {gib:.1f} GiB"
+            why = "over the time limit below" if method in stopped else f"est. {gib:,.1f} GiB"
+            if math.isinf(gib):
+                why = "not for this many qubits"  # statevector > 40, split > 60: no estimate
             return {"qubits": n, "method": method, "skipped": why}
         cfg = {
             **base,

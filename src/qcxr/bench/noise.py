@@ -23,11 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from qcxr.bench.proc import peak_rss_mb, spawn
 
 log = logging.getLogger("qcxr.bench.noise")
 
@@ -132,22 +132,12 @@ def _run_single(cfg: dict) -> dict:
         "median_s": float(np.median(times)),
         "min_s": float(np.min(times)),
         "max_s": float(np.max(times)),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
 def _spawn(cfg: dict, timeout: float) -> dict:
-    """Run one configuration in a fresh Python process; never raises."""
-    cmd = [sys.executable, "-m", "qcxr.bench.noise", "--single", json.dumps(cfg)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {**cfg, "error": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        why = "killed (out of memory?)" if proc.returncode < 0 else " | ".join(tail)
-        return {**cfg, "error": f"exit {proc.returncode}: {why}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return spawn("qcxr.bench.noise", cfg, timeout)
 
 
 def _fmt_s(s: float) -> str:

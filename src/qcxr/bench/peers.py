@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from qcxr.bench.proc import spawn
 
 log = logging.getLogger("qcxr.bench.peers")
 
@@ -512,40 +513,9 @@ def _run_single(cfg: dict) -> dict:
 
 
 def _spawn(cfg: dict, timeout: float, mem_limit_gb: float) -> dict:
-    """Run one configuration in a fresh process under a wall-clock limit and an RSS cap; never
-    raises."""
-    import psutil
-
-    cmd = [sys.executable, "-m", "qcxr.bench.peers", "--single", json.dumps(cfg)]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-        ps, peak, why, start = psutil.Process(proc.pid), 0.0, None, time.perf_counter()
-        while proc.poll() is None:
-            try:
-                rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)]) / 2**30
-            except psutil.Error:
-                rss = 0.0
-            peak = max(peak, rss)
-            if rss > mem_limit_gb:
-                why = f"out of memory: RSS {rss:.1f} GB > cap {mem_limit_gb:g} GB"
-            elif time.perf_counter() - start > timeout:
-                why = f"timed out after {timeout:.0f} s"
-            if why:
-                proc.kill()
-                proc.wait()
-                return {**cfg, "error": why, "peak_rss_mb": 1024 * peak}
-            time.sleep(0.05)
-        out.seek(0)
-        err.seek(0)
-        lines = out.read().strip().splitlines()
-        if proc.returncode != 0 or not lines:
-            tail = [ln for ln in err.read().strip().splitlines() if ln.strip()][-2:]
-            return {
-                **cfg,
-                "error": f"exit {proc.returncode}: {' | '.join(tail)}",
-                "peak_rss_mb": 1024 * peak,
-            }
-    return {**json.loads(lines[-1]), "peak_rss_mb": 1024 * peak}
+    """Run one configuration in a fresh process under a wall-clock limit and an RSS cap (the
+    polled peak RSS is the row's); never raises."""
+    return spawn("qcxr.bench.peers", cfg, timeout, mem_limit_gb)
 
 
 def _fmt_ms(s: float) -> str:
