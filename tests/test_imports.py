@@ -126,28 +126,32 @@ def test_no_print_calls():
         assert not calls, path
 
 
-# Layers of qcxr.quantum (STYLE.md, DESIGN.md): representation -> kernels -> methods -> dispatcher.
-# A module may import only modules of a strictly lower rank: no cycles, not even lazy ones.
-QUANTUM_RANKS = {
-    "gates": 0,  # representation
-    "circuit": 0,
-    "ansatz": 1,
-    "noise": 1,  # noise models: representation
-    "kernels": 2,  # kernels
-    "split": 3,  # methods
-    "statevector": 3,
-    "mps": 3,
-    "density": 3,
-    "trajectories": 3,
-    "shots": 3,
-    "memory": 4,  # the methods' estimates (memory uses the split method's)
-    "cutting": 4,
-    "qcnn": 5,
-    "noisy": 5,  # the noise/shots part of the dispatcher
-    "engine": 6,  # the dispatcher
-    "reference": 7,  # PennyLane builds of the representation, for cross-checks
-    "__init__": 8,
+# Layers of qcxr.quantum (STYLE.md, DESIGN.md) are folders: representation -> kernels -> methods
+# (cutting beside them, on top of the methods) -> dispatch; reference.py and the package's __init__
+# sit above. A module imports only from its own folder or a lower one, and the module graph has no
+# cycles, not even lazy ones.
+QUANTUM_FOLDERS = {
+    "representation": 0,  # gates, circuits as data, ansatz library, noise models
+    "kernels": 1,
+    "methods": 2,  # statevector, split, mps, density, trajectories, shots
+    "cutting": 3,  # wire cuts and the QCNN, built on the statevector method
+    "dispatch": 4,  # expvals, method choosers, memory model
+    "reference": 5,  # PennyLane builds of the representation, for cross-checks
+    "__init__": 6,
 }
+QUANTUM = SRC / "quantum"
+
+
+def _folder(module: str) -> str:
+    """The layer folder of a dotted qcxr.quantum module ("reference"/"__init__" for top-level)."""
+    parts = module.removeprefix("qcxr.quantum").strip(".").split(".")
+    return parts[0] if parts[0] else "__init__"
+
+
+def _dotted(path: Path) -> str:
+    rel = path.relative_to(QUANTUM).with_suffix("")
+    parts = [p for p in rel.parts if p != "__init__"]
+    return ".".join(["qcxr.quantum", *parts])
 
 
 def _quantum_deps(path: Path) -> list[tuple[str, list[str]]]:
@@ -158,23 +162,49 @@ def _quantum_deps(path: Path) -> list[tuple[str, list[str]]]:
         if isinstance(node, ast.Import):
             out += [(a.name, []) for a in node.names if _under(a.name, "qcxr.quantum")]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "qcxr.quantum":  # `from qcxr.quantum import split`: modules
-                out += [(f"qcxr.quantum.{a.name}", []) for a in node.names]
-            elif _under(node.module, "qcxr.quantum"):
+            if not _under(node.module, "qcxr.quantum"):
+                continue
+            folder = QUANTUM.joinpath(*node.module.split(".")[2:])
+            if folder.is_dir():  # `from qcxr.quantum.methods import split`: modules
+                out += [(f"{node.module}.{a.name}", []) for a in node.names]
+            else:
                 out.append((node.module, [a.name for a in node.names]))
     return out
 
 
-def test_every_quantum_module_has_a_layer():
-    assert {p.stem for p in _modules("quantum")} == set(QUANTUM_RANKS)
+def test_every_quantum_module_sits_in_a_layer_folder():
+    for path in _modules("quantum"):
+        assert _folder(_dotted(path)) in QUANTUM_FOLDERS, path.relative_to(QUANTUM)
+    flat = {p.stem for p in QUANTUM.glob("*.py")}
+    assert flat == {"__init__", "reference"}, f"modules outside the layer folders: {flat}"
 
 
-@pytest.mark.parametrize("path", _modules("quantum"), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", _modules("quantum"), ids=lambda p: str(p.relative_to(SRC / "quantum"))
+)
 def test_quantum_imports_run_one_way_without_private_names(path):
-    rank = QUANTUM_RANKS[path.stem]
+    here = _folder(_dotted(path))
     for module, names in _quantum_deps(path):
-        dep = module.removeprefix("qcxr.quantum.")
-        assert dep in QUANTUM_RANKS, (path.name, module)
-        assert QUANTUM_RANKS[dep] < rank, f"{path.name} imports {dep}: against the layer order"
+        dep = _folder(module)
+        assert dep in QUANTUM_FOLDERS, (path.name, module)
+        assert QUANTUM_FOLDERS[dep] <= QUANTUM_FOLDERS[here], (
+            f"{path.relative_to(QUANTUM)} imports {module}: against the layer order"
+        )
         private = [n for n in names if n.startswith("_")]
-        assert not private, f"{path.name} imports private names {private} from {dep}"
+        assert not private, f"{path.name} imports private names {private} from {module}"
+
+
+def test_quantum_module_graph_has_no_cycles():
+    graph = {_dotted(p): {m for m, _ in _quantum_deps(p)} for p in _modules("quantum")}
+    done: set[str] = set()
+
+    def visit(node: str, stack: tuple[str, ...]) -> None:
+        assert node not in stack, f"import cycle: {' -> '.join((*stack, node))}"
+        if node in done:
+            return
+        for dep in graph.get(node, ()):
+            visit(dep, (*stack, node))
+        done.add(node)
+
+    for node in graph:
+        visit(node, ())

@@ -38,7 +38,7 @@ from qcxr.data.labels import resolve_labels
 from qcxr.models.classifier import Classifier
 from qcxr.models.heads import DQCHead
 from qcxr.quantum import MemoryBudgetError
-from qcxr.quantum.engine import resolve_method
+from qcxr.quantum.dispatch.engine import resolve_method
 from qcxr.tracking import TrackerUnavailable
 from qcxr.train import artifacts, features, loop, optim, steps
 from qcxr.train.checkpoint import UNSAFE_PATH_CHARS, Checkpoints
@@ -96,7 +96,7 @@ SEED_MAX = 2**32 - 1  # NumPy seeds (data order, synthetic images) are unsigned 
 
 # Memory a job asks its scheduler for (conf/hydra/launcher/submitit_*.yaml): the process, data
 # and XLA take a few GB; a DQC adds, as an upper bound, the statevector working set of a batch
-# (complex64 amplitudes x samples x the states backprop keeps; qcxr.quantum.memory has the exact
+# (complex64 amplitudes x samples x the states backprop keeps; dispatch/memory.py has the exact
 # model, which needs the built circuit, unknown when jobs are submitted).
 JOB_BASE_MEM_GB = 4
 _KEPT_STATES = 16

@@ -1,4 +1,4 @@
-"""Circuits of the representation (qcxr.quantum.circuit) against PennyLane, built from the same
+"""Circuits of the representation (quantum/representation) against PennyLane, built from the same
 data.
 
 Reference: reference.circuit_qnode turns a Circuit into PennyLane gates one for one and runs it on
@@ -21,7 +21,7 @@ import pytest
 from pennylane import numpy as pnp
 
 from qcxr.quantum import ANSATZE, Circuit, expvals, make_ansatz, match_library, reference, run
-from qcxr.quantum.circuit import GATES, const, expval_z, inp, op, probs, weight
+from qcxr.quantum.representation.circuit import GATES, const, expval_z, inp, op, probs, weight
 
 TOL = {jnp.float32: 1e-5, jnp.float64: 1e-10}
 

@@ -8,7 +8,7 @@ fresh random weights and inputs (never zeros), values and gradients w.r.t. weigh
 
 Every engine path is checked: the statevector for the whole batch at once (autodiff through the
 batched state) and one sample at a time (chunk_size=1: the adjoint method of
-statevector._adjoint_circuit), and the split method (qcxr.quantum.split) wherever it applies (at
+statevector._adjoint_circuit), and the split method (methods/split.py) wherever it applies (at
 most split.MAX_TERMS terms).
 
 Coverage: every ansatz x n = 1..10 x layers = 1..4. The inner loop (not slow) runs a covering
@@ -24,7 +24,8 @@ import pennylane as qml
 import pytest
 from pennylane import numpy as pnp
 
-from qcxr.quantum import ANSATZE, ENCODINGS, compile_ansatz, expvals, make_ansatz, reference, split
+from qcxr.quantum import ANSATZE, ENCODINGS, compile_ansatz, expvals, make_ansatz, reference
+from qcxr.quantum.methods import split
 
 TOL = {jnp.float32: 1e-5, jnp.float64: 1e-10}
 

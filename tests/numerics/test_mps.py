@@ -1,4 +1,4 @@
-"""The MPS method (qcxr.quantum.mps) against PennyLane, the statevector and the split method.
+"""The MPS method (methods/mps.py) against PennyLane, the statevector and the split method.
 
 Reference: PennyLane's default.qubit in float64 with backprop (tests/numerics/
 test_engine_vs_pennylane.py's helpers). Tolerances, absolute, values and gradients w.r.t. weights
@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qcxr.quantum import compile_ansatz, expvals, make_ansatz, mps
-from qcxr.quantum.engine import METHODS, resolve_method
-from qcxr.quantum.memory import MemoryBudgetError
+from qcxr.quantum import compile_ansatz, expvals, make_ansatz
+from qcxr.quantum.dispatch.engine import METHODS, resolve_method
+from qcxr.quantum.dispatch.memory import MemoryBudgetError
+from qcxr.quantum.methods import mps
 from tests.numerics.test_engine_vs_pennylane import TOL, _draw, _native, _reference
 
 # (ansatz, qubits, layers, encoding): every ansatz, 2-12 qubits, 1-4 layers, real and complex.
@@ -66,7 +67,7 @@ def test_network_mpo_is_the_permutation():
     for layer in range(3):
         rows = compile_ansatz(a).final_rows if layer == 2 else None
         if rows is None:
-            from qcxr.quantum.kernels import cnot_rows
+            from qcxr.quantum.kernels.program import cnot_rows
 
             rows = cnot_rows(5, a.entangling_pairs(layer))
         m = np.ones((1, 1, 1))  # [y..., b..., bond]

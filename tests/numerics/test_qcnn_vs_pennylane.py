@@ -1,4 +1,4 @@
-"""The distributed QCNN (qcxr.quantum.qcnn) and the wire cut (cutting.py) against PennyLane.
+"""The distributed QCNN (qcxr.quantum.cutting.qcnn) and the wire cut (cutting.py) against PennyLane.
 
 References, all PennyLane default.qubit in float64 with backprop (autograd), built from the same
 circuit representation (reference.circuit_qnode), values and gradients w.r.t. the weights and the
@@ -30,10 +30,10 @@ from qcxr.quantum import (
     qcnn_probs,
     reference,
 )
-from qcxr.quantum.circuit import op, probs, weight
-from qcxr.quantum.cutting import back_circuits, coefficients, front_circuits
-from qcxr.quantum.qcnn import conv_pair, encode
-from qcxr.quantum.statevector import run_circuit
+from qcxr.quantum.cutting.qcnn import conv_pair, encode
+from qcxr.quantum.cutting.wirecut import back_circuits, coefficients, front_circuits
+from qcxr.quantum.methods.statevector import run_circuit
+from qcxr.quantum.representation.circuit import op, probs, weight
 
 TOL_PL = {jnp.float32: 1e-5, jnp.float64: 1e-10}
 TOL_CUT = {jnp.float32: 1e-6, jnp.float64: 1e-12}

@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qcxr.quantum import MemoryBudgetError, expvals, make_ansatz, make_noise, noisy, shots
-from qcxr.quantum import trajectories as traj
+from qcxr.quantum import MemoryBudgetError, expvals, make_ansatz, make_noise
+from qcxr.quantum.dispatch import noisy
+from qcxr.quantum.methods import shots
+from qcxr.quantum.methods import trajectories as traj
 
 NOISE = {"depolarizing": 0.05, "amplitude_damping": 0.05, "readout": 0.02}
 # Pauli noise only: the trajectories' fast layered path (errors pushed through the CNOT rings).
@@ -213,7 +215,7 @@ def test_memory_guard_names_the_fix():
 
 
 def test_shots_refuse_tied_weights():
-    from qcxr.quantum.circuit import Circuit, expval_z, op, weight
+    from qcxr.quantum.representation.circuit import Circuit, expval_z, op, weight
 
     c = Circuit(1, (op("ry", 0, angles=weight(0)), op("ry", 0, angles=weight(0))), expval_z([0]))
     with pytest.raises(ValueError, match="shared"):

@@ -12,10 +12,10 @@ from qcxr.quantum import (
     compile_ansatz,
     estimate_bytes,
     expvals,
-    kernels,
     make_ansatz,
 )
-from qcxr.quantum.memory import cache_bytes, choose_chunk_size
+from qcxr.quantum.dispatch.memory import cache_bytes, choose_chunk_size
+from qcxr.quantum.kernels import program as kernels
 
 
 def test_cnot_network_permutation_matches_dense_cnots():

@@ -1,4 +1,4 @@
-"""The split method (qcxr.quantum.split): term counts, the auto choice, guards, exactness.
+"""The split method (qcxr.quantum.methods.split): term counts, the auto choice, guards, exactness.
 
 Its agreement with PennyLane (values and gradients, every ansatz) is in
 tests/numerics/test_engine_vs_pennylane.py; here it is also checked against the statevector path
@@ -10,15 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qcxr.quantum import (
-    MemoryBudgetError,
-    compile_ansatz,
-    engine,
-    expvals,
-    kernels,
-    make_ansatz,
-    split,
-)
+from qcxr.quantum import MemoryBudgetError, compile_ansatz, expvals, make_ansatz
+from qcxr.quantum.dispatch import engine
+from qcxr.quantum.kernels import program as kernels
+from qcxr.quantum.methods import split
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3, 4])

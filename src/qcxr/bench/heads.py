@@ -106,7 +106,7 @@ def _run_single(cfg: dict) -> dict:
         times.append(time.perf_counter() - t)
     used = None
     if cfg["head"] == "dqc" and cfg["simulator"] == "native":
-        from qcxr.quantum.engine import resolve_method
+        from qcxr.quantum.dispatch.engine import resolve_method
 
         used = resolve_method(ansatz, batch, "float32", cfg.get("method", "auto"))
     return {
@@ -184,9 +184,10 @@ def _max_qubits(args, base: dict) -> list[dict]:
     the search stops at the first count whose estimate exceeds the memory budget, whose run fails,
     or whose step takes longer than the time limit.
     """
-    from qcxr.quantum import compile_ansatz, default_budget, make_ansatz, split
-    from qcxr.quantum.engine import choose_method
-    from qcxr.quantum.memory import choose_chunk_size, estimate_bytes
+    from qcxr.quantum import compile_ansatz, default_budget, make_ansatz
+    from qcxr.quantum.dispatch.engine import choose_method
+    from qcxr.quantum.dispatch.memory import choose_chunk_size, estimate_bytes
+    from qcxr.quantum.methods import split
 
     budget = default_budget()
     found = []
@@ -237,8 +238,9 @@ SCALE_METHODS = ("statevector", "split", "mps")
 
 def _estimate_gib(method: str, n: int, args) -> float:
     """The engine's own memory estimate of a batch DQC step by one method (GiB)."""
-    from qcxr.quantum import compile_ansatz, make_ansatz, mps, split
-    from qcxr.quantum.memory import choose_chunk_size, estimate_bytes, mps_memory
+    from qcxr.quantum import compile_ansatz, make_ansatz
+    from qcxr.quantum.dispatch.memory import choose_chunk_size, estimate_bytes, mps_memory
+    from qcxr.quantum.methods import mps, split
 
     ansatz = make_ansatz(args.ansatz, n, args.layers)
     prog = compile_ansatz(ansatz)

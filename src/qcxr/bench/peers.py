@@ -2,7 +2,7 @@
 
 Workload, the same for every row: the paper's DQC circuit (section III-B: H + RY(x) angle encoding,
 then `layers` layers of RY(theta) on every wire and the CNOT ring CNOT(0,1), ..., CNOT(n-1,0);
-<Z> on every wire, see qcxr.quantum.ansatz `ry_cnot_ring`), batch 32, and one step = the value and
+<Z> on every wire, see the ansatz library `ry_cnot_ring`), batch 32, and one step = the value and
 the gradient of sum(c * <Z>) for a fixed random cotangent c f[B, n], with respect to the weights
 f[L, n] AND the inputs f[B, n] (what backprop through the DQC head needs). Inputs are drawn once
 from a seed: weights U[0, 2 pi), inputs U(-pi/2, pi/2) (the head's tanh * pi/2 range), c ~ N(0, 1).
@@ -593,7 +593,7 @@ def verdict(results: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the peer benchmark; write the Markdown table to stdout and JSON to --json."""
-    from qcxr.quantum.engine import METHODS
+    from qcxr.quantum.dispatch.engine import METHODS
 
     p = argparse.ArgumentParser(
         prog="python -m qcxr.bench heads --peers",

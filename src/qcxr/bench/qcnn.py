@@ -90,7 +90,7 @@ def _pennylane(args) -> dict:
     from pennylane import numpy as pnp
 
     from qcxr.quantum import qcnn_cut, reference
-    from qcxr.quantum.cutting import back_circuits, front_circuits
+    from qcxr.quantum.cutting.wirecut import back_circuits, front_circuits
 
     features, labels = _data(args.batch, args.seed)
     cut = qcnn_cut()

@@ -14,7 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from qcxr.quantum import Ansatz, engine, qcnn
+from qcxr.quantum import Ansatz
+from qcxr.quantum.cutting import qcnn
+from qcxr.quantum.dispatch import engine
 
 #: simulator option -> implementation ("native" is ours; the others run PennyLane, see reference.py)
 SIMULATORS = ("native", "pennylane", "pennylane_lightning")
@@ -275,7 +277,7 @@ def dqc_head(
         raise ValueError(f"unknown simulator {simulator!r}; choose one of {SIMULATORS}")
     if method not in engine.METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {engine.METHODS}")
-    from qcxr.quantum.mps import check_max_bond
+    from qcxr.quantum.methods.mps import check_max_bond
 
     max_bond = check_max_bond(max_bond)
     items = noise_items(noise)

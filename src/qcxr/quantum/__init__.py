@@ -4,15 +4,22 @@ Layers, imported one way only: representation (gates, circuit, ansatz) -> kernel
 (statevector, split, memory; cutting and qcnn build on the statevector) -> the dispatcher (engine).
 """
 
-from qcxr.quantum.ansatz import ANSATZE, ENCODINGS, INITS, Ansatz, make_ansatz, match_library
-from qcxr.quantum.circuit import Angle, Circuit, Measurement, Op
-from qcxr.quantum.cutting import WireCut, cut_probs, joined_circuit
-from qcxr.quantum.engine import expvals, run
-from qcxr.quantum.kernels import compile_ansatz
-from qcxr.quantum.memory import MemoryBudgetError, default_budget, estimate_bytes
-from qcxr.quantum.noise import CHANNELS as NOISE_CHANNELS
-from qcxr.quantum.noise import NoiseModel, make_noise
-from qcxr.quantum.qcnn import qcnn_circuit, qcnn_cut, qcnn_probs
+from qcxr.quantum.cutting.qcnn import qcnn_circuit, qcnn_cut, qcnn_probs
+from qcxr.quantum.cutting.wirecut import WireCut, cut_probs, joined_circuit
+from qcxr.quantum.dispatch.engine import expvals, run
+from qcxr.quantum.dispatch.memory import MemoryBudgetError, default_budget, estimate_bytes
+from qcxr.quantum.kernels.program import compile_ansatz
+from qcxr.quantum.representation.ansatz import (
+    ANSATZE,
+    ENCODINGS,
+    INITS,
+    Ansatz,
+    make_ansatz,
+    match_library,
+)
+from qcxr.quantum.representation.circuit import Angle, Circuit, Measurement, Op
+from qcxr.quantum.representation.noise import CHANNELS as NOISE_CHANNELS
+from qcxr.quantum.representation.noise import NoiseModel, make_noise
 
 __all__ = [
     "ANSATZE",

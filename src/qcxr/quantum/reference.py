@@ -15,9 +15,9 @@ import functools
 import jax.numpy as jnp
 import pennylane as qml
 
-from qcxr.quantum.ansatz import Ansatz
-from qcxr.quantum.circuit import Circuit
-from qcxr.quantum.noise import noisy_gate_mask
+from qcxr.quantum.representation.ansatz import Ansatz
+from qcxr.quantum.representation.circuit import Circuit
+from qcxr.quantum.representation.noise import noisy_gate_mask
 
 #: simulator option -> (PennyLane device, differentiation method)
 DEVICES = {

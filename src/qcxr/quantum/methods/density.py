@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcxr.quantum import gates
-from qcxr.quantum.circuit import Circuit
-from qcxr.quantum.kernels import apply_gate
-from qcxr.quantum.noise import NoiseModel, noisy_gate_mask, pauli_tail, superoperator
+from qcxr.quantum.kernels.program import apply_gate
+from qcxr.quantum.representation import gates
+from qcxr.quantum.representation.circuit import Circuit
+from qcxr.quantum.representation.noise import NoiseModel, noisy_gate_mask, pauli_tail, superoperator
 
 #: Live temporaries beside the kept intermediates (einsum operands and outputs).
 _WORKING = 3

@@ -32,9 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcxr.quantum import gates
-from qcxr.quantum.circuit import Circuit
-from qcxr.quantum.kernels import (
+from qcxr.quantum.kernels.program import (
     apply_gate,
     block_sizes,
     cnot_rows,
@@ -44,7 +42,9 @@ from qcxr.quantum.kernels import (
     wire_probs,
     z_expectations,
 )
-from qcxr.quantum.noise import NoiseModel, branches, noisy_gate_mask, pauli_tail
+from qcxr.quantum.representation import gates
+from qcxr.quantum.representation.circuit import Circuit
+from qcxr.quantum.representation.noise import NoiseModel, branches, noisy_gate_mask, pauli_tail
 
 #: Live temporaries beside the kept states.
 _WORKING = 3

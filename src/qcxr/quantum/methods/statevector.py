@@ -13,10 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcxr.quantum import gates
-from qcxr.quantum.ansatz import Ansatz
-from qcxr.quantum.circuit import Circuit
-from qcxr.quantum.kernels import (
+from qcxr.quantum.kernels.program import (
     Program,
     apply_gate,
     apply_rotation_layer,
@@ -31,6 +28,9 @@ from qcxr.quantum.kernels import (
     wire_probs,
     z_expectations,
 )
+from qcxr.quantum.representation import gates
+from qcxr.quantum.representation.ansatz import Ansatz
+from qcxr.quantum.representation.circuit import Circuit
 
 
 @functools.lru_cache(maxsize=64)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from qcxr.quantum import gates
-from qcxr.quantum.circuit import Circuit, expval_z, inp, op, weight
+from qcxr.quantum.representation import gates
+from qcxr.quantum.representation.circuit import Circuit, expval_z, inp, op, weight
 
 #: name -> (rotation gate of the trainable layers, entangling pattern). Names are the ids of
 #: `conf/ansatz/*.yaml`.

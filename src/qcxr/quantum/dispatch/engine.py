@@ -20,11 +20,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from qcxr.quantum import mps, noisy, split, statevector
-from qcxr.quantum.ansatz import ANSATZE, Ansatz, match_library
-from qcxr.quantum.circuit import Circuit
-from qcxr.quantum.kernels import Program, compile_ansatz, folded_vectors, layer_mats
-from qcxr.quantum.memory import (
+from qcxr.quantum.dispatch import noisy
+from qcxr.quantum.dispatch.memory import (
     check_memory,
     check_mps_memory,
     check_split_memory,
@@ -35,7 +32,11 @@ from qcxr.quantum.memory import (
     fits_split_memory,
     mps_memory,
 )
-from qcxr.quantum.noise import make_noise
+from qcxr.quantum.kernels.program import Program, compile_ansatz, folded_vectors, layer_mats
+from qcxr.quantum.methods import mps, split, statevector
+from qcxr.quantum.representation.ansatz import ANSATZE, Ansatz, match_library
+from qcxr.quantum.representation.circuit import Circuit
+from qcxr.quantum.representation.noise import make_noise
 
 #: Simulation methods of expvals (density_matrix and trajectories: noisy.py, for noise and shots).
 METHODS = ("auto", "statevector", "split", "mps", "density_matrix", "trajectories")
@@ -198,8 +199,8 @@ def expvals(
             accelerators the largest chunk that fits the budget. None: the whole batch at once.
         memory_budget: bytes the simulation may use (default: see memory.default_budget()).
         method: "statevector" (the 2^n state), "split" (an exact sum of products over a cut of
-            the wires, see qcxr.quantum.split: for shallow circuits), "mps" (an exact matrix
-            product state, see qcxr.quantum.mps: linear in the qubits, for shallow circuits on
+            the wires, see qcxr.quantum.methods.split: for shallow circuits), "mps" (an exact matrix
+            product state, see methods/mps.py: linear in the qubits, for shallow circuits on
             many qubits) or "auto" (the default: the cheapest by estimated cost that fits the
             memory budget, see resolve_method). chunk_size and remat apply to the statevector
             only.
@@ -210,14 +211,14 @@ def expvals(
         noise: None (ideal) or channel -> parameter, e.g. {"depolarizing": 1e-3, "readout":
             0.01}; channels "depolarizing", "bit_flip", "phase_flip", "amplitude_damping",
             "phase_damping" (PennyLane's definitions, after every gate on each wire it touches)
-            and "readout" (symmetric flip of each measured bit). See qcxr.quantum.noise.
+            and "readout" (symmetric flip of each measured bit). See representation/noise.py.
         noisy_encoding: whether the encoding gates are noisy too (default: every gate).
         trajectories: T, trajectories per sample for method="trajectories" (default 64).
         shots: None (exact) or N bitstrings per sample; gradients by the parameter-shift rule
-            with shots (unbiased; qcxr.quantum.shots).
+            with shots (unbiased; qcxr.quantum.methods.shots).
         key: PRNG key for trajectories and shots; None: the fixed jax.random.PRNGKey(0).
             Training passes a fresh key per step.
-            With noise, shots or a noisy method, the call goes to qcxr.quantum.noisy.expvals:
+            With noise, shots or a noisy method, the call goes to dispatch/noisy.py expvals:
             "auto" then means the density matrix (exact, 4^n) for small n that fits the memory
             budget, else trajectories (Monte Carlo wavefunction, unbiased values and gradients);
             block_size, remat and chunk_size do not apply there.

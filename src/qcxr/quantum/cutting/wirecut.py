@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from qcxr.quantum import gates
-from qcxr.quantum.circuit import Circuit, Measurement, Op, op, probs
-from qcxr.quantum.kernels import apply_gate
-from qcxr.quantum.statevector import circuit_state, measure_state
+from qcxr.quantum.kernels.program import apply_gate
+from qcxr.quantum.methods.statevector import circuit_state, measure_state
+from qcxr.quantum.representation import gates
+from qcxr.quantum.representation.circuit import Circuit, Measurement, Op, op, probs
 
 #: Preparations of the back fragment's wire 0 from |0>, with their coefficient's Pauli and sign.
 PREPARATIONS: tuple[tuple[str, tuple[str, ...], str, float], ...] = (

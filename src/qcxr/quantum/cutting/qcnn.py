@@ -28,9 +28,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from qcxr.quantum.circuit import Circuit, Op, inp, op, probs, weight
-from qcxr.quantum.cutting import WireCut, cut_probs, joined_circuit
-from qcxr.quantum.statevector import run_circuit
+from qcxr.quantum.cutting.wirecut import WireCut, cut_probs, joined_circuit
+from qcxr.quantum.methods.statevector import run_circuit
+from qcxr.quantum.representation.circuit import Circuit, Op, inp, op, probs, weight
 
 #: Circuit angles per mode: the cut circuit (fragments and its exact equivalent) and the uncut one.
 NUM_WEIGHTS = {"fragments": 35, "exact": 35, "none": 45}

@@ -23,13 +23,13 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from qcxr.quantum import density, statevector
-from qcxr.quantum import shots as shots_mod
-from qcxr.quantum import trajectories as traj
-from qcxr.quantum.ansatz import ANSATZE, Ansatz
-from qcxr.quantum.circuit import Circuit, probs
-from qcxr.quantum.memory import MemoryBudgetError, default_budget
-from qcxr.quantum.noise import NoiseModel, make_noise
+from qcxr.quantum.dispatch.memory import MemoryBudgetError, default_budget
+from qcxr.quantum.methods import density, statevector
+from qcxr.quantum.methods import shots as shots_mod
+from qcxr.quantum.methods import trajectories as traj
+from qcxr.quantum.representation.ansatz import ANSATZE, Ansatz
+from qcxr.quantum.representation.circuit import Circuit, probs
+from qcxr.quantum.representation.noise import NoiseModel, make_noise
 
 #: Methods of this module (engine.METHODS lists them too).
 METHODS = ("density_matrix", "trajectories")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qcxr.quantum.circuit import Circuit
+from qcxr.quantum.representation.circuit import Circuit
 
 #: Gate channels in the order they are applied after a gate.
 GATE_CHANNELS = ("depolarizing", "bit_flip", "phase_flip", "amplitude_damping", "phase_damping")

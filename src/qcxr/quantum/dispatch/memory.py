@@ -19,8 +19,8 @@ import os
 import jax
 import jax.numpy as jnp
 
-from qcxr.quantum.mps import mps_bytes
-from qcxr.quantum.split import split_bytes, split_terms
+from qcxr.quantum.methods.mps import mps_bytes
+from qcxr.quantum.methods.split import split_bytes, split_terms
 
 _WORKING_STATES = 3
 _ENV_BUDGET = "QCXR_MEMORY_BUDGET_GB"
@@ -175,7 +175,7 @@ def choose_lanes(ansatz, program, batch, dtype, remat, budget=None, block_size=5
 
 
 def check_split_memory(ansatz, program, batch, dtype, budget=None) -> int:
-    """Raise MemoryBudgetError if the split method (qcxr.quantum.split) would not fit the budget.
+    """Raise MemoryBudgetError if the split method (methods/split.py) would not fit the budget.
 
     Takes the compiled program, not the plan: it runs before split.plan_split builds its tables.
     """
@@ -201,7 +201,7 @@ def fits_split_memory(ansatz, program, batch, dtype, budget=None) -> bool:
 
 
 def mps_memory(ansatz, plan, batch, dtype, max_bond=None, budget=None) -> tuple[int, bool]:
-    """Estimated bytes of the MPS method (qcxr.quantum.mps) and whether they fit the budget."""
+    """Estimated bytes of the MPS method (methods/mps.py) and whether they fit the budget."""
     budget = default_budget() if budget is None else float(budget)
     need = mps_bytes(plan, batch, state_itemsize(ansatz.is_real, dtype), max_bond)
     return need, need <= budget

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcxr.quantum.circuit import Circuit
+from qcxr.quantum.representation.circuit import Circuit
 
 #: Gates the parameter-shift rule of this module differentiates (one Pauli rotation per angle).
 SHIFT_GATES = frozenset({"rx", "ry", "rz", "rot"})

@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcxr.quantum import gates
-from qcxr.quantum.ansatz import Ansatz, encoding_vectors
+from qcxr.quantum.representation import gates
+from qcxr.quantum.representation.ansatz import Ansatz, encoding_vectors
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 # Up to this many qubits the permutation tables are compile-time constants (4 MiB at 20).

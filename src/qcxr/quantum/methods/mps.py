@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcxr.quantum.kernels import precision
+from qcxr.quantum.kernels.program import precision
 
 
 class _Span:

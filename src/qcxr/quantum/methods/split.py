@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qcxr.quantum.kernels import (
+from qcxr.quantum.kernels.program import (
     block_sizes,
     blocks_to_back,
     blocks_to_front,
