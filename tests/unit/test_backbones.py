@@ -511,5 +511,18 @@ def test_backbones_import_no_config_torch_or_other_layers():
 
 
 def _child_env() -> dict:
-    src = str(Path(backbones.__file__).resolve().parents[2])
+    src = str(Path(backbones.__file__).resolve().parents[3])
     return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
+def test_tiny_code_defaults_match_its_yaml():
+    """`tiny()` and conf/backbone/tiny.yaml agree (issue 20 item 6: code 64 px, YAML 32)."""
+
+    import yaml
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "backbone" / "tiny.yaml"
+    options = yaml.safe_load(conf.read_text())
+    defaults = {name: p.default for name, p in inspect.signature(backbones.tiny).parameters.items()}
+    for key in ("feature_dim", "image_size", "freeze"):
+        assert defaults[key] == options[key], (key, defaults[key], options[key])
+    assert backbones.tiny().image_size == options["image_size"]

@@ -8,7 +8,7 @@ import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -374,6 +374,307 @@ def _robustness_section(
     return md, figures
 
 
+_SUMMARY_COLUMNS = [
+    "epochs_run",
+    "best_epoch",
+    "best_val_loss",
+    "step_s",
+    "epoch_s",
+    "first_epoch_s",
+    "total_s",
+]
+
+
+@dataclass
+class _Analysis:
+    """Everything the report's sections read: the runs, their pairing and the comparisons."""
+
+    data: RunData
+    heads: tuple[str, str]
+    sel: analysis.Selection
+    comparisons: pd.DataFrame
+    scores: pd.DataFrame
+    bands: pd.DataFrame
+    training: pd.DataFrame
+    summary: pd.DataFrame
+
+
+@dataclass
+class _Sections:
+    """The report being written: its markdown lines and the figures drawn for them."""
+
+    out_dir: Path
+    md: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+    @property
+    def fig_dir(self) -> Path:
+        return self.out_dir / "figures"
+
+    def figure(self, path: Path, alt: str) -> None:
+        """Records a written figure and links it from the markdown."""
+        self.figures.append(path)
+        self.md += [f"![{alt}]({_rel(path, self.out_dir)})", ""]
+
+
+def _check_arguments(heads: Sequence[str] | None, out_dir: Path) -> tuple[str, str] | None:
+    if heads is not None:
+        heads = tuple(heads)
+        if len(heads) != 2 or heads[0] == heads[1]:
+            raise ValueError(f"--heads needs two different heads, got {list(heads)}")
+    if (out_dir / "report.md").exists():
+        raise FileExistsError(f"{out_dir / 'report.md'} exists; choose another --out")
+    return heads
+
+
+def _load(
+    tracking_uri: str,
+    experiments: Sequence[str] | None,
+    filter_string: str,
+    tasks: Sequence[str] | None,
+) -> RunData:
+    data = load_runs(tracking_uri, experiments, filter_string, tasks)
+    if data.runs.empty:
+        raise ValueError(
+            f"no training runs (tagged `head`) in {tracking_uri} for experiments "
+            f"{data.experiments or 'none'} with filter {filter_string!r}"
+        )
+    return data
+
+
+def _analyse(tracking_uri: str, data: RunData, heads: tuple[str, str] | None) -> _Analysis:
+    if heads is None:
+        heads = infer_heads(data.runs["head"])
+    sel = analysis.select_runs(data.runs, heads)
+    histories = analysis.clean_histories(
+        load_histories(tracking_uri, list(sel.chosen["run_id"]), data.metrics), sel.chosen
+    )
+    training = analysis.per_run_training(histories, analysis.early_stopping(data.metrics, sel))
+    return _Analysis(
+        data=data,
+        heads=heads,
+        sel=sel,
+        comparisons=analysis.auroc_comparisons(data.metrics, sel),
+        scores=analysis.score_comparisons(data.metrics, sel),
+        bands=analysis.curve_bands(histories),
+        training=training,
+        summary=analysis.summarize(training, _SUMMARY_COLUMNS),
+    )
+
+
+def _write_header(
+    out: _Sections,
+    an: _Analysis,
+    tracking_uri: str,
+    filter_string: str,
+    tasks: Sequence[str] | None,
+) -> None:
+    heads = an.heads
+    a, b = (h.upper() for h in heads)
+    out.md += [
+        f"# qcxr report: {a} vs {b}",
+        "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from `{tracking_uri}`; experiments: "
+        + ", ".join(f"`{e}`" for e in an.data.experiments)
+        + f"; filter: `{filter_string or 'none'}`"
+        + (f"; tasks: {', '.join(tasks)}" if tasks else "")
+        + f"; heads: `{heads[0]}` vs `{heads[1]}`.",
+        "",
+    ]
+    out.md += _method_section(heads)
+    out.md += _run_section(an.data, an.sel, heads)
+
+
+def _plot_macro(out: _Sections, an: _Analysis) -> None:
+    macro = an.comparisons[an.comparisons["label"] == analysis.MACRO]
+    if macro.empty:
+        return
+    a, b = (h.upper() for h in an.heads)
+    shown = macro.assign(label=macro["task"] + "\n" + macro["split"].map(plots.SPLIT_TITLES))
+    path = plots.auroc_bars(
+        shown.reset_index(drop=True),
+        an.heads,
+        f"Mean (macro) AUROC: {a} vs {b}",
+        out.fig_dir / "macro_auroc.png",
+    )
+    out.md += ["## Mean AUROC, all tasks", ""]
+    out.figure(path, "mean AUROC")
+
+
+def _plot_task_aurocs(out: _Sections, an: _Analysis, task: str) -> None:
+    heads = an.heads
+    rows = an.comparisons[an.comparisons["task"] == task]
+    if rows.empty:
+        a, b = (h.upper() for h in heads)
+        out.md += [f"No complete ({a}, {b}) pair in this task: no AUROC comparison.", ""]
+        return
+    out.md += [
+        "### Mean AUROC",
+        "",
+        _auroc_table(rows[rows["label"] == analysis.MACRO], heads, with_label=False),
+        "",
+    ]
+    task_scores = an.scores[an.scores["task"] == task]
+    if not task_scores.empty:  # multiclass tasks (accuracy etc. are logged for them)
+        table = _score_table(task_scores, heads)
+        out.md += ["### Multiclass scores (arg-max class)", "", table, ""]
+    for split in analysis.SPLITS:
+        per_label = rows[(rows["split"] == split) & (rows["label"] != analysis.MACRO)]
+        out.md += [f"### Per-label AUROC, {plots.SPLIT_TITLES[split]}", ""]
+        if per_label.empty:
+            out.md += [f"No `{split}/auroc/<label>` metrics logged.", ""]
+            continue
+        by_frequency = per_label["sorted_by_frequency"].iloc[0]
+        path = plots.auroc_bars(
+            per_label.sort_values("order").reset_index(drop=True),
+            heads,
+            f"{task}, {plots.SPLIT_TITLES[split]}: per-label AUROC\n"
+            + (
+                "labels by training frequency, most frequent first"
+                if by_frequency
+                else "labels in alphabetical order (no training counts logged)"
+            ),
+            out.fig_dir / f"auroc_{_slug(task)}_{split}.png",
+        )
+        if not by_frequency:
+            out.md += [
+                "No `data/train_positives/<label>` params were logged: labels are in "
+                "alphabetical order, not by training frequency.",
+                "",
+            ]
+        out.figure(path, f"per-label AUROC {task} {split}")
+        out.md += [_auroc_table(per_label.sort_values("order"), heads, with_label=True), ""]
+
+
+def _plot_task_training(out: _Sections, an: _Analysis, task: str) -> None:
+    out.md += ["### Training", ""]
+    path = plots.loss_curves(
+        an.bands[an.bands["task"] == task],
+        an.heads,
+        f"{task}: loss per epoch",
+        out.fig_dir / f"loss_{_slug(task)}.png",
+    )
+    out.md += [
+        "Mean over seeds per epoch; the band spans the minimum to the maximum over seeds. "
+        "A seed that stopped early no longer contributes after its last epoch.",
+        "",
+    ]
+    out.figure(path, f"loss curves {task}")
+    summary = an.summary[an.summary["task"] == task]
+    out.md += [
+        _training_table(summary),
+        "",
+        "### Timing",
+        "",
+        "Per run, step and epoch times are averaged over epochs 2 onward (epoch 1 includes "
+        "JIT compilation and is shown apart); the table gives mean ± sd over runs.",
+        "",
+        _timing_table(summary),
+        "",
+    ]
+
+
+def _plot_tasks(out: _Sections, an: _Analysis) -> None:
+    for task in sorted(set(an.sel.chosen["task"])):
+        out.md += [f"## Task `{task}`", ""]
+        _plot_task_aurocs(out, an, task)
+        _plot_task_training(out, an, task)
+
+
+def _plot_early_stop(out: _Sections, an: _Analysis) -> None:
+    if an.training.empty:
+        return
+    path = plots.early_stop(an.training, an.heads, out.fig_dir / "early_stop.png")
+    out.md += ["## Epochs to early stop", ""]
+    out.figure(path, "epochs to early stop")
+
+
+def _plot_volcanoes(out: _Sections, an: _Analysis) -> None:
+    a, b = (h.upper() for h in an.heads)
+    out.md += ["## Volcano plots", ""]
+    out.md += [
+        "One point per (task, label): −log10(p) of the paired t-test against the % difference; "
+        "colour is the label, marker the task. Panels group labels by how many tasks contain "
+        "them (with CXR-8/14/19: the CXR-8 labels, the labels CXR-14 adds, the CXR-19-only "
+        "labels; the paper's Figures 12 and 13 are the first two). The paper plots log2 of the "
+        f"% difference, which is undefined where {b} is better; here the x axis is the signed "
+        "% difference on a linear scale, symmetric about zero, so those labels sit left of "
+        f"zero. The dashed line is p = {ALPHA}. p = 0 (a constant non-zero difference) is drawn "
+        f"at −log10({plots.P_FLOOR:g}).",
+        "",
+    ]
+    per_label_all = an.comparisons[an.comparisons["label"] != analysis.MACRO]
+    for split in analysis.SPLITS:
+        rows = per_label_all[per_label_all["split"] == split]
+        if rows.empty:
+            continue
+        finite = rows[np.isfinite(rows["p"].astype(float))]
+        if not finite.empty:
+            path = plots.volcano(
+                finite.reset_index(drop=True),
+                an.heads,
+                f"Volcano: {a} vs {b}, {plots.SPLIT_TITLES[split]}",
+                out.fig_dir / f"volcano_{split}.png",
+            )
+            out.figure(path, f"volcano {split}")
+        left_out = rows[~np.isfinite(rows["p"].astype(float))]
+        if not left_out.empty:
+            out.md += [
+                f"Not drawn ({plots.SPLIT_TITLES[split]}, no p-value): "
+                + ", ".join(
+                    f"{t}/{lbl} (n={n})"
+                    for t, lbl, n in left_out[["task", "label", "n"]].itertuples(index=False)
+                )
+                + ".",
+                "",
+            ]
+
+
+def _write_tables(out: _Sections, an: _Analysis, tracking_uri: str) -> None:
+    """The robustness section, the CSV tables and the Files section that lists them."""
+    table_dir = out.out_dir / "tables"
+    table_dir.mkdir(parents=True, exist_ok=True)
+    robust_md, robust_figures = _robustness_section(
+        tracking_uri, an.data, out.fig_dir, table_dir, out.out_dir
+    )
+    out.md += robust_md
+    out.figures += robust_figures
+    comparisons, scores = an.comparisons, an.scores
+    comparisons.assign(seeds=comparisons["seeds"].map(_seeds)).to_csv(
+        table_dir / "auroc_comparisons.csv", index=False
+    )
+    if not scores.empty:
+        scores.assign(seeds=scores["seeds"].map(_seeds)).to_csv(
+            table_dir / "score_comparisons.csv", index=False
+        )
+    an.training.to_csv(table_dir / "training_per_run.csv", index=False)
+    an.sel.chosen.to_csv(table_dir / "runs_used.csv", index=False)
+    an.sel.unpaired.to_csv(table_dir / "unpaired.csv", index=False)
+    an.sel.excluded.to_csv(table_dir / "excluded.csv", index=False)
+    out.md += [
+        "## Files",
+        "",
+        "`tables/auroc_comparisons.csv` (every comparison above), `tables/training_per_run.csv`, "
+        "`tables/runs_used.csv`, `tables/unpaired.csv`, `tables/excluded.csv`"
+        + (", `tables/robustness.csv`" if robust_figures else "")
+        + "; figures in `figures/`.",
+        "",
+    ]
+
+
+def _write_markdown(out: _Sections, an: _Analysis) -> Report:
+    markdown = out.out_dir / "report.md"
+    markdown.write_text("\n".join(out.md), encoding="utf-8")
+    return Report(
+        out_dir=out.out_dir,
+        markdown=markdown,
+        figures=out.figures,
+        comparisons=an.comparisons,
+        selection=an.sel,
+        training=an.training,
+    )
+
+
 def build_report(
     tracking_uri: str,
     out_dir: Path,
@@ -404,235 +705,20 @@ def build_report(
         FileExistsError: out_dir already holds a report.md.
     """
     started = time.perf_counter()
-    if heads is not None:
-        heads = tuple(heads)
-        if len(heads) != 2 or heads[0] == heads[1]:
-            raise ValueError(f"--heads needs two different heads, got {list(heads)}")
     out_dir = Path(out_dir)
-    if (out_dir / "report.md").exists():
-        raise FileExistsError(f"{out_dir / 'report.md'} exists; choose another --out")
+    heads = _check_arguments(heads, out_dir)
+    data = _load(tracking_uri, experiments, filter_string, tasks)
+    an = _analyse(tracking_uri, data, heads)
 
-    data = load_runs(tracking_uri, experiments, filter_string, tasks)
-    if data.runs.empty:
-        raise ValueError(
-            f"no training runs (tagged `head`) in {tracking_uri} for experiments "
-            f"{data.experiments or 'none'} with filter {filter_string!r}"
-        )
-    if heads is None:
-        heads = infer_heads(data.runs["head"])
-    sel = analysis.select_runs(data.runs, heads)
-    comparisons = analysis.auroc_comparisons(data.metrics, sel)
-    scores = analysis.score_comparisons(data.metrics, sel)
-    histories = analysis.clean_histories(
-        load_histories(tracking_uri, list(sel.chosen["run_id"]), data.metrics), sel.chosen
-    )
-    bands = analysis.curve_bands(histories)
-    training = analysis.per_run_training(histories, analysis.early_stopping(data.metrics, sel))
-    summary = analysis.summarize(
-        training,
-        [
-            "epochs_run",
-            "best_epoch",
-            "best_val_loss",
-            "step_s",
-            "epoch_s",
-            "first_epoch_s",
-            "total_s",
-        ],
-    )
+    out = _Sections(out_dir)
+    _write_header(out, an, tracking_uri, filter_string, tasks)
+    _plot_macro(out, an)
+    _plot_tasks(out, an)
+    _plot_early_stop(out, an)
+    _plot_volcanoes(out, an)
+    _write_tables(out, an, tracking_uri)
+    report = _write_markdown(out, an)
 
-    fig_dir = out_dir / "figures"
-    figures: list[Path] = []
-    a, b = (h.upper() for h in heads)
-    md = [
-        f"# qcxr report: {a} vs {b}",
-        "",
-        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from `{tracking_uri}`; experiments: "
-        + ", ".join(f"`{e}`" for e in data.experiments)
-        + f"; filter: `{filter_string or 'none'}`"
-        + (f"; tasks: {', '.join(tasks)}" if tasks else "")
-        + f"; heads: `{heads[0]}` vs `{heads[1]}`.",
-        "",
-    ]
-    md += _method_section(heads)
-    md += _run_section(data, sel, heads)
-
-    macro = comparisons[comparisons["label"] == analysis.MACRO]
-    if not macro.empty:
-        shown = macro.assign(label=macro["task"] + "\n" + macro["split"].map(plots.SPLIT_TITLES))
-        figures.append(
-            plots.auroc_bars(
-                shown.reset_index(drop=True),
-                heads,
-                f"Mean (macro) AUROC: {a} vs {b}",
-                fig_dir / "macro_auroc.png",
-            )
-        )
-        md += [
-            "## Mean AUROC, all tasks",
-            "",
-            f"![mean AUROC]({_rel(figures[-1], out_dir)})",
-            "",
-        ]
-
-    for task in sorted(set(sel.chosen["task"])):
-        md += [f"## Task `{task}`", ""]
-        rows = comparisons[comparisons["task"] == task]
-        if rows.empty:
-            md += [f"No complete ({a}, {b}) pair in this task: no AUROC comparison.", ""]
-        else:
-            md += [
-                "### Mean AUROC",
-                "",
-                _auroc_table(rows[rows["label"] == analysis.MACRO], heads, with_label=False),
-                "",
-            ]
-            task_scores = scores[scores["task"] == task]
-            if not task_scores.empty:  # multiclass tasks (accuracy etc. are logged for them)
-                md += [
-                    "### Multiclass scores (arg-max class)",
-                    "",
-                    _score_table(task_scores, heads),
-                    "",
-                ]
-            for split in analysis.SPLITS:
-                per_label = rows[(rows["split"] == split) & (rows["label"] != analysis.MACRO)]
-                md += [f"### Per-label AUROC, {plots.SPLIT_TITLES[split]}", ""]
-                if per_label.empty:
-                    md += [f"No `{split}/auroc/<label>` metrics logged.", ""]
-                    continue
-                path = plots.auroc_bars(
-                    per_label.sort_values("order").reset_index(drop=True),
-                    heads,
-                    f"{task}, {plots.SPLIT_TITLES[split]}: per-label AUROC\n"
-                    + (
-                        "labels by training frequency, most frequent first"
-                        if per_label["sorted_by_frequency"].iloc[0]
-                        else "labels in alphabetical order (no training counts logged)"
-                    ),
-                    fig_dir / f"auroc_{_slug(task)}_{split}.png",
-                )
-                figures.append(path)
-                if not per_label["sorted_by_frequency"].iloc[0]:
-                    md += [
-                        "No `data/train_positives/<label>` params were logged: labels are in "
-                        "alphabetical order, not by training frequency.",
-                        "",
-                    ]
-                md += [
-                    f"![per-label AUROC {task} {split}]({_rel(path, out_dir)})",
-                    "",
-                    _auroc_table(per_label.sort_values("order"), heads, with_label=True),
-                    "",
-                ]
-
-        md += ["### Training", ""]
-        task_bands = bands[bands["task"] == task]
-        path = plots.loss_curves(
-            task_bands, heads, f"{task}: loss per epoch", fig_dir / f"loss_{_slug(task)}.png"
-        )
-        figures.append(path)
-        md += [
-            "Mean over seeds per epoch; the band spans the minimum to the maximum over seeds. "
-            "A seed that stopped early no longer contributes after its last epoch.",
-            "",
-            f"![loss curves {task}]({_rel(path, out_dir)})",
-            "",
-            _training_table(summary[summary["task"] == task]),
-            "",
-            "### Timing",
-            "",
-            "Per run, step and epoch times are averaged over epochs 2 onward (epoch 1 includes "
-            "JIT compilation and is shown apart); the table gives mean ± sd over runs.",
-            "",
-            _timing_table(summary[summary["task"] == task]),
-            "",
-        ]
-
-    if not training.empty:
-        path = plots.early_stop(training, heads, fig_dir / "early_stop.png")
-        figures.append(path)
-        md += [
-            "## Epochs to early stop",
-            "",
-            f"![epochs to early stop]({_rel(path, out_dir)})",
-            "",
-        ]
-
-    md += ["## Volcano plots", ""]
-    md += [
-        "One point per (task, label): −log10(p) of the paired t-test against the % difference; "
-        "colour is the label, marker the task. Panels group labels by how many tasks contain "
-        "them (with CXR-8/14/19: the CXR-8 labels, the labels CXR-14 adds, the CXR-19-only "
-        "labels; the paper's Figures 12 and 13 are the first two). The paper plots log2 of the "
-        f"% difference, which is undefined where {b} is better; here the x axis is the signed "
-        "% difference on a linear scale, symmetric about zero, so those labels sit left of "
-        f"zero. The dashed line is p = {ALPHA}. p = 0 (a constant non-zero difference) is drawn "
-        f"at −log10({plots.P_FLOOR:g}).",
-        "",
-    ]
-    per_label_all = comparisons[comparisons["label"] != analysis.MACRO]
-    for split in analysis.SPLITS:
-        rows = per_label_all[per_label_all["split"] == split]
-        if rows.empty:
-            continue
-        finite = rows[np.isfinite(rows["p"].astype(float))]
-        if not finite.empty:
-            path = plots.volcano(
-                finite.reset_index(drop=True),
-                heads,
-                f"Volcano: {a} vs {b}, {plots.SPLIT_TITLES[split]}",
-                fig_dir / f"volcano_{split}.png",
-            )
-            figures.append(path)
-            md += [f"![volcano {split}]({_rel(path, out_dir)})", ""]
-        left_out = rows[~np.isfinite(rows["p"].astype(float))]
-        if not left_out.empty:
-            md += [
-                f"Not drawn ({plots.SPLIT_TITLES[split]}, no p-value): "
-                + ", ".join(
-                    f"{t}/{lbl} (n={n})"
-                    for t, lbl, n in left_out[["task", "label", "n"]].itertuples(index=False)
-                )
-                + ".",
-                "",
-            ]
-
-    table_dir = out_dir / "tables"
-    table_dir.mkdir(parents=True, exist_ok=True)
-    robust_md, robust_figures = _robustness_section(tracking_uri, data, fig_dir, table_dir, out_dir)
-    md += robust_md
-    figures += robust_figures
-    comparisons.assign(seeds=comparisons["seeds"].map(_seeds)).to_csv(
-        table_dir / "auroc_comparisons.csv", index=False
-    )
-    if not scores.empty:
-        scores.assign(seeds=scores["seeds"].map(_seeds)).to_csv(
-            table_dir / "score_comparisons.csv", index=False
-        )
-    training.to_csv(table_dir / "training_per_run.csv", index=False)
-    sel.chosen.to_csv(table_dir / "runs_used.csv", index=False)
-    sel.unpaired.to_csv(table_dir / "unpaired.csv", index=False)
-    sel.excluded.to_csv(table_dir / "excluded.csv", index=False)
-    md += [
-        "## Files",
-        "",
-        "`tables/auroc_comparisons.csv` (every comparison above), `tables/training_per_run.csv`, "
-        "`tables/runs_used.csv`, `tables/unpaired.csv`, `tables/excluded.csv`"
-        + (", `tables/robustness.csv`" if robust_figures else "")
-        + "; figures in `figures/`.",
-        "",
-    ]
-    markdown = out_dir / "report.md"
-    markdown.write_text("\n".join(md), encoding="utf-8")
-    report = Report(
-        out_dir=out_dir,
-        markdown=markdown,
-        figures=figures,
-        comparisons=comparisons,
-        selection=sel,
-        training=training,
-    )
     if log_to_mlflow:
         report.run_id = log_report_run(
             tracking_uri,
@@ -641,11 +727,11 @@ def build_report(
             run_name=REPORT_RUN_NAME,
             tags={
                 "report": "true",
-                "heads": ",".join(heads),
+                "heads": ",".join(an.heads),
                 "experiments": ",".join(data.experiments),
                 "filter": filter_string or "",
             },
         )
     report.seconds = time.perf_counter() - started
-    log.info("report written to %s in %.1f s", markdown, report.seconds)
+    log.info("report written to %s in %.1f s", report.markdown, report.seconds)
     return report
