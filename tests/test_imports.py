@@ -1,4 +1,4 @@
-"""Package boundaries of STYLE.md, checked on the source (an import-rule test).
+"""Package boundaries of docs/style.md, checked on the source (an import-rule test).
 
 Exceptions, stated: `qcxr.report.load` reads MLflow (the report reads runs back; accepted by the
 lead), and so does `qcxr.robustness.load` (it fetches trained runs' checkpoints and logs child
@@ -126,7 +126,8 @@ def test_no_print_calls():
         assert not calls, path
 
 
-# Layers of qcxr.quantum (STYLE.md, DESIGN.md): representation -> kernels -> methods -> dispatcher.
+# Layers of qcxr.quantum (docs/style.md, docs/design.md):
+# representation -> kernels -> methods -> dispatcher.
 # A module may import only modules of a strictly lower rank: no cycles, not even lazy ones.
 QUANTUM_RANKS = {
     "gates": 0,  # representation
