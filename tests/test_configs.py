@@ -1,4 +1,4 @@
-"""Configs (STYLE.md, Tests): every option of every group and every experiment preset composes
+"""Configs (docs/style.md, Tests): every option of every group and every experiment preset composes
 through Hydra and instantiates with tiny overrides, and the values in the YAML reach the built
 objects; schemas carry types only; wrong types and bad values fail at compose time; `key=a-b`
 expands for integer-typed keys only (issue 11).
@@ -137,7 +137,7 @@ def test_head_and_ansatz_build_and_give_one_logit_per_label(tmp_path, head, ansa
         assert (built.ansatz.num_qubits, built.ansatz.num_layers) == (14, 1)
         assert built.ansatz.encoding == _yaml("ansatz", ansatz)["encoding"]
     else:
-        assert "ansatz" not in cfg.head  # only dqc.yaml pulls the ansatz in (STYLE.md)
+        assert "ansatz" not in cfg.head  # only dqc.yaml pulls the ansatz in (docs/style.md)
     features = jnp.linspace(-1.0, 1.0, 2 * 8, dtype=jnp.float32).reshape(2, 8)
     variables = built.init(jax.random.key(0), features)
     logits = built.apply(variables, features)

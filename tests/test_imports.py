@@ -1,4 +1,4 @@
-"""Package boundaries of STYLE.md, checked on the source (an import-rule test).
+"""Package boundaries of docs/style.md, checked on the source (an import-rule test).
 
 Exceptions, stated: `qcxr.report.load` reads MLflow (the report reads runs back; accepted by the
 lead), and so does `qcxr.robustness.load` (it fetches trained runs' checkpoints and logs child
@@ -126,7 +126,7 @@ def test_no_print_calls():
         assert not calls, path
 
 
-# Layers of qcxr.quantum (STYLE.md, DESIGN.md) are folders: representation -> kernels -> methods
+# Layers of qcxr.quantum (docs/design.md, docs/style.md) are folders: representation -> kernels -> methods
 # (cutting beside them, on top of the methods) -> dispatch; reference.py and the package's __init__
 # sit above. A module imports only from its own folder or a lower one, and the module graph has no
 # cycles, not even lazy ones.

@@ -1,5 +1,5 @@
 """The run: compose -> typed config -> build the pieces -> train -> evaluate -> log. The only
-module that reads a DictConfig (STYLE.md); `train.py` calls `run(cfg)`.
+module that reads a DictConfig (docs/style.md); `train.py` calls `run(cfg)`.
 
 Randomness: one root key from `seed`; the init stream is fold_in(root, INIT_STREAM), the dropout
 stream fold_in(root, DROPOUT_STREAM) (train step s uses fold_in(dropout stream, s)), the noise

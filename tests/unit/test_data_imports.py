@@ -1,4 +1,4 @@
-"""data/ never imports models/, train/, hydra or omegaconf (STYLE: package boundaries)."""
+"""data/ never imports models/, train/, hydra or omegaconf (docs/style.md, package boundaries)."""
 
 import ast
 from pathlib import Path

@@ -1,7 +1,7 @@
 """`RangeSweeper`: Hydra's basic sweeper, plus integer ranges `a-b` for integer-typed keys.
 
 `python train.py -m head=dqc,cdl seed=0-4` launches ten jobs: `seed=0-4` means every integer
-from 0 to 4 (inclusive), the same as `seed=range(0,5)`, which keeps working (STYLE.md, sweeps).
+from 0 to 4 (inclusive), the same as `seed=range(0,5)`, which keeps working (docs/style.md, sweeps).
 The range is read only for keys that qcxr's typed schemas declare `int` (`qcxr.schema.int_keys`:
 seed, trainer.max_epochs, ansatz.num_layers, ...); any other key keeps its value as written, so
 `tags.note=2024-05` is the string "2024-05" and `tags.ticket=12-15` is one job, not four.

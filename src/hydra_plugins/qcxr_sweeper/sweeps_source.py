@@ -1,6 +1,6 @@
 """The `sweep` config group read from the repository's top-level `sweeps/` folder (issue 5).
 
-STYLE.md keeps Optuna study definitions in `sweeps/<study>.yaml` at the repository root, beside
+docs/style.md keeps Optuna study definitions in `sweeps/<study>.yaml` at the repository root, beside
 `conf/`, and `conf/config.yaml` has a `sweep: null` slot in its defaults list. Hydra looks a group
 up as `<search path root>/<group>/<option>.yaml`, so a plain search path entry cannot make
 `sweeps/dqc_tuning.yaml` the option `sweep=dqc_tuning`. Two small plugins do it:

@@ -31,9 +31,11 @@ log = logging.getLogger("qcxr.bench.loader")
 
 
 def _write_images(root: Path, num_images: int, size: int) -> None:
+    # The train split holds num_images images; val and test get one image each of their own (an
+    # image listed in two splits is refused by the index, as a leak between splits).
     root.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in range(num_images):
+    for i in range(num_images + 2):
         rng = np.random.default_rng(i)
         labels = np.zeros(19, bool)
         labels[rng.integers(0, 19)] = True
@@ -41,8 +43,8 @@ def _write_images(root: Path, num_images: int, size: int) -> None:
         big = np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.BILINEAR))
         noisy = np.clip(big.astype(np.int16) + rng.integers(-6, 7, big.shape), 0, 255)
         Image.fromarray(noisy.astype(np.uint8)).save(root / f"{i:05d}.png", compress_level=1)
-        rows.append([f"{i:05d}.png", f"p{i}", "train", int(i % 2)])
-    rows += [["00000.png", "pv", "val", 0], ["00001.png", "pt", "test", 1]]  # unused, non-empty
+        split = "train" if i < num_images else ("val", "test")[i - num_images]
+        rows.append([f"{i:05d}.png", f"p{i}", split, int(i % 2)])
     with open(root / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image", "patient", "split", "Finding"])

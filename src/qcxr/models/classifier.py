@@ -2,7 +2,7 @@
 
 Parameters are `{"backbone": ..., "head": ...}`; the backbone's non-trainable collections (batch
 statistics) are held apart as constants. Whether the backbone trains is not the model's business:
-the optimizer's freeze mask decides (STYLE.md).
+the optimizer's freeze mask decides (docs/style.md).
 """
 
 from __future__ import annotations

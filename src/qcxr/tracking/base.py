@@ -18,7 +18,7 @@ class TrackerUnavailable(RuntimeError):
 
 @runtime_checkable
 class Tracker(Protocol):
-    """Where a run's parameters, metrics and artifacts go (STYLE.md, package boundaries)."""
+    """Where a run's parameters, metrics and artifacts go (docs/style.md, package boundaries)."""
 
     def start(self, run_name: str, tags: Mapping[str, str], run_id: str | None = None) -> str:
         """Open a run (or reopen `run_id` to resume it); return its id."""

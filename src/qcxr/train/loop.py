@@ -2,7 +2,7 @@
 
 Paper, section III-D: mean BCE, early stopping when the val loss has not improved for `patience`
 epochs, at most `max_epochs`, the best model = the checkpoint with the lowest val loss. Everything
-is logged through a Tracker; metric keys follow STYLE.md (split/name[/label]).
+is logged through a Tracker; metric keys follow docs/style.md (split/name[/label]).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ freeze mask.
 
 Each factory is a Hydra target with `_partial_: true`: the config gives the hyperparameters, and
 the run supplies `total_steps` (for schedules) and `trainable` (the freeze labels) when it knows
-the data size and the model. Freezing is an optimizer option (STYLE.md): parameter subtrees labelled
-"frozen" get zero updates and no optimizer state; the model itself never branches on it.
+the data size and the model. Freezing is an optimizer option (docs/style.md): parameter subtrees
+labelled "frozen" get zero updates and no optimizer state; the model itself never branches on it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Layer 2 of qcxr.quantum (representation -> kernels -> methods -> dispatcher): th
 states, GF(2) maps and gate matrices, never a simulation method. The methods (statevector.py,
 split.py) are built from them.
 
-What makes them fast (DESIGN.md, "Quantum simulation is ours"):
+What makes them fast (docs/design.md, "Quantum simulation is ours"):
 - The angle encoding and every rotation layer before the first entangler are single-qubit gates on
   |0...0>, so the state after them is a product state, built directly from per-wire 2-vectors.
 - A rotation layer is applied a few qubits at a time as a small Kronecker block (2^k x 2^k)
