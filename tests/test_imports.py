@@ -128,8 +128,8 @@ def test_no_print_calls():
 
 # Layers of qcxr.quantum (docs/design.md, docs/style.md) are folders: representation -> kernels
 # -> methods (cutting beside them, on top of the methods) -> dispatch; reference.py and the
-# package's __init__ sit above. A module imports only from its own folder or a lower one, and the module graph has no
-# cycles, not even lazy ones.
+# package's __init__ sit above. A module imports only from its own folder or a lower one, and the
+# module graph has no cycles, not even lazy ones.
 QUANTUM_FOLDERS = {
     "representation": 0,  # gates, circuits as data, ansatz library, noise models
     "kernels": 1,
