@@ -371,6 +371,17 @@ def resume_plan(out_dir: Path, config: dict[str, Any], resume: bool) -> tuple[di
             f"(saved in {out_dir / STATE_FILE}) to resume it"
         )
     max_epochs = int(new["trainer.max_epochs"])
+    schedule = str(new.get("optimizer.schedule", "constant"))
+    if "trainer.max_epochs" in differ and schedule != "constant":
+        # total_steps = max_epochs x batches shapes the decaying schedules (train/optim.py): the
+        # resumed epochs would follow another learning-rate curve than the ones already trained.
+        raise RunError(
+            f"{out_dir} holds {run}, trained under optimizer.schedule={schedule}, whose "
+            "learning-rate curve is set by trainer.max_epochs "
+            f"({old.get('trainer.max_epochs')} -> {max_epochs} would change it mid-run). Fix: "
+            "start the longer run in a new folder (another hydra.run.dir), or use "
+            "optimizer.schedule=constant for runs you mean to extend"
+        )
     if state.get("status") == "FINISHED":
         epochs = int(state.get("epochs_run", 0))
         if state.get("stopped_early"):
@@ -382,9 +393,15 @@ def resume_plan(out_dir: Path, config: dict[str, Any], resume: bool) -> tuple[di
         if epochs >= max_epochs:
             raise RunError(
                 f"{out_dir} holds {run}, which trained {epochs} epochs: nothing is "
-                f"left to train with trainer.max_epochs={max_epochs}. Fix: raise "
-                "trainer.max_epochs to train it longer, or start a new run in "
-                "another hydra.run.dir"
+                f"left to train with trainer.max_epochs={max_epochs}. Fix: "
+                + (
+                    "raise trainer.max_epochs to train it longer, or start a new run in "
+                    "another hydra.run.dir"
+                    if schedule == "constant"
+                    else f"start a new run in another hydra.run.dir (under "
+                    f"optimizer.schedule={schedule} a larger trainer.max_epochs would change "
+                    "the learning-rate curve of the epochs already trained)"
+                )
             )
     return state, {k: (old.get(k), new.get(k)) for k in differ}
 

@@ -90,3 +90,30 @@ def test_a_damaged_state_file_is_named(tmp_path):
     (tmp_path / STATE_FILE).write_text("{not json")
     with pytest.raises(RunError, match=rf"{STATE_FILE} is not valid JSON"):
         resume_plan(tmp_path, CONFIG, resume=True)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "warmup_cosine"])
+@pytest.mark.parametrize("status", ["FINISHED", "KILLED"])
+def test_a_larger_max_epochs_under_a_decaying_schedule_is_refused(tmp_path, schedule, status):
+    # total_steps (max_epochs x batches) shapes these schedules: resuming with another max_epochs
+    # would silently follow another learning-rate curve (issue 20 item 2).
+    config = {**CONFIG, "optimizer.schedule": schedule}
+    folder = _folder(tmp_path, status, epochs_run=2, config=config)
+    with pytest.raises(RunError, match=f"optimizer.schedule={schedule}.*optimizer.schedule=cons"):
+        resume_plan(folder, {**config, "trainer.max_epochs": 4}, resume=True)
+
+
+def test_a_larger_max_epochs_under_a_constant_schedule_still_resumes(tmp_path):
+    config = {**CONFIG, "optimizer.schedule": "constant"}
+    folder = _folder(tmp_path, "FINISHED", epochs_run=2, config=config)
+    state, changed = resume_plan(folder, {**config, "trainer.max_epochs": 4}, resume=True)
+    assert state is not None and changed == {"trainer.max_epochs": (2, 4)}
+
+
+def test_finished_cosine_run_is_not_told_to_raise_max_epochs(tmp_path):
+    config = {**CONFIG, "optimizer.schedule": "cosine"}
+    folder = _folder(tmp_path, "FINISHED", epochs_run=2, config=config)
+    with pytest.raises(RunError) as err:
+        resume_plan(folder, config, resume=True)
+    assert "raise trainer.max_epochs" not in str(err.value)
+    assert "new run in another hydra.run.dir" in str(err.value)
