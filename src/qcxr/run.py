@@ -527,6 +527,10 @@ def run(cfg: DictConfig) -> float:
             "backbone.freeze=true: features are computed once and cached, so the head "
             "trains on un-augmented images (augmentation off)"
         )
+        if (resolved.get("data") or {}).get("augment"):
+            # Params and config.yaml record what ran, not what was asked (resume_plan compared
+            # the config as given, above, so a re-run still matches its folder).
+            resolved["data"]["augment"] = False
     data = build(cfg.data)(**_data_kwargs(cfg, backbone, use_features, cache_dir))
     data.prepare()  # reads every image of every split now: a bad test image fails before training
 

@@ -65,3 +65,17 @@ def test_resume_matches_uninterrupted(tmp_path, monkeypatch, head):
     assert keys
     for k in keys:
         assert a.data.metrics[k] == b.data.metrics[k], k
+
+
+@pytest.mark.slow
+def test_frozen_backbone_params_say_augmentation_was_off(tmp_path):
+    # Cached features force augmentation off (a warning says so): the params must say what ran
+    # (issue 20 item 3; they said data.augment=True).
+    cfg = compose_run(tmp_path, ["head=cdl", "backbone.freeze=true", "trainer.max_epochs=1"])
+    assert cfg.data.augment is True
+    run_module.run(cfg)
+    client, (r,) = _runs(tmp_path)
+    assert r.data.params["data.augment"] == "False"
+    assert r.data.tags["features"] == "cached"
+    config_yaml = client.download_artifacts(r.info.run_id, "config.yaml", str(tmp_path))
+    assert "augment: false" in open(config_yaml).read()
