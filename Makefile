@@ -1,11 +1,12 @@
 # Two commands for a fresh machine: `make demo` (set up + train on the embedded synthetic task)
 # and `make test` (set up + ruff check + ruff format --check + the whole test suite, slow and
-# cluster tests included: what CI runs).
+# cluster tests included: what CI runs). `make test-fast` is the inner loop (about a minute: no
+# slow, numerics, integration or cluster tests); docs/test-time.md lists the tiers.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint setup
+.PHONY: demo test test-fast test-numerics test-integration bench lint setup
 
 setup: $(STAMP)
 
@@ -23,8 +24,16 @@ test: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests train.py
 	$(PY) -m pytest -q --durations=25 -n 2 --dist loadgroup
 
+FAST := not (slow or numerics or integration or cluster)
+
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=60 -m "$(FAST)"
+
+test-numerics: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=10 -n 2 -m "numerics"
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=10 -n 2 -m "integration and not cluster"
 
 bench: $(STAMP)
 	$(PY) -m qcxr.bench heads

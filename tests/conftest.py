@@ -28,12 +28,45 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLUSTER_GROUP = "cluster"
 CLUSTER_TESTS = "tests/test_cluster.py::"  # node id prefix of the file holding the cluster fixture
 
+TESTS = Path(__file__).resolve().parent
+# The tiers (docs/test-time.md), chosen here by folder, file or test-name prefix (relative to
+# tests/), so that a new test in one of these places joins its tier without a mark of its own.
+# `make test-fast` deselects numerics, integration, cluster and slow; `make test` runs them all.
+TIERS = {
+    "numerics": ("numerics/",),  # our simulator and mappings vs PennyLane / transformers
+    "integration": (
+        "test_multirun.py::",  # train.py in subprocesses: exit codes, job folders, stores
+        "test_run_lifecycle.py::",  # signals and kills of a training process
+        "test_parallel.py::",  # concurrent training processes on one store
+        "test_mlflow_restart.py::",  # a real MLflow server restarted under a running job
+        "test_mlflow_server.py::",  # a real MLflow server
+        "test_smoke.py::",  # whole training runs, end to end
+        "test_robustness.py::",  # whole training runs, then the robustness CLI
+        "test_sweeps.py::test_toy_",  # Optuna sweeps of the toy app in subprocesses
+        "test_sweeps.py::test_real_study",  # a real study through train.py
+        "unit/test_train_run.py::",  # whole training runs: NaN, memory guard, resume
+    ),
+}
+
+
+def _tier_marks(item) -> list[str]:
+    """The tier marks that `TIERS` gives a collected test."""
+    try:
+        where = item.path.relative_to(TESTS).as_posix()
+    except ValueError:  # a test outside tests/ (none today)
+        return []
+    name = f"{where}::{item.nodeid.split('::', 1)[-1]}"
+    return [tier for tier, places in TIERS.items() if name.startswith(places)]
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """The `cluster` mark implies the cluster's xdist group (for cluster tests outside
-    tests/test_cluster.py, once pytest-xdist's marks work again: see `_ClusterScheduling`)."""
+    """Tier marks by place (`TIERS`), before `-m` deselects; the `cluster` mark implies the
+    cluster's xdist group (for cluster tests outside tests/test_cluster.py, once pytest-xdist's
+    marks work again: see `_ClusterScheduling`)."""
     for item in items:
+        for tier in _tier_marks(item):
+            item.add_marker(getattr(pytest.mark, tier))
         if item.get_closest_marker("cluster") is not None:
             item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
 
