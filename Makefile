@@ -1,7 +1,8 @@
 # Two commands for a fresh machine: `make demo` (set up + train on the embedded synthetic task)
 # and `make test` (set up + ruff check + ruff format --check + the whole test suite, slow and
-# cluster tests included: what CI runs). `make test-fast` is the inner loop (about a minute: no
-# slow, numerics, integration or cluster tests); docs/test-time.md lists the tiers.
+# cluster tests included: what CI runs). `make test-fast` is the inner loop (no slow, numerics,
+# integration or cluster tests; over 5 min today on 2 loaded cores, the target is a minute);
+# docs/test-time.md lists the tiers.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
