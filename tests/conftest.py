@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -97,6 +100,78 @@ if LoadGroupScheduling is not None:
         if config.getvalue("dist") == "loadgroup":
             return _ClusterScheduling(config, log)
         return None
+
+
+# ---- a compilation cache for the session -------------------------------------------------------
+JAX_CACHE_ENV = "QCXR_TEST_JAX_CACHE"  # set it to a folder to keep the cache between sessions
+
+
+def pytest_configure(config):
+    """JAX's persistent compilation cache in a folder of this session (of this xdist worker), set
+    before any test compiles: the same tiny train steps, heads and circuits, jitted anew by test
+    after test (a new closure each time, so the in-memory cache misses), are compiled once. The
+    folder is removed at the end unless `QCXR_TEST_JAX_CACHE` names one to keep."""
+    import jax
+
+    kept = os.environ.get(JAX_CACHE_ENV)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    if kept:  # one subfolder per worker: JAX writes cache files without a lock
+        folder = Path(kept) / worker
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = Path(tempfile.mkdtemp(prefix=f"qcxr-jax-cache-{worker}-"))
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    # Compiles under 0.1 s are cheaper than reading an entry back; the rest are cached.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+# ---- one migrated MLflow database, copied for every new SQLite store ---------------------------
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_store_template(tmp_path_factory):
+    """Every new `sqlite:///` MLflow store of an in-process test starts as a copy of one store
+    migrated once per session (MLflow runs its ~60 Alembic migrations for each new database:
+    seconds per test). The copy holds the tables and no experiment: MLflow then creates the
+    default experiment with the store's own artifact root, as for a new database. Stores made by
+    subprocesses (train.py, mlflow server) are not affected."""
+    try:
+        from mlflow.store.tracking import sqlalchemy_store
+    except ImportError:  # without MLflow nothing to copy
+        yield
+        return
+    store_class = sqlalchemy_store.SqlAlchemyStore
+    original = store_class.__init__
+    template = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
+
+    def make_template() -> None:
+        template.parent.mkdir()
+        uri = f"sqlite:///{template}"
+        original(store_class.__new__(store_class), uri, str(template.parent))
+        store_class._engine_map.pop(uri).dispose()  # MLflow keeps one engine per URI
+        with sqlite3.connect(template) as db:  # the default experiment: each store makes its own
+            db.execute("DELETE FROM experiments")
+
+    def init_from_template(self, db_uri, default_artifact_root, *args, **kwargs):
+        path = _sqlite_file(db_uri)
+        if path is not None and not path.exists() and path.parent.is_dir():
+            if not template.exists():
+                make_template()
+            shutil.copyfile(template, path)
+        original(self, db_uri, default_artifact_root, *args, **kwargs)
+
+    store_class.__init__ = init_from_template
+    try:
+        yield
+    finally:
+        store_class.__init__ = original
+
+
+def _sqlite_file(db_uri: str) -> Path | None:
+    """The file of a `sqlite:///<path>` URI (absolute or relative), else None."""
+    if not db_uri.startswith("sqlite:///") or "?" in db_uri:
+        return None
+    path = db_uri.removeprefix("sqlite:///")
+    return Path(path) if path and path != ":memory:" else None
 
 
 @pytest.fixture(autouse=True)
