@@ -9,6 +9,7 @@ test uses only its own tmp folders and free ports and runs on either worker.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -32,11 +34,17 @@ CLUSTER_GROUP = "cluster"
 CLUSTER_TESTS = "tests/test_cluster.py::"  # node id prefix of the file holding the cluster fixture
 
 TESTS = Path(__file__).resolve().parent
-# The tiers (docs/test-time.md), chosen here by folder, file or test-name prefix (relative to
-# tests/), so that a new test in one of these places joins its tier without a mark of its own.
-# `make test-fast` deselects numerics, integration, cluster and slow; `make test` runs them all.
+# The tiers (docs/test-time.md), chosen here by folder, file or test-id prefix (relative to
+# tests/), so that a new test in one of these places joins its tier without a mark of its own,
+# and a test file needs no edit to change tier. `make test-fast` deselects numerics, integration,
+# cluster and slow; `make test` runs them all. The costs are wall times on 2 loaded CPU cores.
 TIERS = {
-    "numerics": ("numerics/",),  # our simulator and mappings vs PennyLane / transformers
+    "numerics": (
+        "numerics/",  # our simulator and mappings vs PennyLane / transformers
+        "unit/test_bench_peers.py::test_peer_agrees_with_qcxr_at_4_qubits",  # vs PennyLane etc.
+        "unit/test_heads.py::test_pennylane_simulator_gives_the_same_head",  # vs PennyLane
+        "unit/test_data_preprocess.py::test_matches_transformers_processor",  # vs transformers
+    ),
     "integration": (
         "test_multirun.py::",  # train.py in subprocesses: exit codes, job folders, stores
         "test_run_lifecycle.py::",  # signals and kills of a training process
@@ -48,18 +56,65 @@ TIERS = {
         "test_sweeps.py::test_toy_",  # Optuna sweeps of the toy app in subprocesses
         "test_sweeps.py::test_real_study",  # a real study through train.py
         "unit/test_train_run.py::",  # whole training runs: NaN, memory guard, resume
+        # benchmark rows measured in spawned processes: time limits, memory caps, crashes
+        "unit/test_bench_heads.py::test_scale_table_rows_and_largest_n_search",  # 14 s
+        "unit/test_bench_peers.py::test_crash_timeout_and_memory_cap_are_rows_not_fatal",
+    ),
+    # Costly cases whose code path a cheaper sibling keeps in the inner loop (named after #).
+    "slow": (
+        # 12 s; mobilenet_v2_paper (the same module) and tiny stay
+        "test_configs.py::test_backbone_builds_and_its_features_have_the_configured_size"
+        "[mobilenet_v2]",
+        # 4 s; [cdl_tuning] stays
+        "test_sweeps.py::test_every_search_space_value_composes[dqc_tuning]",
+        # 9 s; [layered] stays
+        "unit/test_noise.py::test_trajectories_converge_as_inverse_sqrt_t_with_unbiased_gradients"
+        "[general]",
+        # 9 s; [features] stays (the same dropout stream, without the backbone)
+        "unit/test_train_steps.py::test_qcnn_train_step_applies_dropout[image]",
+        # 5 s; the MPS head's step and its sown weight also run in test_smoke.py (integration)
+        "unit/test_train_steps.py::test_mps_head_step_returns_discarded_weight",
+        # 7 s; the split method's tables, choice and guards stay in unit/test_split.py
+        "unit/test_split.py::test_split_reaches_qubit_counts_the_statevector_cannot",
     ),
 }
 
 
-def _tier_marks(item) -> list[str]:
-    """The tier marks that `TIERS` gives a collected test."""
+def _test_id(item) -> str | None:
+    """The test's id relative to tests/, as `TIERS` writes it."""
     try:
         where = item.path.relative_to(TESTS).as_posix()
     except ValueError:  # a test outside tests/ (none today)
-        return []
-    name = f"{where}::{item.nodeid.split('::', 1)[-1]}"
-    return [tier for tier, places in TIERS.items() if name.startswith(places)]
+        return None
+    return f"{where}::{item.nodeid.split('::', 1)[-1]}"
+
+
+def _deselects_every(markexpr: str, tier: str) -> bool:
+    """Whether `-m markexpr` deselects every test marked `tier`, whatever its other marks."""
+    try:
+        from _pytest.mark.expression import Expression
+    except ImportError:  # pytest moved it: collect everything, deselect as usual
+        return False
+    expr = Expression.compile(markexpr)
+    others = sorted(expr.idents() - {tier})
+    for values in itertools.product((False, True), repeat=len(others)):
+        marks = {tier, *(name for name, on in zip(others, values, strict=True) if on)}
+        if expr.evaluate(lambda name, /, marks=marks, **kwargs: not kwargs and name in marks):
+            return False
+    return True
+
+
+def pytest_ignore_collect(collection_path, config):
+    """A tier's folder (tests/numerics/) is not even imported when `-m` deselects all of that
+    tier: make test-fast saves the PennyLane, torch and transformers imports of its modules."""
+    markexpr = config.option.markexpr
+    if not markexpr:
+        return None
+    for tier, places in TIERS.items():
+        folders = [TESTS / p.rstrip("/") for p in places if p.endswith("/")]
+        if collection_path in folders and _deselects_every(markexpr, tier):
+            return True
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -67,11 +122,21 @@ def pytest_collection_modifyitems(config, items):
     """Tier marks by place (`TIERS`), before `-m` deselects; the `cluster` mark implies the
     cluster's xdist group (for cluster tests outside tests/test_cluster.py, once pytest-xdist's
     marks work again: see `_ClusterScheduling`)."""
+    unused = {(tier, p) for tier, places in TIERS.items() for p in places if not p.endswith("/")}
     for item in items:
-        for tier in _tier_marks(item):
-            item.add_marker(getattr(pytest.mark, tier))
+        name = _test_id(item)
+        for tier, places in TIERS.items():
+            for place in places:
+                if name is not None and name.startswith(place):
+                    item.add_marker(getattr(pytest.mark, tier))
+                    unused.discard((tier, place))
         if item.get_closest_marker("cluster") is not None:
             item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+    whole_suite = not config.args or [Path(a).resolve() for a in config.args] == [TESTS]
+    if whole_suite and not config.option.keyword and unused:  # a test renamed or moved
+        listed = ", ".join(f"{tier}: {place}" for tier, place in sorted(unused))
+        message = f"tests/conftest.py TIERS names no test: {listed}"
+        warnings.warn(pytest.PytestWarning(message), stacklevel=2)
 
 
 try:
