@@ -9,15 +9,20 @@ test uses only its own tmp folders and free ports and runs on either worker.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -29,11 +34,22 @@ CLUSTER_GROUP = "cluster"
 CLUSTER_TESTS = "tests/test_cluster.py::"  # node id prefix of the file holding the cluster fixture
 
 TESTS = Path(__file__).resolve().parent
-# The tiers (docs/test-time.md), chosen here by folder, file or test-name prefix (relative to
-# tests/), so that a new test in one of these places joins its tier without a mark of its own.
-# `make test-fast` deselects numerics, integration, cluster and slow; `make test` runs them all.
+# The tiers (docs/test-time.md), chosen here by folder, file or test-id prefix (relative to
+# tests/), so that a new test in one of these places joins its tier without a mark of its own,
+# and a test file needs no edit to change tier. `make test-fast` deselects numerics, integration,
+# cluster and slow; `make test` runs them all. The costs are wall times on 2 loaded CPU cores.
 TIERS = {
-    "numerics": ("numerics/",),  # our simulator and mappings vs PennyLane / transformers
+    "numerics": (
+        "numerics/",  # our simulator and mappings vs PennyLane / transformers / torch
+        "unit/test_bench_peers.py::test_peer_agrees_with_qcxr_at_4_qubits",  # vs PennyLane etc.
+        "unit/test_heads.py::test_pennylane_simulator_gives_the_same_head",  # vs PennyLane
+        "unit/test_data_preprocess.py::test_matches_transformers_processor",  # vs transformers
+        "unit/test_data_preprocess.py::test_cached_form_then_center_crop_is_the_processor_crop",
+        # estimators vs the exact value, statistically: trajectories 9 s + 7 s, shots 3 s + 1 s
+        "unit/test_noise.py::test_trajectories_converge_as_inverse_sqrt_t_with_unbiased_gradients",
+        "unit/test_noise.py::test_shot_gradients_are_unbiased_parameter_shift",
+        "unit/test_noise.py::test_shots_are_unbiased_with_variance_one_over_n",
+    ),
     "integration": (
         "test_multirun.py::",  # train.py in subprocesses: exit codes, job folders, stores
         "test_run_lifecycle.py::",  # signals and kills of a training process
@@ -45,18 +61,63 @@ TIERS = {
         "test_sweeps.py::test_toy_",  # Optuna sweeps of the toy app in subprocesses
         "test_sweeps.py::test_real_study",  # a real study through train.py
         "unit/test_train_run.py::",  # whole training runs: NaN, memory guard, resume
+        # benchmark rows measured in spawned processes: time limits, memory caps, crashes
+        "unit/test_bench_heads.py::test_scale_table_rows_and_largest_n_search",  # 14 s
+        "unit/test_bench_peers.py::test_crash_timeout_and_memory_cap_are_rows_not_fatal",
+    ),
+    # Costly cases whose code path a cheaper sibling keeps in the inner loop (named after #).
+    "slow": (
+        # 12 s and 8 s (the first MobileNetV2 compiled in a session); tiny stays, and
+        # unit/test_backbones.py builds and applies MobileNetV2 in the inner loop
+        "test_configs.py::test_backbone_builds_and_its_features_have_the_configured_size"
+        "[mobilenet_v2",
+        # 4 s; [cdl_tuning] stays
+        "test_sweeps.py::test_every_search_space_value_composes[dqc_tuning]",
+        # 9 s; [features] stays (the same dropout stream, without the backbone)
+        "unit/test_train_steps.py::test_qcnn_train_step_applies_dropout[image]",
+        # 5 s; the MPS head's step and its sown weight also run in test_smoke.py (integration)
+        "unit/test_train_steps.py::test_mps_head_step_returns_discarded_weight",
+        # 7 s; the split method's tables, choice and guards stay in unit/test_split.py
+        "unit/test_split.py::test_split_reaches_qubit_counts_the_statevector_cannot",
     ),
 }
 
 
-def _tier_marks(item) -> list[str]:
-    """The tier marks that `TIERS` gives a collected test."""
+def _test_id(item) -> str | None:
+    """The test's id relative to tests/, as `TIERS` writes it."""
     try:
         where = item.path.relative_to(TESTS).as_posix()
     except ValueError:  # a test outside tests/ (none today)
-        return []
-    name = f"{where}::{item.nodeid.split('::', 1)[-1]}"
-    return [tier for tier, places in TIERS.items() if name.startswith(places)]
+        return None
+    return f"{where}::{item.nodeid.split('::', 1)[-1]}"
+
+
+def _deselects_every(markexpr: str, tier: str) -> bool:
+    """Whether `-m markexpr` deselects every test marked `tier`, whatever its other marks."""
+    try:
+        from _pytest.mark.expression import Expression
+    except ImportError:  # pytest moved it: collect everything, deselect as usual
+        return False
+    expr = Expression.compile(markexpr)
+    others = sorted(expr.idents() - {tier})
+    for values in itertools.product((False, True), repeat=len(others)):
+        marks = {tier, *(name for name, on in zip(others, values, strict=True) if on)}
+        if expr.evaluate(lambda name, /, marks=marks, **kwargs: not kwargs and name in marks):
+            return False
+    return True
+
+
+def pytest_ignore_collect(collection_path, config):
+    """A tier's folder (tests/numerics/) is not even imported when `-m` deselects all of that
+    tier: make test-fast saves the PennyLane, torch and transformers imports of its modules."""
+    markexpr = config.option.markexpr
+    if not markexpr:
+        return None
+    for tier, places in TIERS.items():
+        folders = [TESTS / p.rstrip("/") for p in places if p.endswith("/")]
+        if collection_path in folders and _deselects_every(markexpr, tier):
+            return True
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -64,11 +125,21 @@ def pytest_collection_modifyitems(config, items):
     """Tier marks by place (`TIERS`), before `-m` deselects; the `cluster` mark implies the
     cluster's xdist group (for cluster tests outside tests/test_cluster.py, once pytest-xdist's
     marks work again: see `_ClusterScheduling`)."""
+    unused = {(tier, p) for tier, places in TIERS.items() for p in places if not p.endswith("/")}
     for item in items:
-        for tier in _tier_marks(item):
-            item.add_marker(getattr(pytest.mark, tier))
+        name = _test_id(item)
+        for tier, places in TIERS.items():
+            for place in places:
+                if name is not None and name.startswith(place):
+                    item.add_marker(getattr(pytest.mark, tier))
+                    unused.discard((tier, place))
         if item.get_closest_marker("cluster") is not None:
             item.add_marker(pytest.mark.xdist_group(CLUSTER_GROUP))
+    whole_suite = not config.args or [Path(a).resolve() for a in config.args] == [TESTS]
+    if whole_suite and not config.option.keyword and unused:  # a test renamed or moved
+        listed = ", ".join(f"{tier}: {place}" for tier, place in sorted(unused))
+        message = f"tests/conftest.py TIERS names no test: {listed}"
+        warnings.warn(pytest.PytestWarning(message), stacklevel=2)
 
 
 try:
@@ -97,6 +168,78 @@ if LoadGroupScheduling is not None:
         if config.getvalue("dist") == "loadgroup":
             return _ClusterScheduling(config, log)
         return None
+
+
+# ---- a compilation cache for the session -------------------------------------------------------
+JAX_CACHE_ENV = "QCXR_TEST_JAX_CACHE"  # set it to a folder to keep the cache between sessions
+
+
+def pytest_configure(config):
+    """JAX's persistent compilation cache in a folder of this session (of this xdist worker), set
+    before any test compiles: the same tiny train steps, heads and circuits, jitted anew by test
+    after test (a new closure each time, so the in-memory cache misses), are compiled once. The
+    folder is removed at the end unless `QCXR_TEST_JAX_CACHE` names one to keep."""
+    import jax
+
+    kept = os.environ.get(JAX_CACHE_ENV)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    if kept:  # one subfolder per worker: JAX writes cache files without a lock
+        folder = Path(kept) / worker
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = Path(tempfile.mkdtemp(prefix=f"qcxr-jax-cache-{worker}-"))
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    # Compiles under 0.1 s are cheaper than reading an entry back; the rest are cached.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+# ---- one migrated MLflow database, copied for every new SQLite store ---------------------------
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_store_template(tmp_path_factory):
+    """Every new `sqlite:///` MLflow store of an in-process test starts as a copy of one store
+    migrated once per session (MLflow runs its ~60 Alembic migrations for each new database:
+    seconds per test). The copy holds the tables and no experiment: MLflow then creates the
+    default experiment with the store's own artifact root, as for a new database. Stores made by
+    subprocesses (train.py, mlflow server) are not affected."""
+    try:
+        from mlflow.store.tracking import sqlalchemy_store
+    except ImportError:  # without MLflow nothing to copy
+        yield
+        return
+    store_class = sqlalchemy_store.SqlAlchemyStore
+    original = store_class.__init__
+    template = tmp_path_factory.getbasetemp() / "mlflow-template" / "mlflow.db"
+
+    def make_template() -> None:
+        template.parent.mkdir()
+        uri = f"sqlite:///{template}"
+        original(store_class.__new__(store_class), uri, str(template.parent))
+        store_class._engine_map.pop(uri).dispose()  # MLflow keeps one engine per URI
+        with sqlite3.connect(template) as db:  # the default experiment: each store makes its own
+            db.execute("DELETE FROM experiments")
+
+    def init_from_template(self, db_uri, default_artifact_root, *args, **kwargs):
+        path = _sqlite_file(db_uri)
+        if path is not None and not path.exists() and path.parent.is_dir():
+            if not template.exists():
+                make_template()
+            shutil.copyfile(template, path)
+        original(self, db_uri, default_artifact_root, *args, **kwargs)
+
+    store_class.__init__ = init_from_template
+    try:
+        yield
+    finally:
+        store_class.__init__ = original
+
+
+def _sqlite_file(db_uri: str) -> Path | None:
+    """The file of a `sqlite:///<path>` URI (absolute or relative), else None."""
+    if not db_uri.startswith("sqlite:///") or "?" in db_uri:
+        return None
+    path = db_uri.removeprefix("sqlite:///")
+    return Path(path) if path and path != ":memory:" else None
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, ListConfig
 
 from qcxr.run import register_configs
 
@@ -28,11 +32,25 @@ TINY = [
 ]
 
 
+# The test's folder in the overrides is written as this stand-in, so that composes differing only
+# by their tmp_path are one compose; the copy handed out has the real folder again.
+TMP = "/qcxr-test-tmp"
+
+
+@functools.cache
+def _registered() -> None:
+    """The structured-config schemas in Hydra's ConfigStore, registered once per session."""
+    register_configs()
+
+
 def compose_run(
     tmp_path: Path, overrides: list[str], run_dir: str = "run", tiny: bool = True
 ) -> object:
-    """The composed config with paths and the MLflow store under tmp_path."""
-    register_configs()
+    """The composed config with paths and the MLflow store under tmp_path.
+
+    Memoised per override tuple (tmp_path aside): a repeated compose is a copy of the first, with
+    Hydra's runtime config (the group choices that run.py reads) set back to that compose's.
+    Errors are not memoised: a failing compose fails again in full."""
     paths = [
         f"paths.root_dir={tmp_path}",
         f"paths.cache_dir={tmp_path / 'cache'}",
@@ -40,8 +58,35 @@ def compose_run(
     ]
     if "tracker=none" not in overrides:
         paths.append(f"tracker.tracking_uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    given = [*(TINY if tiny else []), *paths, *overrides]
+    cfg, hydra_cfg = _compose(tuple(o.replace(str(tmp_path), TMP) for o in given))
+    HydraConfig.instance().cfg = hydra_cfg
+    cfg = copy.deepcopy(cfg)
+    _replace_in_strings(cfg, TMP, str(tmp_path))
+    return cfg
+
+
+@functools.cache
+def _compose(overrides: tuple[str, ...]) -> tuple[DictConfig, object]:
+    """One compose of `config` (never to be changed: compose_run hands out copies) and the
+    HydraConfig it set."""
+    _registered()
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose("config", overrides=[*(TINY if tiny else []), *paths, *overrides])
+        cfg = compose("config", overrides=list(overrides))
+    return cfg, HydraConfig.instance().cfg
+
+
+def _replace_in_strings(node: DictConfig | ListConfig, old: str, new: str) -> None:
+    """Replace `old` by `new` in every string value under node, interpolations left unresolved."""
+    keys = range(len(node)) if isinstance(node, ListConfig) else list(node.keys())
+    for key in keys:
+        child = node._get_node(key)  # the node, not its resolved value
+        if isinstance(child, (DictConfig, ListConfig)):
+            _replace_in_strings(child, old, new)
+            continue
+        value = child._value() if child is not None else None
+        if isinstance(value, str) and old in value:
+            node[key] = value.replace(old, new)
 
 
 def mlflow_client(tmp_path: Path):
