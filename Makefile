@@ -1,7 +1,7 @@
 # Two commands for a fresh machine: `make demo` (set up + train on the embedded synthetic task)
 # and `make test` (set up + ruff check + ruff format --check + the whole test suite, slow and
 # cluster tests included: what CI runs). `make test-fast` is the inner loop (no slow, numerics,
-# integration or cluster tests; over 5 min today on 2 loaded cores, the target is a minute);
+# integration or cluster tests; about 75 s on 2 quiet cores, 2026-12-07);
 # docs/test-time.md lists the tiers.
 VENV ?= .venv
 PY := $(VENV)/bin/python
