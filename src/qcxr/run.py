@@ -226,6 +226,12 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def project_root() -> Path:
+    """The repository this qcxr is imported from (src/qcxr/ -> the repo), whatever the cwd: a
+    CLI started from another folder must tag qcxr's commit, not that folder's."""
+    return Path(__file__).resolve().parents[2]
+
+
 def git_commit(root: str | os.PathLike) -> str:
     """HEAD's commit in `root` (suffix `-dirty` with uncommitted changes), or "unknown"."""
     try:

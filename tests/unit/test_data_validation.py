@@ -208,3 +208,23 @@ def test_run_fails_on_a_bad_test_image_before_features_and_training(tmp_path, mo
         run_module.run(cfg)
     msg = str(err.value)
     assert "1 of 4 images of split 'test'" in msg and str(tmp_path / "img" / "5.png") in msg
+
+
+def _short_split():
+    from qcxr.data.index import SplitIndex
+
+    labels = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0]], bool)  # the third label has no example
+    ids = ["a.jpg", "b.jpg", "c.jpg"]
+    return SplitIndex(ids, ids, labels, ids, source="HAM10000_metadata.csv")
+
+
+def test_too_few_positives_fix_fits_a_multiclass_task():
+    # A HAM10000 split short of a class was told to try task=cxr8 / cxr14 (issue 20 item 6).
+    from qcxr.data.index import DataError, check_split
+
+    names = ["akiec", "bcc", "bkl"]
+    with pytest.raises(DataError, match="more images per class") as err:
+        check_split("val", _short_split(), names, 1, kind="multiclass")
+    assert "cxr8" not in str(err.value) and "bkl: 0" in str(err.value)
+    with pytest.raises(DataError, match="task=cxr8 / cxr14"):
+        check_split("val", _short_split(), names, 1, kind="multilabel")

@@ -228,7 +228,11 @@ def parse_binary(
 
 
 def check_split(
-    split: str, index: SplitIndex, label_names: Sequence[str], min_positives: int
+    split: str,
+    index: SplitIndex,
+    label_names: Sequence[str],
+    min_positives: int,
+    kind: str = "multilabel",
 ) -> None:
     """Fail on an empty split or a label with fewer than `min_positives` positives in it.
 
@@ -237,6 +241,8 @@ def check_split(
         index: the split.
         label_names: the task's labels (columns of index.labels).
         min_positives: required positives per label (0 disables the check).
+        kind: the task's kind; the fix the error suggests depends on it (a shorter CXR label
+            set helps a multilabel task, not a multiclass one, whose classes are fixed).
 
     Raises:
         DataError: naming the split, its source, the labels and counts, and the fix.
@@ -253,13 +259,22 @@ def check_split(
         f"{n}: {int(c)}" for n, c in zip(label_names, counts, strict=True) if c < min_positives
     ]
     if short:
+        if kind == "multiclass":
+            fix = (
+                "use more images per class (every class needs examples in every split: a larger "
+                "sample, or a larger val/test share of the source), or data.min_positives=0 to "
+                "accept it"
+            )
+        else:
+            fix = (
+                "use more data, a task without these labels (for chest X-rays task=cxr8 / cxr14, "
+                "or a shorter label list), or data.min_positives=0 to accept it"
+            )
         raise DataError(
             f"split {split!r} ({len(index)} images, labels from {index.source or 'the source'}) "
             "has "
             f"fewer than {min_positives} positive(s) for {len(short)} label(s):{_listing(short)}\n"
-            "AUROC is undefined and the label cannot be learned there. Fix: use more data, a "
-            "task without these labels (task=cxr8 / cxr14 or a shorter label list), or "
-            "data.min_positives=0 to accept it."
+            f"AUROC is undefined and the label cannot be learned there. Fix: {fix}."
         )
 
 

@@ -186,7 +186,7 @@ class DataModule:
                 )
             if len(self._images[s]) != len(index):
                 raise ValueError(f"split {s}: {len(self._images[s])} images for {len(index)} rows")
-            check_split(s, index, self.label_names, min_positives)
+            check_split(s, index, self.label_names, min_positives, kind=kind)
             if kind == "multiclass":
                 check_one_class(s, index, self.label_names)
         if kind not in ("multilabel", "multiclass"):

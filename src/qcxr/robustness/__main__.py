@@ -27,7 +27,7 @@ from qcxr.robustness.evaluate import (
     shots_name,
     summarize,
 )
-from qcxr.run import git_commit, rebuild_for_evaluation
+from qcxr.run import git_commit, project_root, rebuild_for_evaluation
 from qcxr.train.checkpoint import Checkpoints
 
 log = logging.getLogger("qcxr.robustness")
@@ -171,7 +171,7 @@ def evaluate_run(args, uri: str, run: load.TrainedRun, grid_bar, levels, shots) 
             "task": run.tags.get("task", run.experiment),
             "ansatz": run.tags.get("ansatz", ""),
             "channel": args.channel,
-            "git_commit": git_commit(Path.cwd()),
+            "git_commit": git_commit(project_root()),
         }
         child = load.start_run(
             uri, run.experiment_id, f"robustness-{run.run_name}", tags, params_logged
@@ -254,7 +254,7 @@ def log_summary(args, uri: str, selection: load.Selection, tables, levels, shots
                 "channel": args.channel,
                 "source_runs": ",".join(r.run_id for r in selection.runs),
                 "seeds": ",".join(str(r.seed) for r in selection.runs),
-                "git_commit": git_commit(Path.cwd()),
+                "git_commit": git_commit(project_root()),
             },
             {
                 "channel": args.channel,
