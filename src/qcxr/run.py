@@ -686,8 +686,15 @@ def _train_and_evaluate(
     root_key = jax.random.key(int(cfg.seed))
     params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
     trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
-    tx = build(cfg.optimizer)(
-        total_steps=int(trainer.max_epochs) * data.num_batches("train"), trainable=trainable
+    total_steps = int(trainer.max_epochs) * data.num_batches("train")
+    tx = build(cfg.optimizer)(total_steps=total_steps, trainable=trainable)
+    opt = cfg.optimizer  # every optimizer option has these keys (conf/optimizer/*.yaml)
+    lr_at = optim.step_learning_rates(
+        learning_rate=float(opt.learning_rate),
+        schedule=str(opt.schedule),
+        warmup_steps=int(opt.warmup_steps),
+        total_steps=total_steps,
+        accumulation_steps=int(opt.accumulation_steps),
     )
     state = steps.init_state(params, tx)
     resume_meta = None
@@ -769,6 +776,7 @@ def _train_and_evaluate(
         meta_extra={"run_id": run_id},
         progress=bool(trainer.progress),
         kind=kind,
+        lr_at=lr_at,
     )
     _write_state(
         out_dir,

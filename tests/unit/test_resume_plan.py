@@ -4,6 +4,7 @@ end-to-end versions with real runs are in tests/test_run_lifecycle.py)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -117,3 +118,13 @@ def test_finished_cosine_run_is_not_told_to_raise_max_epochs(tmp_path):
         resume_plan(folder, config, resume=True)
     assert "raise trainer.max_epochs" not in str(err.value)
     assert "new run in another hydra.run.dir" in str(err.value)
+
+
+def test_step_learning_rates_share_one_rate_per_accumulated_update():
+    from qcxr.train.optim import step_learning_rates
+
+    lr = step_learning_rates(1.0, "cosine", total_steps=8, accumulation_steps=2)  # 4 updates
+    rates = [lr(s) for s in range(8)]
+    assert rates[0] == rates[1] == 1.0 and rates[2] == rates[3] < 1.0
+    assert rates[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 4)))
+    assert step_learning_rates(0.3)(5) == pytest.approx(0.3)

@@ -164,6 +164,7 @@ def fit(
     meta_extra: dict | None = None,
     progress: bool = True,
     kind: str = "multilabel",
+    lr_at: Callable[[int], float] | None = None,
 ) -> FitResult:
     """Train with early stopping on the val loss, saving the latest and best checkpoints.
 
@@ -183,6 +184,8 @@ def fit(
         progress: epoch and step progress bars.
         kind: the task's kind (multiclass adds accuracy, balanced accuracy and macro-F1 to the
             val metrics); early stopping is on the val loss for both kinds.
+        lr_at: 0-based train step -> the learning rate it applied (optim.step_learning_rates),
+            logged as train/lr per step; None logs none.
 
     Returns:
         The FitResult.
@@ -248,6 +251,8 @@ def fit(
             # Model diagnostics of the step (make_train_step(aux=True)), e.g.
             # train/mps_discarded_weight: the MPS head's truncation error.
             extra = {f"train/{k}": float(v) for k, v in (sown[0] if sown else {}).items()}
+            if lr_at is not None:  # the rate this step applied (Lightning's LearningRateMonitor)
+                extra["train/lr"] = lr_at(global_step - 1)
             tracker.log_metrics({"train/loss": loss, **extra}, step=global_step)
             bar.set_postfix(loss=f"{loss:.4f}")
         val = evaluate(eval_step, state["params"], source, "val", label_names, kind=kind)

@@ -9,6 +9,7 @@ labelled "frozen" get zero updates and no optimizer state; the model itself neve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import optax
@@ -73,6 +74,28 @@ def _finish(
 def _lr(learning_rate, schedule, warmup_steps, total_steps, accumulation_steps):
     steps = max(1, int(total_steps) // max(1, int(accumulation_steps)))
     return make_schedule(learning_rate, schedule, warmup_steps, steps)
+
+
+def step_learning_rates(
+    learning_rate: float,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    total_steps: int = 1,
+    accumulation_steps: int = 1,
+) -> Callable[[int], float]:
+    """The learning rate the optimizer applies at each train step (what `train/lr` logs).
+
+    Args:
+        learning_rate, schedule, warmup_steps, total_steps, accumulation_steps: as the optimizer
+            factories take them (the same schedule is built).
+
+    Returns:
+        step -> learning rate, for the 0-based train (micro-batch) step; with accumulation the
+        k micro-batches of one update share its rate.
+    """
+    sched = _lr(learning_rate, schedule, warmup_steps, total_steps, accumulation_steps)
+    k = max(1, int(accumulation_steps))
+    return lambda step: float(sched(int(step) // k))
 
 
 def adam(
