@@ -527,6 +527,10 @@ def run(cfg: DictConfig) -> float:
         )
     backbone = build(cfg.backbone)
     head = build(cfg.head)
+    try:  # a simulation that cannot fit is refused now, before a tracker run exists
+        check_head_fits(head, backbone.feature_dim, int(trainer.batch_size))
+    except MemoryBudgetError as err:
+        raise RunError(f"the {names['head']} head does not fit in memory: {err}") from err
     use_features = bool(backbone.freeze and trainer.cache_features)
     if use_features:
         log.warning(
@@ -635,6 +639,27 @@ def run(cfg: DictConfig) -> float:
     tracker.end("FINISHED")
     _write_state(out_dir, status="FINISHED")
     return objective
+
+
+def check_head_fits(head: Any, feature_dim: int, batch_size: int) -> None:
+    """Trace a DQC head's apply on a training-sized batch without computing anything, so the
+    simulator's memory guard speaks at start (its shapes are static) rather than at the first step.
+
+    Args:
+        head: the built head module (heads without a simulated circuit are skipped).
+        feature_dim: the backbone's feature size (the head's input).
+        batch_size: the training batch size.
+
+    Raises:
+        MemoryBudgetError: the resolved method does not fit the memory budget.
+    """
+    if not isinstance(head, DQCHead):
+        return
+    features = jax.ShapeDtypeStruct((int(batch_size), int(feature_dim)), np.float32)
+    key = jax.random.key(0)
+    variables = jax.eval_shape(head.init, key, features)
+    rngs = {"noise": key, "dropout": key}  # the train step's streams (noisy heads draw noise)
+    jax.eval_shape(lambda v, f: head.apply(v, f, train=True, rngs=rngs), variables, features)
 
 
 def resolved_head_method(head: Any, batch_size: int) -> str | None:

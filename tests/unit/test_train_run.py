@@ -29,13 +29,17 @@ def test_nan_loss_fails_the_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_memory_guard_fails_at_start(tmp_path, monkeypatch):
+def test_memory_guard_refuses_before_any_tracker_run(tmp_path, monkeypatch):
+    # The simulation's shapes are static: the refusal comes before the MLflow run is created
+    # (issue 20 item 7: it used to leave a FAILED run with no metrics).
     monkeypatch.setenv("QCXR_MEMORY_BUDGET_GB", "0.0000001")
     cfg = compose_run(tmp_path, ["head=dqc"])
     with pytest.raises(run_module.RunError, match="does not fit in memory"):
         run_module.run(cfg)
-    _, (r,) = _runs(tmp_path)
-    assert r.info.status == "FAILED"
+    client = mlflow_client(tmp_path)
+    exp = client.get_experiment_by_name("synthetic")
+    assert exp is None or not client.search_runs([exp.experiment_id])
+    assert not (tmp_path / "run" / run_module.RUN_ID_FILE).exists()
 
 
 @pytest.mark.slow
