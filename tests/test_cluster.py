@@ -17,6 +17,7 @@ recorded as failed in Optuna and KILLED in MLflow, and the study goes on.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
@@ -32,8 +33,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
+from qcxr.quantum import make_ansatz, method_bytes
 from qcxr.report.build import REPORT_EXPERIMENT
-from qcxr.run import job_mem_gb, register_configs, slurm_job_id
+from qcxr.run import JOB_BASE_MEM_GB, register_configs, slurm_job_id
 from tests.train_helpers import CONF, TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,17 +77,35 @@ def test_launcher_is_a_config_choice():
         _compose(["hydra/launcher=submitit_slurm", "hydra.launcher.n_jobs=2"])
 
 
-def test_job_memory_follows_the_head():
-    """A classical head gets the base; a DQC asks for more, growing with its qubits."""
+def test_job_memory_follows_the_heads_resolved_method():
+    """The request is the base plus the engine's own estimate for the method the head resolves
+    (one memory model, issue 20 item 1): it used to assume a statevector for every DQC (68 GB at
+    24 qubits, 4,194,308 GB at 40, where the mps method needs well under a GB)."""
 
     def mem(*overrides: str) -> int:
         return _compose(["hydra/launcher=submitit_slurm", *overrides]).hydra.launcher.mem_gb
 
-    assert mem("head=cdl") == mem("head=cdl", "task=cxr19") == 4
-    assert mem("head=dqc") == job_mem_gb(8, 32) == 5
-    assert mem("head=dqc", "task=cxr19") == job_mem_gb(19, 32) == 6  # 19 qubits: +2 GiB bound
-    assert mem("head=dqc", "ansatz.num_qubits=24") == job_mem_gb(24, 32) == 68
-    assert mem("head=dqc", "ansatz.num_qubits=24", "trainer.batch_size=16") == 36
+    def engine_gb(n, method="auto", **options) -> tuple[str, int]:
+        chosen, need = method_bytes(
+            make_ansatz("ry_cnot_ring", n, 3), 32, "float32", method, **options
+        )
+        return chosen, JOB_BASE_MEM_GB + math.ceil(need / 2**30)
+
+    assert mem("head=cdl") == mem("head=cdl", "task=cxr19") == JOB_BASE_MEM_GB == 4
+    assert mem("head=qcnn") == 4  # no simulated DQC circuit: the base
+    assert engine_gb(8) == ("statevector", 5) and mem("head=dqc") == 5
+    assert engine_gb(24)[0] in ("split", "mps")
+    assert mem("head=dqc", "ansatz.num_qubits=24") == engine_gb(24)[1] <= 6
+    assert mem("head=dqc", "task=synthetic40") == engine_gb(40)[1] <= 64
+    assert engine_gb(40)[0] == "mps"
+    # The method matters: the statevector forced at 24 qubits asks for more than auto's.
+    forced = mem("head=dqc", "ansatz.num_qubits=24", "head.method=statevector")
+    assert forced == engine_gb(24, "statevector")[1] > mem("head=dqc", "ansatz.num_qubits=24")
+    # A 10-qubit density matrix: 4^10 entries per sample, counted by the density method's estimate.
+    noisy = ["head=dqc", "ansatz.num_qubits=10", "head.method=density_matrix"]
+    dm = mem(*noisy, "head.noise.depolarizing=0.001")
+    assert dm == engine_gb(10, "density_matrix", noise={"depolarizing": 0.001})[1]
+    assert dm > mem("head=dqc", "ansatz.num_qubits=10") and dm >= 4 + (4**10 * 8 * 32) / 2**30
     assert mem("head=dqc", "hydra.launcher.mem_gb=3") == 3  # a plain override wins
 
 

@@ -95,25 +95,45 @@ SEED_MAX = 2**32 - 1  # NumPy seeds (data order, synthetic images) are unsigned 
 
 
 # Memory a job asks its scheduler for (conf/hydra/launcher/submitit_*.yaml): the process, data
-# and XLA take a few GB; a DQC adds, as an upper bound, the statevector working set of a batch
-# (complex64 amplitudes x samples x the states backprop keeps; dispatch/memory.py has the exact
-# model, which needs the built circuit, unknown when jobs are submitted).
+# and XLA take a few GB; a DQC adds the engine's own estimate for the method it resolves
+# (qcxr.quantum.method_bytes: statevector, split, mps, density matrix or trajectories), the same
+# model the memory guard checks at run time. Nothing else estimates memory.
 JOB_BASE_MEM_GB = 4
-_KEPT_STATES = 16
 
 
-def job_mem_gb(num_qubits: int, batch_size: int) -> int:
+def job_mem_gb(head: Any, batch_size: int) -> int:
     """Memory in GB to request for one training job.
 
     Args:
-        num_qubits: the DQC's qubits (0 for a classical head).
+        head: the job's head config node (a DQC's `ansatz` and simulator keys are read; any
+            other head gets the base), or None.
         batch_size: training batch size.
 
     Returns:
-        JOB_BASE_MEM_GB plus the statevector bound, rounded up to whole GB.
+        JOB_BASE_MEM_GB plus the simulation's estimate for the resolved method, rounded up to
+        whole GB.
     """
-    sim = 2 ** int(num_qubits) * 8 * int(batch_size) * _KEPT_STATES if num_qubits else 0
-    return JOB_BASE_MEM_GB + math.ceil(sim / 2**30)
+    if head is None or head.get("ansatz") is None:
+        return JOB_BASE_MEM_GB
+    from qcxr.quantum import method_bytes
+
+    native = str(head.get("simulator", "native")) == "native"
+    noise = {k: float(v) for k, v in (head.get("noise") or {}).items()}
+    shots = head.get("shots")
+    _, need = method_bytes(
+        build(head.ansatz),
+        int(batch_size),
+        "float32",
+        str(head.get("method", "auto")) if native else "statevector",
+        block_size=int(head.get("block_size", 5)),
+        remat=bool(head.get("remat", False)),
+        max_bond=head.get("max_bond"),
+        noise=noise or None,
+        noisy_encoding=bool(head.get("noisy_encoding", True)),
+        trajectories=head.get("trajectories"),
+        shots=None if shots is None else int(shots),
+    )
+    return JOB_BASE_MEM_GB + math.ceil(need / 2**30)
 
 
 def register_configs() -> None:

@@ -6,7 +6,7 @@ Layers, imported one way only: representation (gates, circuit, ansatz) -> kernel
 
 from qcxr.quantum.cutting.qcnn import qcnn_circuit, qcnn_cut, qcnn_probs
 from qcxr.quantum.cutting.wirecut import WireCut, cut_probs, joined_circuit
-from qcxr.quantum.dispatch.engine import expvals, run
+from qcxr.quantum.dispatch.engine import expvals, method_bytes, run
 from qcxr.quantum.dispatch.memory import MemoryBudgetError, default_budget, estimate_bytes
 from qcxr.quantum.kernels.program import compile_ansatz
 from qcxr.quantum.representation.ansatz import (
@@ -38,6 +38,7 @@ __all__ = [
     "cut_probs",
     "default_budget",
     "estimate_bytes",
+    "method_bytes",
     "expvals",
     "joined_circuit",
     "make_ansatz",

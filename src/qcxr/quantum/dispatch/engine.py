@@ -31,9 +31,11 @@ from qcxr.quantum.dispatch.memory import (
     estimate_bytes,
     fits_split_memory,
     mps_memory,
+    state_itemsize,
 )
 from qcxr.quantum.kernels.program import Program, compile_ansatz, folded_vectors, layer_mats
-from qcxr.quantum.methods import mps, split, statevector
+from qcxr.quantum.methods import density, mps, split, statevector
+from qcxr.quantum.methods import trajectories as traj
 from qcxr.quantum.representation.ansatz import ANSATZE, Ansatz, match_library
 from qcxr.quantum.representation.circuit import Circuit
 from qcxr.quantum.representation.noise import make_noise
@@ -132,6 +134,53 @@ def resolve_method(
         if _fits(ansatz, program, m, batch, dtype, remat, memory_budget, block_size, max_bond):
             return m
     return _ranked(program, block_size, max_bond)[0]  # nothing fits: expvals raises for it
+
+
+def method_bytes(
+    ansatz: Ansatz,
+    batch: int,
+    dtype="float32",
+    method: str = "auto",
+    memory_budget: float | None = None,
+    *,
+    block_size: int = 5,
+    remat: bool = False,
+    max_bond: int | None = None,
+    noise=None,
+    noisy_encoding: bool = True,
+    trajectories: int | None = None,
+    shots: int | None = None,
+) -> tuple[str, int]:
+    """The method expvals runs (`resolve_method`) and its memory estimate: the one memory model,
+    which the guard checks and a SLURM job requests (qcxr.run.job_mem_gb).
+
+    Args: as `resolve_method`.
+
+    Returns:
+        (method name, estimated peak bytes of one forward + backward pass of the batch, with the
+        chunking that method would choose within the budget).
+    """
+    options = dict(block_size=block_size, remat=remat, max_bond=max_bond, noise=noise)
+    options.update(noisy_encoding=noisy_encoding, trajectories=trajectories, shots=shots)
+    chosen = resolve_method(ansatz, batch, dtype, method, memory_budget, **options)
+    budget = default_budget() if memory_budget is None else float(memory_budget)
+    if chosen in ("density_matrix", "trajectories"):
+        circuit, model = ansatz.circuit(), make_noise(noise, noisy_encoding)
+        if chosen == "density_matrix":
+            chunk = noisy.density_chunk(circuit, model, batch, dtype, budget) or 1
+            return chosen, density.estimate_bytes(circuit, model, chunk, dtype)
+        t = noisy.DEFAULT_TRAJECTORIES if trajectories is None else int(trajectories)
+        layered = shots is None and traj.layered_applies(circuit, model)
+        group = noisy.trajectory_chunk(circuit, t, batch, dtype, budget, layered) or "state"
+        size = {"all": t * batch, "batch": batch, "state": 1}[group]
+        return chosen, traj.estimate_bytes(circuit, size, dtype, circuit.is_real, layered)
+    program = compile_ansatz(ansatz)
+    if chosen == "split":
+        return chosen, split.split_bytes(program, batch, state_itemsize(ansatz.is_real, dtype))
+    if chosen == "mps":
+        return chosen, mps_memory(ansatz, mps.plan_mps(program), batch, dtype, max_bond, budget)[0]
+    chunk = choose_chunk_size(ansatz, program, batch, dtype, remat, budget, block_size)
+    return chosen, estimate_bytes(ansatz, program, chunk, dtype, remat, block_size, batch)
 
 
 def _fits(a, program, method, batch, dtype, remat, budget, block_size, max_bond) -> bool:
