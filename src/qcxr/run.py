@@ -909,9 +909,6 @@ class Rebuilt:
         constants: the backbone's non-trainable collections (from the run's init stream).
         state_template: a train state of the run's tree structure, to restore a checkpoint into.
         data: the run's data module, prepared (same seed, splits and batch size).
-        source: what evaluation reads batches from: the data, or its cached features when the
-            run trained on them (features are computed from `params` at the first call of
-            `features_source`).
         use_features: whether the run trained the head on cached backbone features.
         label_names: the task's labels, in logit order.
         kind: the task's kind (multilabel or multiclass).
@@ -949,8 +946,10 @@ class Rebuilt:
 def rebuild_for_evaluation(config: Mapping[str, Any], cache_dir: str | None = None) -> Rebuilt:
     """Rebuild a finished run's classifier and data from its logged, resolved config.
 
-    The run's `config.yaml` artifact is the config `run` logged; keys a later version added (for
-    instance head.noise) take their schema defaults, since the factories default them.
+    The run's `config.yaml` artifact is the config `run` logged. A key a later version added
+    (for instance head.noise) is absent from an older run's config: the schemas give no default
+    (their fields are MISSING), so the factory's argument default builds it, which is what the
+    older code ran. Batches for evaluation come from `Rebuilt.batch_source`.
 
     Args:
         config: the resolved config as a nested mapping (the run's config.yaml).

@@ -128,3 +128,15 @@ def test_step_learning_rates_share_one_rate_per_accumulated_update():
     assert rates[0] == rates[1] == 1.0 and rates[2] == rates[3] < 1.0
     assert rates[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 4)))
     assert step_learning_rates(0.3)(5) == pytest.approx(0.3)
+
+
+def test_rebuilt_docstring_lists_exactly_its_fields():
+    # Its docstring described a `source` field that does not exist (issue 20 item 6).
+    import dataclasses
+    import re
+
+    from qcxr.run import Rebuilt
+
+    doc = Rebuilt.__doc__.split("Attributes:", 1)[1]
+    documented = set(re.findall(r"^ {8}(\w+):", doc, flags=re.M))
+    assert documented == {f.name for f in dataclasses.fields(Rebuilt)}
