@@ -749,8 +749,13 @@ def _train_and_evaluate(
             state, resume_meta = restored
             log.info("resuming from %s (epoch %d)", checkpoints.directory, resume_meta["epoch"])
     if not resumed:
-        tracker.log_params(flatten(resolved))
         method = resolved_head_method(head, int(trainer.batch_size))
+        params = flatten(resolved)
+        if method is not None and method != "trajectories" and "head.trajectories" in params:
+            # Only the trajectories method draws them: the params say what ran (config.yaml keeps
+            # the value, which a rebuild of this run passes back to the factory).
+            params["head.trajectories"] = "unused"
+        tracker.log_params(params)
         if method is not None:  # what `method=auto` runs (statevector, split or mps)
             tracker.log_params({"head.method_resolved": method})
         # Dataset facts are params and dataset inputs, not metrics: as metrics they were charts,

@@ -172,3 +172,14 @@ def test_noise_grid_on_the_command_line_is_a_sweep_of_floats(tmp_path):
     assert levels == {(), (("depolarizing", 0.001),), (("depolarizing", 0.01),)}
     with pytest.raises(ConfigCompositionException):
         compose_run(tmp_path, ["head=dqc", "head.noise.depolarising=0.1"])
+
+
+def test_noiseless_trajectories_are_refused_and_an_ideal_variant_is_exact():
+    # method=trajectories on an ideal circuit ran the default 64 identical pure states whatever
+    # head.trajectories said (issue 20 item 6): now a clear error naming the fix.
+    with pytest.raises(ValueError, match="every head.noise level is 0.*head.method=auto"):
+        dqc_head(3, ANSATZ, method="trajectories", trajectories=16)
+    trained = dqc_head(3, ANSATZ, method="trajectories", noise={"depolarizing": 0.1})
+    ideal = noisy_variant(trained, {"depolarizing": 0.0})  # a robustness grid's level 0
+    assert ideal.method == "auto" and ideal.noise == ()
+    assert noisy_variant(trained, {"depolarizing": 0.2}).method == "trajectories"

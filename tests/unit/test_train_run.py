@@ -99,3 +99,12 @@ def test_train_lr_is_logged_per_step_and_follows_the_cosine(tmp_path):
     assert [m.step for m in history] == list(range(1, total + 1))
     expected = [0.01 * 0.5 * (1 + math.cos(math.pi * s / total)) for s in range(total)]
     assert [m.value for m in history] == pytest.approx(expected, rel=1e-5, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_ideal_dqc_params_say_trajectories_unused(tmp_path):
+    # An ideal DQC draws no trajectories: its params said head.trajectories=64 (issue 20 item 6).
+    run_module.run(compose_run(tmp_path, ["head=dqc", "trainer.max_epochs=1"]))
+    _, (r,) = _runs(tmp_path)
+    assert r.data.params["head.trajectories"] == "unused"
+    assert r.data.params["head.method_resolved"] == "statevector"

@@ -191,17 +191,17 @@ class DQCHead(nn.Module):
             truncating = self.max_bond is not None and self.simulator == "native"
             run = circuit_fn(
                 self.ansatz,
-                self.simulator,
-                self.block_size,
-                self.remat,
-                self.chunk_size,
-                self.method,
-                self.max_bond,
-                truncating,
-                self.noise,
-                self.noisy_encoding,
-                self.trajectories,
-                self.shots,
+                simulator=self.simulator,
+                block_size=self.block_size,
+                remat=self.remat,
+                chunk_size=self.chunk_size,
+                method=self.method,
+                max_bond=self.max_bond,
+                return_discarded=truncating,
+                noise=self.noise,
+                noisy_encoding=self.noisy_encoding,
+                trajectories=self.trajectories,
+                shots=self.shots,
             )
             if self.noise or self.shots is not None:
                 key = self.make_rng("noise") if self.has_rng("noise") else eval_noise_key(angles)
@@ -290,18 +290,25 @@ def dqc_head(
             f"head.noise and head.shots need simulator=native (got {simulator!r}): set "
             "head.simulator=native or remove the noise"
         )
+    if method == "trajectories" and not items:
+        raise ValueError(
+            "head.method=trajectories samples noise, but every head.noise level is 0: the "
+            f"{int(trajectories)} trajectories would be one pure state repeated (and "
+            "head.trajectories would not change the result). Fix: set a head.noise level "
+            "(e.g. head.noise.depolarizing=0.001), or head.method=auto for the exact ideal circuit"
+        )
     return DQCHead(
         ansatz,
-        simulator,
-        int(block_size),
-        bool(remat),
-        chunk_size,
-        method,
-        max_bond,
-        items,
-        bool(noisy_encoding),
-        int(trajectories),
-        None if shots is None else int(shots),
+        simulator=simulator,
+        block_size=int(block_size),
+        remat=bool(remat),
+        chunk_size=chunk_size,
+        method=method,
+        max_bond=max_bond,
+        noise=items,
+        noisy_encoding=bool(noisy_encoding),
+        trajectories=int(trajectories),
+        shots=None if shots is None else int(shots),
     )
 
 
@@ -426,14 +433,19 @@ def noisy_variant(
     """
     if not isinstance(head, DQCHead):
         raise ValueError(f"only a DQC head can be re-evaluated under noise, got {type(head)}")
+    method = head.method if method is None else method
+    if method == "trajectories" and not noise_items(noise):
+        # The ideal row of a grid for a head trained by trajectories: the exact circuit (no
+        # noise to sample; dqc_head refuses noiseless trajectories).
+        method = "auto"
     return dqc_head(
         head.ansatz.num_qubits,
         head.ansatz,
-        head.simulator,
-        head.block_size,
-        head.remat,
-        head.chunk_size,
-        head.method if method is None else method,
+        simulator=head.simulator,
+        block_size=head.block_size,
+        remat=head.remat,
+        chunk_size=head.chunk_size,
+        method=method,
         max_bond=head.max_bond,
         noise=dict(noise or {}),
         noisy_encoding=head.noisy_encoding if noisy_encoding is None else noisy_encoding,
