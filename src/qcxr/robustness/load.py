@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 ROBUSTNESS_TAG = "robustness"  # "run" on a child run, "summary" on an experiment's summary run
 SOURCE_TAG = "robustness_of"  # the trained run's id (child runs)
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the child under its parent
+# On a child run: "true" when its ideal point reproduced the trained run's logged test AUROC,
+# "false" when it did not (the child is then FAILED and reports exclude it), "n/a" for a run
+# trained under noise or shots (its logged metric came from a noisy evaluation).
+REPRODUCED_TAG = "reproduced"
 CONFIG_ARTIFACT = "config.yaml"
 CHECKPOINT_ARTIFACT = "checkpoint_best"
 QUANTUM_HEADS = ("dqc",)  # heads whose circuit can be re-evaluated under noise
@@ -255,13 +259,16 @@ def end_run(
     metrics: Mapping[str, float],
     artifacts: list[Path],
     status: str = "FINISHED",
+    tags: Mapping[str, str] | None = None,
 ) -> None:
-    """Log metrics (step 0) and artifact files, then close the run with `status`."""
+    """Log metrics (step 0), tags and artifact files, then close the run with `status`."""
     import time
 
     from mlflow.entities import Metric
 
     client = client_for(tracking_uri)
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value))
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     for i in range(0, len(items), 1000):
