@@ -102,6 +102,19 @@ def test_train_lr_is_logged_per_step_and_follows_the_cosine(tmp_path):
 
 
 @pytest.mark.slow
+def test_resuming_a_cosine_run_with_more_epochs_is_refused_naming_the_schedule(tmp_path):
+    # Issue 20's must-show pair: max_epochs=2 under cosine, then max_epochs=4 in the same run dir.
+    # max_epochs shapes the cosine, so the resumed run would follow another LR curve.
+    overrides = ["head=cdl", "optimizer.schedule=cosine"]
+    run_module.run(compose_run(tmp_path, [*overrides, "trainer.max_epochs=2"]))
+    with pytest.raises(run_module.RunError, match=r"cosine.*max_epochs|max_epochs.*cosine"):
+        run_module.run(compose_run(tmp_path, [*overrides, "trainer.max_epochs=4"]))
+    client, (r,) = _runs(tmp_path)  # nothing was appended to the finished run
+    assert r.info.status == "FINISHED"
+    assert max(m.step for m in client.get_metric_history(r.info.run_id, "train/lr")) == 2 * 6
+
+
+@pytest.mark.slow
 def test_ideal_dqc_params_say_trajectories_unused(tmp_path):
     # An ideal DQC draws no trajectories: its params said head.trajectories=64 (issue 20 item 6).
     run_module.run(compose_run(tmp_path, ["head=dqc", "trainer.max_epochs=1"]))
