@@ -306,7 +306,7 @@ def test_cxr_lt_2024_preset_composes(tmp_path, preset):
     assert any("not yet measured" in line for line in header)
     validate_config(cfg)
     head = build(cfg.head)  # a module: nothing is simulated before the first batch
-    assert head.ansatz.num_qubits == len(LABEL_SETS[task]) and head.method == "auto"
+    assert head.ansatz.num_qubits == len(LABEL_SETS[task]) and head.sim.method == "auto"
 
 
 def test_schemas_hold_no_values():

@@ -38,7 +38,6 @@ from qcxr.data.labels import resolve_labels
 from qcxr.models.classifier import Classifier
 from qcxr.models.heads import DQCHead
 from qcxr.quantum import MemoryBudgetError
-from qcxr.quantum.dispatch.engine import resolve_method
 from qcxr.tracking import TrackerUnavailable
 from qcxr.train import artifacts, features, loop, optim, steps
 from qcxr.train.checkpoint import UNSAFE_PATH_CHARS, Checkpoints
@@ -124,7 +123,7 @@ def job_mem_gb(head: Any, batch_size: int) -> int:
         build(head.ansatz),
         int(batch_size),
         "float32",
-        str(head.get("method", "auto")) if native else "statevector",
+        method=str(head.get("method", "auto")) if native else "statevector",
         block_size=int(head.get("block_size", 5)),
         remat=bool(head.get("remat", False)),
         max_bond=head.get("max_bond"),
@@ -683,7 +682,7 @@ def check_head_fits(head: Any, feature_dim: int, batch_size: int) -> None:
 
 
 def resolved_head_method(head: Any, batch_size: int) -> str | None:
-    """The simulation method a native DQC head runs for a batch (engine.resolve_method), else None.
+    """The simulation method a native DQC head runs for a batch (DQCHead.resolved), else None.
 
     Args:
         head: the built head module.
@@ -693,21 +692,8 @@ def resolved_head_method(head: Any, batch_size: int) -> str | None:
         "statevector", "split" or "mps" (with noise or shots: "density_matrix", "trajectories"
         or "statevector"), or None for heads without a native circuit.
     """
-    if not isinstance(head, DQCHead) or head.simulator != "native":
-        return None
-    return resolve_method(
-        head.ansatz,
-        batch_size,
-        "float32",
-        head.method,
-        block_size=head.block_size,
-        remat=head.remat,
-        max_bond=head.max_bond,
-        noise=dict(head.noise) or None,
-        noisy_encoding=head.noisy_encoding,
-        trajectories=head.trajectories,
-        shots=head.shots,
-    )
+    resolved = head.resolved(batch_size) if isinstance(head, DQCHead) else None
+    return None if resolved is None else resolved.method
 
 
 def _train_and_evaluate(

@@ -155,7 +155,7 @@ def _check_reproduced(run, head, ideal: pd.DataFrame, split: str) -> str | NotRe
     shots logged its noisy evaluation, which level 0 does not repeat.
     """
     logged = run.metrics.get(f"{split}/auroc_macro")
-    if head.noise or head.shots is not None or ideal.empty or logged is None:
+    if head.sim.stochastic or ideal.empty or logged is None:
         return "n/a"
     reevaluated = float(ideal["auroc"].iloc[0])
     if abs(reevaluated - float(logged)) > REPRODUCE_TOL:
@@ -193,12 +193,12 @@ def evaluate_run(args, uri: str, run: load.TrainedRun, grid_bar, levels, shots) 
             "channel": args.channel,
             "levels": ",".join(f"{lv:g}" for lv in levels),
             "shots": ",".join(shots_name(s) for s in shots),
-            "trajectories": args.trajectories or head.trajectories,
-            "method": args.method or head.method,
+            "trajectories": args.trajectories or head.sim.trajectories,
+            "method": args.method or head.sim.method,
             "split": args.split,
             "eval_noise_seed": EVAL_NOISE_SEED,
             "source_run_id": run.run_id,
-            "trained_noise": ",".join(f"{c}={v:g}" for c, v in head.noise) or "none",
+            "trained_noise": ",".join(f"{c}={v:g}" for c, v in head.sim.noise.items) or "none",
         }
         tags = {
             load.PARENT_TAG: run.run_id,
