@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from qcxr import schema
 from qcxr.data.labels import resolve_labels
+from qcxr.metrics import EXTRA_METRICS
 from qcxr.models.classifier import Classifier
 from qcxr.models.heads import DQCHead
 from qcxr.quantum import MemoryBudgetError
@@ -184,18 +185,23 @@ def validate_config(cfg: DictConfig) -> None:
         cfg: the composed config (config.yaml and its groups).
 
     Raises:
-        ConfigError: a seed outside [0, 2**32 - 1], trainer.max_epochs, trainer.patience or
-            trainer.batch_size below 1, an unknown task.labels, or a task.num_labels (or
-            head.num_labels) that does not match the task's label list in qcxr.data.labels.
+        ConfigError: a seed outside [0, 2**32 - 1], trainer.max_epochs, trainer.patience (unless
+            null) or trainer.batch_size below 1, a trainer.monitor / monitor_mode the loop cannot
+            use, an unknown task.extra_metrics, optimizer.schedule=multistep without increasing
+            milestones, an unknown task.labels, or a task.num_labels (or head.num_labels) that
+            does not match the task's label list in qcxr.data.labels.
     """
     problems = []
     seed = int(cfg.seed)
     if not 0 <= seed <= SEED_MAX:
         problems.append(f"seed={seed} is out of range: use an integer from 0 to {SEED_MAX}")
     for key in ("max_epochs", "patience", "batch_size"):
+        if key == "patience" and cfg.trainer.get(key) is None:
+            continue  # no early stopping
         value = int(cfg.trainer[key])
         if value < 1:
             problems.append(f"trainer.{key}={value} must be at least 1")
+    problems += _monitor_problems(cfg) + _schedule_problems(cfg)
     labels, num_labels = str(cfg.task.labels), int(cfg.task.num_labels)
     try:
         names = resolve_labels(labels)
@@ -227,6 +233,47 @@ def validate_config(cfg: DictConfig) -> None:
         )
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def _monitor_problems(cfg: DictConfig) -> list[str]:
+    """What is wrong with trainer.monitor / monitor_mode and task.extra_metrics (an older config
+    without them monitors val/loss, mode min)."""
+    problems = []
+    monitor = str(cfg.trainer.get("monitor", "val/loss"))
+    mode = str(cfg.trainer.get("monitor_mode", "min"))
+    if not monitor.startswith("val/"):
+        problems.append(
+            f"trainer.monitor={monitor!r} must be a val metric (val/loss, val/auroc_macro, ...)"
+        )
+    if mode not in loop.MONITOR_MODES:
+        problems.append(f"trainer.monitor_mode={mode!r}: use one of {loop.MONITOR_MODES}")
+    extra = [str(m) for m in (cfg.task.get("extra_metrics") or [])]
+    unknown = sorted(set(extra) - set(EXTRA_METRICS))
+    if unknown:
+        problems.append(f"task.extra_metrics {unknown} unknown: use some of {EXTRA_METRICS}")
+    return problems
+
+
+def _schedule_problems(cfg: DictConfig) -> list[str]:
+    """multistep's milestones: given, increasing epochs from 1 (train/optim.py converts them)."""
+    if str(cfg.optimizer.get("schedule", "constant")) != "multistep":
+        return []
+    milestones = [int(m) for m in (cfg.optimizer.get("milestones") or [])]
+    if not milestones:
+        return ["optimizer.schedule=multistep needs optimizer.milestones (epochs), e.g. [50,75]"]
+    if milestones[0] < 1 or any(b <= a for a, b in zip(milestones, milestones[1:], strict=False)):
+        return [f"optimizer.milestones={milestones} must be increasing epochs of at least 1"]
+    return []
+
+
+def monitor_of(trainer: Any) -> tuple[str, str]:
+    """(trainer.monitor, trainer.monitor_mode), val/loss and min where a config has neither."""
+    return str(trainer.get("monitor", "val/loss")), str(trainer.get("monitor_mode", "min"))
+
+
+def extra_metrics_of(task: Any) -> tuple[str, ...]:
+    """task.extra_metrics as a tuple (none where a config predates it)."""
+    return tuple(str(m) for m in (task.get("extra_metrics") or []))
 
 
 # ---- small helpers ------------------------------------------------------------------------------
@@ -498,6 +545,35 @@ def _data_kwargs(cfg: DictConfig, backbone, use_features: bool, cache_dir: Path)
     return kwargs
 
 
+def build_optimizer(cfg: DictConfig, steps_per_epoch: int, trainable: Any) -> tuple[Any, Any]:
+    """The run's optax transformation and the rate each train step applies.
+
+    Args:
+        cfg: the composed config (optimizer and trainer.max_epochs are read).
+        steps_per_epoch: train batches per epoch (schedules: total_steps = max_epochs x this;
+            multistep's milestones in epochs become steps with it).
+        trainable: the freeze labels (optim.freeze_labels).
+
+    Returns:
+        (the transformation, 0-based train step -> learning rate, logged as train/lr).
+    """
+    total_steps = int(cfg.trainer.max_epochs) * int(steps_per_epoch)
+    schedule = {"total_steps": total_steps, "steps_per_epoch": int(steps_per_epoch)}
+    tx = build(cfg.optimizer)(**schedule, trainable=trainable)
+    opt = cfg.optimizer  # every optimizer option has these keys (conf/optimizer/*.yaml)
+    lr_at = optim.step_learning_rates(
+        learning_rate=float(opt.learning_rate),
+        schedule=str(opt.schedule),
+        warmup_steps=int(opt.warmup_steps),
+        total_steps=total_steps,
+        accumulation_steps=int(opt.accumulation_steps),
+        milestones=[int(m) for m in (opt.get("milestones") or [])],
+        gamma=float(opt.get("gamma", 0.1)),
+        steps_per_epoch=int(steps_per_epoch),
+    )
+    return tx, lr_at
+
+
 # ---- the run ------------------------------------------------------------------------------------
 def run(cfg: DictConfig) -> float:
     """Train and evaluate one configuration, logging everything to the tracker.
@@ -563,6 +639,9 @@ def run(cfg: DictConfig) -> float:
             resolved["data"]["augment"] = False
     data = build(cfg.data)(**_data_kwargs(cfg, backbone, use_features, cache_dir))
     data.prepare()  # reads every image of every split now: a bad test image fails before training
+    check_monitor(
+        monitor_of(trainer)[0], str(cfg.task.kind), data.label_names, extra_metrics_of(cfg.task)
+    )
 
     tracker = build(cfg.tracker)
     entry = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("train.py")
@@ -661,6 +740,25 @@ def run(cfg: DictConfig) -> float:
     return objective
 
 
+def check_monitor(monitor: str, kind: str, label_names, extra_metrics) -> None:
+    """Refuse, before the first epoch, a trainer.monitor that no epoch's val evaluation logs.
+
+    Raises:
+        RunError: the key and the ones this task logs.
+    """
+    available = loop.monitorable(kind, label_names, extra_metrics)
+    if monitor not in available:
+        shown = [k for k in available if "/auroc/" not in k] + ["val/auroc/<label>"]
+        raise RunError(
+            f"trainer.monitor={monitor!r} is not logged by this {kind} task; use one of {shown}"
+            + (
+                " (val/medmnist_* need task.extra_metrics=[medmnist])"
+                if "medmnist" in monitor
+                else ""
+            )
+        )
+
+
 def check_head_fits(head: Any, feature_dim: int, batch_size: int) -> None:
     """Trace a DQC head's apply on a training-sized batch without computing anything, so the
     simulator's memory guard speaks at start (its shapes are static) rather than at the first step.
@@ -731,16 +829,7 @@ def _train_and_evaluate(
     root_key = jax.random.key(int(cfg.seed))
     params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
     trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
-    total_steps = int(trainer.max_epochs) * data.num_batches("train")
-    tx = build(cfg.optimizer)(total_steps=total_steps, trainable=trainable)
-    opt = cfg.optimizer  # every optimizer option has these keys (conf/optimizer/*.yaml)
-    lr_at = optim.step_learning_rates(
-        learning_rate=float(opt.learning_rate),
-        schedule=str(opt.schedule),
-        warmup_steps=int(opt.warmup_steps),
-        total_steps=total_steps,
-        accumulation_steps=int(opt.accumulation_steps),
-    )
+    tx, lr_at = build_optimizer(cfg, data.num_batches("train"), trainable)
     state = steps.init_state(params, tx)
     resume_meta = None
     if trainer.resume:
@@ -805,6 +894,8 @@ def _train_and_evaluate(
         apply, tx, kind, weights, dropout_key, noise_key, aux=classifier.sows
     )
     eval_step = steps.make_eval_step(apply, kind, weights)
+    monitor, monitor_mode = monitor_of(trainer)
+    extra_metrics = extra_metrics_of(cfg.task)
     first = next(iter(source.batches("val", 0)))
     compiled, compile_s = loop.compile_step(train_step, state, first)
     log.info(
@@ -821,12 +912,15 @@ def _train_and_evaluate(
         tracker=tracker,
         checkpoints=checkpoints,
         max_epochs=int(trainer.max_epochs),
-        patience=int(trainer.patience),
+        patience=None if trainer.get("patience") is None else int(trainer.patience),
         resume_meta=resume_meta,
         meta_extra={"run_id": run_id},
         progress=bool(trainer.progress),
         kind=kind,
         lr_at=lr_at,
+        monitor=monitor,
+        monitor_mode=monitor_mode,
+        extra_metrics=extra_metrics,
     )
     _write_state(
         out_dir,
@@ -835,7 +929,9 @@ def _train_and_evaluate(
     )
     best = checkpoints.restore_best(result.state)
     if best is None:
-        raise RunError("no best checkpoint was saved (no epoch finished)")
+        raise RunError(
+            f"no best checkpoint was saved: no epoch finished, or {monitor} was never a number"
+        )
     best_params = best[0]["params"]
 
     final: dict[str, float] = {k: v for k, v in result.best.items() if k.startswith("val/")}
@@ -845,7 +941,15 @@ def _train_and_evaluate(
         for split in ("val", "test", "external"):
             if split not in data.splits:
                 continue
-            ev = loop.evaluate(eval_step, best_params, source, split, label_names, kind=kind)
+            ev = loop.evaluate(
+                eval_step,
+                best_params,
+                source,
+                split,
+                label_names,
+                kind=kind,
+                extra_metrics=extra_metrics,
+            )
             evaluations[split] = ev
             if split != "val":
                 final.update(ev.as_metrics(split))
@@ -980,9 +1084,7 @@ def rebuild_for_evaluation(config: Mapping[str, Any], cache_dir: str | None = No
     root_key = jax.random.key(int(cfg.seed))
     params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
     trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
-    tx = build(cfg.optimizer)(
-        total_steps=int(cfg.trainer.max_epochs) * data.num_batches("train"), trainable=trainable
-    )
+    tx, _ = build_optimizer(cfg, data.num_batches("train"), trainable)
     return Rebuilt(
         classifier=classifier,
         constants=constants,
