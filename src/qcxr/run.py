@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -139,8 +141,9 @@ def job_mem_gb(head: Any, batch_size: int) -> int:
 
 def register_configs() -> None:
     """Register the typed schemas in Hydra's ConfigStore (schema/run, schema/<group>/<option>),
-    the submitit launchers' schemas (hydra/launcher/<name>_schema) and the `qcxr.job_mem_gb`
-    resolver the launcher configs use.
+    the submitit launchers' schemas (hydra/launcher/<name>_schema), the `qcxr.job_mem_gb`
+    resolver the launcher configs use and `qcxr.milestones` (optim.epoch_milestones: MedMNIST's
+    fractions of trainer.max_epochs as epochs, conf/experiment/medmnist_pneumonia.yaml).
 
     `tags` is registered open (struct off on that node only): Hydra closes every mapping of the
     composed config, so without this `tags.note=baseline` fails with "Key 'note' is not in
@@ -148,6 +151,7 @@ def register_configs() -> None:
     """
     cs = ConfigStore.instance()
     OmegaConf.register_resolver("qcxr.job_mem_gb", job_mem_gb, replace=True)
+    OmegaConf.register_resolver("qcxr.milestones", optim.epoch_milestones, replace=True)
     try:  # the `cluster` extra
         from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
     except ImportError:
@@ -255,12 +259,12 @@ def _monitor_problems(cfg: DictConfig) -> list[str]:
 
 
 def _schedule_problems(cfg: DictConfig) -> list[str]:
-    """multistep's milestones: given, increasing epochs from 1 (train/optim.py converts them)."""
+    """multistep's milestones: increasing epochs from 1 (train/optim.py converts them)."""
     if str(cfg.optimizer.get("schedule", "constant")) != "multistep":
         return []
     milestones = [int(m) for m in (cfg.optimizer.get("milestones") or [])]
     if not milestones:
-        return ["optimizer.schedule=multistep needs optimizer.milestones (epochs), e.g. [50,75]"]
+        return []  # a constant rate, as MultiStepLR with no milestones
     if milestones[0] < 1 or any(b <= a for a, b in zip(milestones, milestones[1:], strict=False)):
         return [f"optimizer.milestones={milestones} must be increasing epochs of at least 1"]
     return []
@@ -526,6 +530,265 @@ def end_abandoned_run(
     return run_id
 
 
+# ---- backbone.init_from: an earlier run's backbone as this run's --------------------------------
+INIT_FROM_TAG = "qcxr.init_from"  # tag: the source run's id (its folder when it has none)
+INIT_FROM_CONTEXT = "backbone"  # the lineage entry's context (an MLflow dataset input)
+CHECKPOINT_ARTIFACT = "checkpoint_best"  # the artifact a run logs its best checkpoint as
+# The train state's key of the model's non-trainable variables (batch-norm running statistics,
+# issue 22 item 1); a checkpoint written before it existed has none.
+MODEL_STATE_KEY = "model_state"
+
+
+@dataclasses.dataclass(frozen=True)
+class InitSource:
+    """The backbone weights of an earlier run's best checkpoint (`backbone.init_from`).
+
+    Attributes:
+        spec: backbone.init_from as given.
+        run_id: the source run's tracker id (its checkpoint's meta), or None if it recorded none.
+        uri: where the weights came from: `runs:/<id>/checkpoint_best`, or the checkpoint folder.
+        backbone: the source run's backbone (the last part of its backbone._target_), or
+            "unknown" where its config is not at hand.
+        epoch: the checkpoint's epoch (the source's best).
+        params: the backbone's parameters, params["backbone"] of the checkpoint.
+        model_state: the backbone's other collections (batch_stats) from the checkpoint's model
+            state, or None where the checkpoint has none (written before train-mode batch norm:
+            its backbone ran on its initial statistics, and this run keeps its own initial ones).
+    """
+
+    spec: str
+    run_id: str | None
+    uri: str
+    backbone: str
+    epoch: int
+    params: Any
+    model_state: Any
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """{"params": ..., **model_state}: what the backbone's module is applied with."""
+        return {"params": self.params, **(self.model_state or {})}
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the weights (features.tree_fingerprint, as the feature cache keys them)."""
+        return features.tree_fingerprint(self.variables)
+
+
+def _target_name(target: Any) -> str:
+    return str(target).rsplit(".", 1)[-1] if target else "unknown"
+
+
+def _checkpoints_in(folder: Path, scratch: Path) -> tuple[Path, str]:
+    """The `checkpoints` folder (holding best/<epoch>/) for a run folder, a checkpoints folder
+    or one checkpoint (state/ + meta/, e.g. best/<epoch> or a downloaded checkpoint_best), and
+    the source's backbone as its run folder's run_state.json names it."""
+    if (folder / "checkpoints" / "best").is_dir():
+        checkpoints, run_dir = folder / "checkpoints", folder
+    elif (folder / "best").is_dir():
+        checkpoints, run_dir = folder, folder.parent
+    elif (folder / "state").is_dir():
+        # One checkpoint: laid out as a checkpoints folder of one best step (Checkpoints reads it).
+        checkpoints = scratch / "checkpoints"
+        step = folder.name if folder.name.isdigit() else "0"
+        shutil.copytree(folder, checkpoints / "best" / step)
+        run_dir = folder.parent.parent
+    else:
+        raise RunError(
+            f"backbone.init_from={folder}: no best checkpoint there. Fix: give a run folder "
+            "(holding checkpoints/best/), its checkpoints folder, one checkpoint folder "
+            "(state/ and meta/), or an MLflow run id"
+        )
+    state = _read_state(run_dir) if run_dir.is_dir() else None
+    config = (state or {}).get("config", {})
+    return checkpoints, _target_name(config.get("backbone._target_"))
+
+
+def _download_run_checkpoint(run_id: str, tracking_uri: str | None, scratch: Path):
+    """An MLflow run's best checkpoint, downloaded (qcxr.robustness.load.fetch_run_files), and
+    its backbone as its config names it."""
+    from mlflow.exceptions import MlflowException
+
+    from qcxr.robustness import load
+
+    if not tracking_uri:
+        raise RunError(
+            f"backbone.init_from={run_id} is not a folder, and no MLflow store is configured to "
+            "look it up as a run id. Fix: give a run or checkpoint folder, or set "
+            "tracker.tracking_uri (MLFLOW_TRACKING_URI) to the store holding that run"
+        )
+    client = load.client_for(tracking_uri)
+    try:
+        found = client.get_run(run_id)
+    except MlflowException as err:
+        raise RunError(
+            f"backbone.init_from={run_id} is neither a folder nor a run id in {tracking_uri}. "
+            "Fix: give an existing run or checkpoint folder, or a run id from that store"
+        ) from err
+    if not any(a.path == CHECKPOINT_ARTIFACT for a in client.list_artifacts(run_id)):
+        raise RunError(
+            f"run {run_id} ({found.info.status}) has no {CHECKPOINT_ARTIFACT} artifact, so it "
+            "has no backbone to start from. Fix: use a run that finished training"
+        )
+    run = load.TrainedRun(
+        run_id=run_id,
+        run_name=found.info.run_name or run_id,
+        experiment=client.get_experiment(found.info.experiment_id).name,
+        experiment_id=found.info.experiment_id,
+        tags=dict(found.data.tags),
+        metrics=dict(found.data.metrics),
+        params=dict(found.data.params),
+    )
+    config, checkpoints = load.fetch_run_files(tracking_uri, run, scratch)
+    target = (config.get("backbone") or {}).get("_target_")
+    return checkpoints, found.data.tags.get("backbone") or _target_name(target)
+
+
+def load_init_source(
+    spec: str, tracking_uri: str | None, root_dir: str | os.PathLike
+) -> InitSource:
+    """Read the backbone of an earlier run's best checkpoint.
+
+    Args:
+        spec: backbone.init_from: a folder (a run folder, its checkpoints folder or one
+            checkpoint; relative to `root_dir`, the directory train.py was started from) or, when
+            no such folder exists, an MLflow run id.
+        tracking_uri: the MLflow store to look a run id up in (this run's tracker's).
+        root_dir: the directory relative folders are taken from.
+
+    Returns:
+        The InitSource (its arrays are in memory; nothing downloaded is kept).
+
+    Raises:
+        RunError: neither a folder with a checkpoint nor a run id of the store, or a run without
+            a best checkpoint.
+    """
+    folder = Path(spec) if Path(spec).is_absolute() else Path(root_dir) / spec
+    with tempfile.TemporaryDirectory() as scratch:
+        if folder.exists():
+            checkpoints_dir, name = _checkpoints_in(folder.resolve(), Path(scratch))
+            uri = str(checkpoints_dir if checkpoints_dir.is_relative_to(folder) else folder)
+        else:
+            checkpoints_dir, name = _download_run_checkpoint(spec, tracking_uri, Path(scratch))
+            uri = f"runs:/{spec}/{CHECKPOINT_ARTIFACT}"
+        checkpoints = Checkpoints(checkpoints_dir)
+        try:
+            restored = checkpoints.restore_best(None)  # the tree as saved: no template needed
+        finally:
+            checkpoints.close()
+        if restored is None:
+            raise RunError(f"backbone.init_from={spec}: {checkpoints_dir} holds no checkpoint")
+        state, meta = restored
+        model_state = state.get(MODEL_STATE_KEY)
+        return InitSource(
+            spec=str(spec),
+            run_id=meta.get("run_id"),
+            uri=uri,
+            backbone=name,
+            epoch=int(meta.get("epoch", 0)),
+            params=jax.tree.map(np.asarray, state["params"]["backbone"]),
+            model_state=None
+            if model_state is None
+            else jax.tree.map(np.asarray, dict(model_state.get("backbone", {}))),
+        )
+
+
+def _shapes(tree: Any) -> dict[str, tuple]:
+    return {
+        jax.tree_util.keystr(path): (tuple(np.shape(leaf)), str(np.asarray(leaf).dtype))
+        if not isinstance(leaf, jax.ShapeDtypeStruct)
+        else (tuple(leaf.shape), str(leaf.dtype))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def check_init_source(source: InitSource, backbone: Any, name: str) -> None:
+    """Refuse weights whose tree is not this backbone's (another architecture or size).
+
+    Args:
+        source: the loaded weights.
+        backbone: this run's built backbone.
+        name: this run's backbone option (its tag).
+
+    Raises:
+        RunError: naming both backbones and the first differing arrays.
+    """
+    expected = jax.eval_shape(backbone.init, jax.random.key(0))
+    if source.model_state is None:
+        expected = {"params": expected["params"]}
+    want, got = _shapes(expected), _shapes(source.variables)
+    differ = [
+        f"{k}: {got.get(k, 'absent')} in the source, {want.get(k, 'absent')} here"
+        for k in sorted(set(want) | set(got))
+        if want.get(k) != got.get(k)
+    ]
+    if differ:
+        shown = "; ".join(differ[:3]) + (
+            f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+        )
+        raise RunError(
+            f"backbone.init_from={source.spec}: the source's backbone ({source.backbone}, run "
+            f"{source.run_id}) does not match this run's backbone={name} ({shown}). Fix: "
+            f"choose the source's backbone (backbone={source.backbone} with its settings) or "
+            "a source run trained with this one"
+        )
+
+
+def init_source_for(cfg: DictConfig, backbone: Any, name: str) -> InitSource | None:
+    """The run's backbone.init_from, loaded and checked against its backbone, or None."""
+    spec = getattr(backbone, "init_from", None)
+    if spec is None:
+        return None
+    tracker = cfg.get("tracker") or {}
+    uri = tracker.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    source = load_init_source(str(spec), uri, cfg.paths.root_dir)
+    check_init_source(source, backbone, name)
+    log.info(
+        "backbone from %s (run %s, epoch %d, %s, weights %s)%s",
+        source.uri,
+        source.run_id,
+        source.epoch,
+        source.backbone,
+        source.fingerprint[:12],
+        ", frozen" if backbone.freeze else ", fine-tuned (backbone.freeze=false)",
+    )
+    return source
+
+
+def apply_init_source(params: dict, model_state: dict, source: InitSource | None):
+    """Params and model state with the backbone's taken from `source` (unchanged for None).
+
+    Args:
+        params: {"backbone", "head"} from Classifier.init.
+        model_state: {"backbone": collections} from Classifier.init.
+        source: the loaded weights, or None.
+
+    Returns:
+        (params, model_state); the head keeps its own init.
+    """
+    if source is None:
+        return params, model_state
+    params = {**params, "backbone": jax.tree.map(jnp.asarray, source.params)}
+    if source.model_state is not None:
+        model_state = {**model_state, "backbone": jax.tree.map(jnp.asarray, source.model_state)}
+    return params, model_state
+
+
+def log_init_lineage(tracker: Any, source: InitSource | None) -> None:
+    """The source weights as a dataset input (context "backbone"): name backbone-<run id>, digest
+    the weights' fingerprint, source the checkpoint's URI (the run's tag qcxr.init_from names
+    the run)."""
+    if source is None:
+        return
+    tracker.log_dataset(
+        f"backbone-{source.run_id or Path(source.uri).name}",
+        source.fingerprint,
+        source=source.uri,
+        context=INIT_FROM_CONTEXT,
+        profile={"run_id": source.run_id, "epoch": source.epoch, "backbone": source.backbone},
+    )
+
+
 def _data_kwargs(cfg: DictConfig, backbone, use_features: bool, cache_dir: Path) -> dict[str, Any]:
     """The data factory's run-time arguments (`conf/data/*.yaml` is `_partial_`)."""
     kwargs: dict[str, Any] = {
@@ -627,6 +890,7 @@ def run(cfg: DictConfig) -> float:
         check_head_fits(head, backbone.feature_dim, int(trainer.batch_size))
     except MemoryBudgetError as err:
         raise RunError(f"the {names['head']} head does not fit in memory: {err}") from err
+    init_source = init_source_for(cfg, backbone, names["backbone"])  # checked before any run
     use_features = bool(backbone.freeze and trainer.cache_features)
     if use_features:
         log.warning(
@@ -652,6 +916,8 @@ def run(cfg: DictConfig) -> float:
         "features": "cached" if use_features else "images",
         **{str(k): str(v) for k, v in (cfg.tags or {}).items()},
     }
+    if init_source is not None:
+        tags[INIT_FROM_TAG] = init_source.run_id or init_source.uri
     for key in ("study", "trial"):
         if cfg.get(key) is not None:
             tags[key] = str(cfg[key])
@@ -698,6 +964,7 @@ def run(cfg: DictConfig) -> float:
             out_dir,
             cache_dir,
             resumed=previous is not None,
+            init_source=init_source,
         )
     except (KeyboardInterrupt, RunInterrupted) as err:
         log.warning(
@@ -822,12 +1089,14 @@ def _train_and_evaluate(
     out_dir,
     cache_dir,
     resumed,
+    init_source=None,
 ):
     trainer = cfg.trainer
     label_names = list(data.label_names)
     classifier = Classifier(backbone, head, str(trainer.compute_dtype))
     root_key = jax.random.key(int(cfg.seed))
     params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
+    params, constants = apply_init_source(params, constants, init_source)  # backbone.init_from
     trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
     tx, lr_at = build_optimizer(cfg, data.num_batches("train"), trainable)
     state = steps.init_state(params, tx)
@@ -864,6 +1133,7 @@ def _train_and_evaluate(
                     "positives": dict(zip(label_names, map(int, positives), strict=True)),
                 },
             )
+        log_init_lineage(tracker, init_source)
 
     start = time.perf_counter()
     if use_features:

@@ -102,6 +102,7 @@ class ResNetSchema:
     repo_id: str = MISSING
     image_size: int = MISSING
     resize_size: int | None = MISSING  # type: ignore[assignment]
+    init_from: str | None = MISSING  # type: ignore[assignment]  # a run id or folder
 
 
 @dataclass
@@ -115,6 +116,7 @@ class MobileNetV2Schema:
     variant: str = MISSING
     image_size: int | None = MISSING  # type: ignore[assignment]
     resize_size: int | None = MISSING  # type: ignore[assignment]
+    init_from: str | None = MISSING  # type: ignore[assignment]  # a run id or folder
 
 
 @dataclass
@@ -123,6 +125,7 @@ class TinySchema:
     feature_dim: int = MISSING
     image_size: int = MISSING
     freeze: bool = MISSING
+    init_from: str | None = MISSING  # type: ignore[assignment]  # a run id or folder
 
 
 @dataclass

@@ -40,14 +40,15 @@ def make_schedule(
         warmup_steps: optimizer steps of linear warm-up (not with multistep).
         total_steps: optimizer steps of the whole run (warm-up included).
         boundaries: multistep only: the optimizer steps (0-based update counts) from which the
-            rate is multiplied by gamma once more, increasing.
+            rate is multiplied by gamma once more, increasing (none: a constant rate, as
+            MultiStepLR with no milestones).
         gamma: multistep only: the factor per boundary.
 
     Returns:
         step -> learning rate.
 
     Raises:
-        ValueError: an unknown name; multistep without boundaries, with decreasing ones or with
+        ValueError: an unknown name; multistep with boundaries that do not increase, or with
             warm-up.
     """
     if name not in SCHEDULES:
@@ -77,16 +78,31 @@ def _multistep(
     learning_rate: float, warmup_steps: int, boundaries: Sequence[int], gamma: float
 ) -> optax.Schedule:
     bounds = [int(b) for b in boundaries]
-    if not bounds:
-        raise ValueError(
-            "schedule=multistep needs milestones: set optimizer.milestones (epochs), e.g. [50,75]"
-        )
-    if any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)) or bounds[0] < 0:
+    if any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)) or min(bounds, default=0) < 0:
         raise ValueError(f"multistep boundaries must increase from 0 or more, got {bounds}")
     if int(warmup_steps) > 0:
         raise ValueError("schedule=multistep has no warm-up: set optimizer.warmup_steps=0")
     # optax: the product of the scales of every boundary b with step >= b.
     return optax.piecewise_constant_schedule(learning_rate, {b: float(gamma) for b in bounds})
+
+
+def epoch_milestones(max_epochs: int, fractions: Sequence[float]) -> list[int]:
+    """MedMNIST v2's milestones: fractions of the run's epochs (its code: 0.5 and 0.75 x
+    num_epochs), kept only where the product is a whole epoch.
+
+    Its MultiStepLR compares the integer epoch count with the float milestones, so a milestone
+    like 7.5 (0.75 x 10 epochs) never fires; keeping only whole ones reproduces that. The Hydra
+    resolver `${qcxr.milestones:${trainer.max_epochs},[0.5,0.75]}` calls this.
+
+    Args:
+        max_epochs: the run's epochs.
+        fractions: fractions of max_epochs.
+
+    Returns:
+        The milestones in epochs: [50, 75] for 100 epochs, [5] for 10.
+    """
+    products = (float(f) * int(max_epochs) for f in fractions)
+    return [int(x) for x in products if x.is_integer() and x >= 1]
 
 
 def milestone_steps(
