@@ -606,9 +606,7 @@ def _checkpoints_in(folder: Path, scratch: Path) -> tuple[Path, str]:
 
 def _download_run_checkpoint(run_id: str, tracking_uri: str | None, scratch: Path):
     """An MLflow run's best checkpoint, downloaded (qcxr.robustness.load.fetch_run_files), and
-    its backbone as its config names it."""
-    from mlflow.exceptions import MlflowException
-
+    its backbone as its tags name it."""
     from qcxr.robustness import load
 
     if not tracking_uri:
@@ -617,31 +615,21 @@ def _download_run_checkpoint(run_id: str, tracking_uri: str | None, scratch: Pat
             "look it up as a run id. Fix: give a run or checkpoint folder, or set "
             "tracker.tracking_uri (MLFLOW_TRACKING_URI) to the store holding that run"
         )
-    client = load.client_for(tracking_uri)
     try:
-        found = client.get_run(run_id)
-    except MlflowException as err:
+        run = load.trained_run(tracking_uri, run_id)
+    except load.RobustnessError as err:
         raise RunError(
             f"backbone.init_from={run_id} is neither a folder nor a run id in {tracking_uri}. "
             "Fix: give an existing run or checkpoint folder, or a run id from that store"
         ) from err
-    if not any(a.path == CHECKPOINT_ARTIFACT for a in client.list_artifacts(run_id)):
+    if not load.has_artifact(tracking_uri, run_id, CHECKPOINT_ARTIFACT):
         raise RunError(
-            f"run {run_id} ({found.info.status}) has no {CHECKPOINT_ARTIFACT} artifact, so it "
-            "has no backbone to start from. Fix: use a run that finished training"
+            f"run {run_id} has no {CHECKPOINT_ARTIFACT} artifact, so it has no backbone to start "
+            "from. Fix: use a run that finished training"
         )
-    run = load.TrainedRun(
-        run_id=run_id,
-        run_name=found.info.run_name or run_id,
-        experiment=client.get_experiment(found.info.experiment_id).name,
-        experiment_id=found.info.experiment_id,
-        tags=dict(found.data.tags),
-        metrics=dict(found.data.metrics),
-        params=dict(found.data.params),
-    )
     config, checkpoints = load.fetch_run_files(tracking_uri, run, scratch)
     target = (config.get("backbone") or {}).get("_target_")
-    return checkpoints, found.data.tags.get("backbone") or _target_name(target)
+    return checkpoints, run.tags.get("backbone") or _target_name(target)
 
 
 def load_init_source(
