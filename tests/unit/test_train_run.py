@@ -123,6 +123,7 @@ def test_ideal_dqc_params_say_trajectories_unused(tmp_path):
     assert r.data.params["head.method_resolved"] == "statevector"
 
 
+@pytest.mark.slow
 def test_train_lr_follows_the_multistep_milestones_in_epochs(tmp_path):
     # MultiStepLR written out by hand: 6 batches per epoch, the rate halves after epoch 1.
     overrides = [
