@@ -197,6 +197,34 @@ def select(tracking_uri: str, target: str, filter_string: str = "") -> Selection
     return Selection([_trained(client, run, name)], None, {})
 
 
+def trained_run(tracking_uri: str, run_id: str) -> TrainedRun:
+    """One run of the store by id, whatever its head (backbone.init_from reads its checkpoint).
+
+    Args:
+        tracking_uri: the MLflow store.
+        run_id: the run's id.
+
+    Returns:
+        The TrainedRun.
+
+    Raises:
+        RobustnessError: the store has no run of that id.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = client_for(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        raise RobustnessError(f"{run_id!r} is not a run id in {tracking_uri}") from err
+    return _trained(client, run, client.get_experiment(run.info.experiment_id).name)
+
+
+def has_artifact(tracking_uri: str, run_id: str, path: str) -> bool:
+    """Whether a run logged an artifact at `path` (e.g. checkpoint_best)."""
+    return _has_artifact(client_for(tracking_uri), run_id, path)
+
+
 def fetch_run_files(tracking_uri: str, run: TrainedRun, dest: Path) -> tuple[dict[str, Any], Path]:
     """Download a run's config and best checkpoint.
 
