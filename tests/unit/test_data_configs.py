@@ -7,7 +7,7 @@ import pytest
 
 import qcxr.data
 from qcxr.data import LABEL_SETS, DataError
-from qcxr.data.sources import LOADER_SETTINGS
+from qcxr.data.common import LOADER_SETTINGS
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 omegaconf = pytest.importorskip("omegaconf")

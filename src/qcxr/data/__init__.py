@@ -7,10 +7,13 @@ This package never imports models/, train/, hydra or omegaconf.
 from qcxr.data.augment import AUGMENT_STREAM, DATA_ORDER_STREAM, augment_device
 from qcxr.data.cxr_lt import cxr_lt_2024
 from qcxr.data.derm import ham10000, isic2017
+from qcxr.data.folder import folder_csv
 from qcxr.data.index import DataError
 from qcxr.data.labels import LABEL_SETS, canonical_label, resolve_labels
+from qcxr.data.medmnist_npz import download_medmnist, medmnist
+from qcxr.data.mimic import mimic_cxr_lt
 from qcxr.data.module import DataModule
-from qcxr.data.sources import download_medmnist, folder_csv, medmnist, mimic_cxr_lt, nih_cxr_lt
+from qcxr.data.nih import nih_cxr_lt
 from qcxr.data.synthetic import synthetic
 
 __all__ = [

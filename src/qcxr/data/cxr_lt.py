@@ -7,7 +7,7 @@ CSV per split: `train_labeled.csv`, `development_labeled_task1.csv`, `test_label
 root (`files/p10/p10000032/s50414267/<dicom_id>.jpg`), identifier columns (`subject_id`,
 `study_id`, `dicom_id`, ...) and one 0/1 column per label. The validation applied to every
 source applies here too: the same checks, messages and image-file identities as
-`qcxr.data.sources`, whose helpers this module reuses.
+`qcxr.data.common` and `qcxr.data.mimic`, whose helpers this module reuses.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from qcxr.data.common import check_loader, reject_duplicate_rows, require
 from qcxr.data.index import (
     DataError,
     SplitIndex,
@@ -29,8 +30,8 @@ from qcxr.data.index import (
     resolve_images,
 )
 from qcxr.data.labels import label_key, resolve_labels
+from qcxr.data.mimic import build_module
 from qcxr.data.module import DataModule
-from qcxr.data.sources import _check_loader, _module, _reject_duplicate_rows, _require
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def _read_split(path: Path, labels: Sequence[str], split: str) -> SplitIndex:
         )
     cols = [find_column(header, (n,)) for n in labels]
     y = parse_binary(path, header, rows, cols)
-    _reject_duplicate_rows(path, header, path_col, lines, y, None, rows)
+    reject_duplicate_rows(path, header, path_col, lines, y, None, rows)
     refs = [r[path_col] for r in rows]
     pcol = find_column(header, _PATIENT_COLUMNS)
     if pcol is not None:
@@ -114,7 +115,7 @@ def cxr_lt_2024(
         on_missing: "error" or "skip" for images listed but absent.
         external_image_dir: another external test set's images (optional).
         external_label_dir: its labels (MIMIC-CXR-LT layout).
-        **loader: the DataModule's loader settings (`qcxr.data.sources.LOADER_SETTINGS`).
+        **loader: the DataModule's loader settings (`qcxr.data.common.LOADER_SETTINGS`).
 
     Returns:
         A DataModule with train (and val, test, external where configured).
@@ -125,8 +126,8 @@ def cxr_lt_2024(
             than 0/1, duplicated images, missing images (with on_missing="error").
     """
     labels = resolve_labels(task)
-    image_dir = _require(image_dir, "image_dir", "MIMIC_CXR_LT_IMAGES", "cxr_lt_2024")
-    label_dir = _require(label_dir, "label_dir", "CXR_LT_2024_LABELS", "cxr_lt_2024")
+    image_dir = require(image_dir, "image_dir", "MIMIC_CXR_LT_IMAGES", "cxr_lt_2024")
+    label_dir = require(label_dir, "label_dir", "CXR_LT_2024_LABELS", "cxr_lt_2024")
     root = Path(label_dir)
     if not root.is_dir():
         raise DataError(
@@ -147,12 +148,12 @@ def cxr_lt_2024(
     splits = {s: resolve_images(s, ix, images, image_dir, on_missing) for s, ix in splits.items()}
     for s, ix in splits.items():
         log.info("CXR-LT 2024 %s: %d images from %s", s, len(ix), files[s].name)
-    return _module(
+    return build_module(
         "cxr_lt_2024",
         splits,
         labels,
         external_image_dir=external_image_dir,
         external_label_dir=external_label_dir,
         on_missing=on_missing,
-        **_check_loader("cxr_lt_2024", loader),
+        **check_loader("cxr_lt_2024", loader),
     )

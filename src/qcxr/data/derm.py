@@ -1,7 +1,7 @@
 """Dermoscopy sources: HAM10000 and ISIC 2017 (Part 3) in their official layouts, multiclass.
 
 Both return a `DataModule` with one-hot labels (one class per image) and take the loader
-settings unchanged, like every source (`qcxr.data.sources.LOADER_SETTINGS`).
+settings unchanged, like every source (`qcxr.data.common.LOADER_SETTINGS`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from qcxr.data.common import check_loader, require
 from qcxr.data.index import (
     SPLITS,
     DataError,
@@ -24,8 +25,8 @@ from qcxr.data.index import (
     require_columns,
 )
 from qcxr.data.labels import HAM10000, ISIC2017, resolve_labels
+from qcxr.data.mimic import build_module
 from qcxr.data.module import DataModule
-from qcxr.data.sources import _check_loader, _module, _require
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def _multiclass_loader(source: str, task, classes: tuple[str, ...], loader: dict
             f"data source {source!r} has the classes {list(classes)}; task {task!r} asks for "
             f"{list(resolve_labels(task))}. Fix: task={source}."
         )
-    loader = _check_loader(source, loader)
+    loader = check_loader(source, loader)
     if loader.setdefault("kind", "multiclass") != "multiclass":
         raise DataError(
             f"{source} is a multiclass dataset (one diagnosis per image), but the task's kind is "
@@ -79,7 +80,7 @@ def ham10000(
         on_missing: "error" (default) or "skip" for metadata rows whose image is absent.
         external_image_dir: MIMIC-CXR-JPG root for an external split (rarely useful here).
         external_label_dir: its labels.
-        **loader: the DataModule's loader settings (`qcxr.data.sources.LOADER_SETTINGS`).
+        **loader: the DataModule's loader settings (`qcxr.data.common.LOADER_SETTINGS`).
 
     Returns:
         A DataModule with train, val and test; labels one-hot bool[N, 7].
@@ -88,7 +89,7 @@ def ham10000(
         DataError: a missing metadata file or image folder, a row with an unknown `dx`, a
             duplicate `image_id`, or (on_missing="error") a missing image, each naming the rows.
     """
-    root = Path(_require(root, "root", "HAM10000_ROOT", "ham10000"))
+    root = Path(require(root, "root", "HAM10000_ROOT", "ham10000"))
     loader = _multiclass_loader("ham10000", task, HAM10000, loader)
     meta = root / HAM10000_METADATA
     if not meta.is_file():
@@ -162,7 +163,7 @@ def ham10000(
         ", ".join(f"{s} {len(ix)}" for s, ix in splits.items()),
         len(set(lesions)),
     )
-    return _module(
+    return build_module(
         "ham10000",
         splits,
         HAM10000,
@@ -273,7 +274,7 @@ def isic2017(
         on_missing: "error" (default) or "skip" for listed images that are absent.
         external_image_dir: MIMIC-CXR-JPG root for an external split (rarely useful here).
         external_label_dir: its labels.
-        **loader: the DataModule's loader settings (`qcxr.data.sources.LOADER_SETTINGS`).
+        **loader: the DataModule's loader settings (`qcxr.data.common.LOADER_SETTINGS`).
 
     Returns:
         A DataModule with train, val and test; labels one-hot bool[N, 3].
@@ -282,10 +283,10 @@ def isic2017(
         DataError: a missing ground-truth file or image folder, a value other than 0/1, a row
             with both classes, a duplicate image_id or (on_missing="error") a missing image.
     """
-    root = Path(_require(root, "root", "ISIC2017_ROOT", "isic2017"))
+    root = Path(require(root, "root", "ISIC2017_ROOT", "isic2017"))
     loader = _multiclass_loader("isic2017", task, ISIC2017, loader)
     splits = {s: _isic_split(root, s, on_missing) for s in SPLITS}
-    return _module(
+    return build_module(
         "isic2017",
         splits,
         ISIC2017,

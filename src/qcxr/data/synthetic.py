@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from qcxr.data.common import check_loader
 from qcxr.data.index import SplitIndex
 from qcxr.data.labels import (
     CXR19,
@@ -42,12 +43,9 @@ from qcxr.data.labels import (
     NIH_CXR_LT_TRAIN_SIZE,
     resolve_labels,
 )
+from qcxr.data.mimic import build_module
 from qcxr.data.module import DataModule, ImageStore
 from qcxr.data.preprocess import make_preprocess_config
-from qcxr.data.sources import (  # the factories' shared tail: external split, stores
-    _check_loader,
-    _module,
-)
 
 GENERATOR_VERSION = 1  # bump when the images for the same parameters change
 MIN_POSITIVES_PER_SPLIT = 2
@@ -571,7 +569,7 @@ def synthetic(
         on_missing: accepted for a uniform interface (generated images are never missing).
         external_image_dir: a real external set (MIMIC-CXR-JPG root) instead of the synthetic one.
         external_label_dir: its labels.
-        **loader: the DataModule's loader settings (`qcxr.data.sources.LOADER_SETTINGS`);
+        **loader: the DataModule's loader settings (`qcxr.data.common.LOADER_SETTINGS`);
             without preprocessing or image_size, 64 px crops.
 
     Returns:
@@ -587,7 +585,7 @@ def synthetic(
             f"the CXR-19 labels and 'No Finding'); unknown: {unknown}"
         )
     with_extra = not multiclass and any(n in EXTRA_LABELS for n in labels)
-    loader = _check_loader("synthetic", loader)
+    loader = check_loader("synthetic", loader)
     resolution = int(resolution or _resize_size(loader))
     sizes = {"train": num_train, "val": num_val, "test": num_test}
     if num_external and external_image_dir is None:
@@ -601,7 +599,7 @@ def synthetic(
             index.labels = index.labels[:, [SYNTHETIC_LABELS.index(n) for n in labels]]
         index.extra["store"] = store
         splits[split] = index
-    return _module(
+    return build_module(
         "synthetic",
         splits,
         labels,
