@@ -368,17 +368,7 @@ def _scale_table(results: list[dict], time_limit: float = 60.0, mem_gb: float = 
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the head-step benchmark; print a markdown table, write JSON.
-
-    With `--peers`, run qcxr.bench.peers instead (the circuit against peer simulators; its own
-    options, see `python -m qcxr.bench heads --peers --help`).
-    """
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--peers" in argv:
-        from qcxr.bench import peers
-
-        return peers.main([a for a in argv if a != "--peers"])
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m qcxr.bench heads",
         description=__doc__,
@@ -455,7 +445,61 @@ def main(argv: list[str] | None = None) -> int:
         help="time the circuit against peer simulators instead (qcxr.bench.peers)",
     )
     p.add_argument("--single", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    return p
+
+
+def _configs(args, base: dict) -> list[dict]:
+    """One config per (qubits, head, simulator, method) row of the table."""
+    configs = []
+    for n in args.qubits:
+        if not args.no_cdl:
+            configs.append({**base, "head": "cdl", "qubits": n, "simulator": "native"})
+        for sim in args.simulators:
+            if sim != "native" and n > args.pennylane_max_qubits:
+                continue
+            for method in args.methods if sim == "native" else ["auto"]:
+                configs.append(
+                    {**base, "head": "dqc", "qubits": n, "simulator": sim, "method": method}
+                )
+    return configs
+
+
+def _time_config(cfg: dict, time_limit: float) -> dict:
+    """Time one config in a fresh process (_spawn) and log its median."""
+    log.info(
+        "running %s, %d qubits, %s%s ...",
+        cfg["head"],
+        cfg["qubits"],
+        cfg["simulator"],
+        f" ({cfg['method']})" if cfg["head"] == "dqc" and cfg["simulator"] == "native" else "",
+    )
+    res = _spawn(cfg, timeout=time_limit * 3 + 900)
+    log.info("  %s", res.get("error") or f"median {1000 * res['median_s']:.3g} ms")
+    return res
+
+
+def _write(path: str, results: list[dict], table: str) -> None:
+    """Print the table and write it with the results and the machine's facts as JSON."""
+    sys.stdout.write(table + "\n")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"cpu_count": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out.write_text(json.dumps({"meta": meta, "results": results, "table": table}, indent=1))
+    log.info("wrote %s", out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the head-step benchmark; print a markdown table, write JSON.
+
+    With `--peers`, run qcxr.bench.peers instead (the circuit against peer simulators; its own
+    options, see `python -m qcxr.bench heads --peers --help`).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--peers" in argv:
+        from qcxr.bench import peers
+
+        return peers.main([a for a in argv if a != "--peers"])
+    args = _parser().parse_args(argv)
     if args.single:
         sys.stdout.write(json.dumps(_run_single(json.loads(args.single))) + "\n")
         return 0
@@ -478,45 +522,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale:
         results = _scale(args, base)
         table = _scale_table(results, args.scale_time_limit, args.scale_mem_gb)
-        sys.stdout.write(table + "\n")
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"cpu_count": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-        out.write_text(json.dumps({"meta": meta, "results": results, "table": table}, indent=1))
-        log.info("wrote %s", out)
+        _write(args.out, results, table)
         return 0 if not any("error" in r for r in results) else 1
-    configs = []
-    for n in args.qubits:
-        if not args.no_cdl:
-            configs.append({**base, "head": "cdl", "qubits": n, "simulator": "native"})
-        for sim in args.simulators:
-            if sim != "native" and n > args.pennylane_max_qubits:
-                continue
-            for method in args.methods if sim == "native" else ["auto"]:
-                configs.append(
-                    {**base, "head": "dqc", "qubits": n, "simulator": sim, "method": method}
-                )
-    results = []
-    for cfg in configs:
-        log.info(
-            "running %s, %d qubits, %s%s ...",
-            cfg["head"],
-            cfg["qubits"],
-            cfg["simulator"],
-            f" ({cfg['method']})" if cfg["head"] == "dqc" and cfg["simulator"] == "native" else "",
-        )
-        res = _spawn(cfg, timeout=args.time_limit * 3 + 900)
-        log.info("  %s", res.get("error") or f"median {1000 * res['median_s']:.3g} ms")
-        results.append(res)
+    results = [_time_config(cfg, args.time_limit) for cfg in _configs(args, base)]
     if args.max_qubits:
         results += _max_qubits(args, base)
     table = _table(results)
-    sys.stdout.write(table + "\n")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"cpu_count": os.cpu_count(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    out.write_text(json.dumps({"meta": meta, "results": results, "table": table}, indent=1))
-    log.info("wrote %s", out)
+    _write(args.out, results, table)
     return 0 if all(math.isfinite(r.get("median_s", math.nan)) for r in results) else 1
 
 
