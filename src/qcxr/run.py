@@ -37,6 +37,7 @@ from qcxr import schema
 from qcxr.data.labels import resolve_labels
 from qcxr.models.classifier import Classifier
 from qcxr.models.heads import DQCHead
+from qcxr.predict.export import log_run_model
 from qcxr.quantum import MemoryBudgetError
 from qcxr.quantum.dispatch.engine import resolve_method
 from qcxr.tracking import TrackerUnavailable
@@ -880,6 +881,18 @@ def _train_and_evaluate(
             tracker.log_artifact(path)
         if checkpoints.best_path is not None:
             tracker.log_artifact(checkpoints.best_path, "checkpoint_best")
+    # The MLflow model `model` (runs:/<id>/model) and the run folder's model/ (qcxr.predict).
+    log_run_model(
+        tracker,
+        out_dir=out_dir,
+        config=resolved,
+        state=best[0],
+        backbone=backbone,
+        label_names=label_names,
+        kind=kind,
+        run_id=run_id,
+        best_epoch=result.best_epoch,
+    )
 
     log.info(
         "best epoch %d of %d; %s",
@@ -943,8 +956,63 @@ class Rebuilt:
         return features.FeatureBatches(self.data, feats)
 
 
+@dataclasses.dataclass
+class RebuiltModel:
+    """A finished run's model, rebuilt from its logged config without its data.
+
+    Attributes:
+        classifier: backbone + head as the run built them.
+        constants: the backbone's non-trainable collections (from the run's init stream).
+        state_template: a train state of the run's tree structure, to restore a checkpoint into.
+        label_names: the task's labels, in logit order (qcxr.data.labels, from task.labels).
+        kind: the task's kind (multilabel or multiclass).
+    """
+
+    classifier: Classifier
+    constants: Any
+    state_template: Any
+    label_names: list[str]
+    kind: str
+
+
+def rebuild_model(config: Mapping[str, Any]) -> RebuiltModel:
+    """Rebuild a finished run's classifier from its logged, resolved config; no data is read.
+
+    The backbone is built by its factory as in the run: pretrained weights are looked up where
+    the config says (backbone.weights, else the Hugging Face cache; the Hub only when the config
+    allows downloads). The optimizer state's tree in `state_template` does not depend on
+    total_steps (a schedule is a function of the step count), so one step is given.
+
+    Args:
+        config: the resolved config as a nested mapping (the run's config.yaml).
+
+    Returns:
+        The RebuiltModel; parameters come from the run's checkpoint, not from here.
+
+    Raises:
+        ConfigError: the config cannot make a run (see `validate_config`).
+    """
+    cfg = OmegaConf.create(dict(config))
+    cfg.pop("hydra", None)
+    validate_config(cfg)
+    backbone = build(cfg.backbone)
+    head = build(cfg.head)
+    classifier = Classifier(backbone, head, str(cfg.trainer.compute_dtype))
+    root_key = jax.random.key(int(cfg.seed))
+    params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
+    trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
+    tx = build(cfg.optimizer)(total_steps=1, trainable=trainable)
+    return RebuiltModel(
+        classifier=classifier,
+        constants=constants,
+        state_template=steps.init_state(params, tx),
+        label_names=list(resolve_labels(str(cfg.task.labels))),
+        kind=str(cfg.task.kind),
+    )
+
+
 def rebuild_for_evaluation(config: Mapping[str, Any], cache_dir: str | None = None) -> Rebuilt:
-    """Rebuild a finished run's classifier and data from its logged, resolved config.
+    """Rebuild a finished run's classifier (`rebuild_model`) and data from its logged config.
 
     The run's `config.yaml` artifact is the config `run` logged. A key a later version added
     (for instance head.noise) is absent from an older run's config: the schemas give no default
@@ -962,29 +1030,21 @@ def rebuild_for_evaluation(config: Mapping[str, Any], cache_dir: str | None = No
     Raises:
         ConfigError: the config cannot make a run (see `validate_config`).
     """
+    model = rebuild_model(config)
     cfg = OmegaConf.create(dict(config))
     cfg.pop("hydra", None)
-    validate_config(cfg)
     cache = Path(cache_dir if cache_dir is not None else cfg.paths.cache_dir)
-    backbone = build(cfg.backbone)
-    head = build(cfg.head)
+    backbone = model.classifier.backbone
     use_features = bool(backbone.freeze and cfg.trainer.cache_features)
     data = build(cfg.data)(**_data_kwargs(cfg, backbone, use_features, cache))
     data.prepare()
-    classifier = Classifier(backbone, head, str(cfg.trainer.compute_dtype))
-    root_key = jax.random.key(int(cfg.seed))
-    params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
-    trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
-    tx = build(cfg.optimizer)(
-        total_steps=int(cfg.trainer.max_epochs) * data.num_batches("train"), trainable=trainable
-    )
     return Rebuilt(
-        classifier=classifier,
-        constants=constants,
-        state_template=steps.init_state(params, tx),
+        classifier=model.classifier,
+        constants=model.constants,
+        state_template=model.state_template,
         data=data,
         use_features=use_features,
         label_names=list(data.label_names),
-        kind=str(cfg.task.kind),
+        kind=model.kind,
         cache_dir=cache,
     )

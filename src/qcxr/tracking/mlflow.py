@@ -359,6 +359,63 @@ class MLflowTracker:
         else:
             self._call(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
+    def log_model(
+        self,
+        python_model: object,
+        artifacts: Mapping[str, str],
+        input_example: object,
+        signature: object = None,
+        pip_requirements: list[str] | None = None,
+        name: str = "model",
+    ) -> str:
+        """Log a pyfunc model (`mlflow.pyfunc.PythonModel` with artifacts) from this run.
+
+        The model is MLflow 3's LoggedModel named `name`, with this run as its source, so
+        `runs:/<run id>/<name>` loads it. The write runs under the store's lock, like every other.
+
+        Args:
+            python_model: the `mlflow.pyfunc.PythonModel` instance.
+            artifacts: artifact name -> local path, copied into the model.
+            input_example: a model input (MLflow stores it and checks that the model serves it).
+            signature: an `mlflow.models.ModelSignature`, or None to infer it from the example.
+            pip_requirements: the model's requirements; given, MLflow does not infer them (which
+                loads the model in a subprocess).
+            name: the model's name in the run.
+
+        Returns:
+            The model's URI (`models:/<model id>`).
+        """
+        from mlflow.models import Model
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        def log() -> str:
+            # Model.log would create the LoggedModel in the active (default) experiment: created
+            # here, in the run's own, with the run's params (MLflow's own default).
+            run = self.client.get_run(self.run_id)
+            model = self.client.create_logged_model(
+                run.info.experiment_id,
+                name=name,
+                source_run_id=self.run_id,
+                params=dict(run.data.params),
+            )
+            # Model.log writes to the global tracking URI; this tracker's is set for the call.
+            with _use_tracking_uri(self.tracking_uri):
+                info = Model.log(
+                    artifact_path=None,
+                    name=name,
+                    flavor=mlflow.pyfunc,
+                    run_id=self.run_id,
+                    model_id=model.model_id,
+                    python_model=python_model,
+                    artifacts=dict(artifacts),
+                    signature=signature,
+                    input_example=input_example,
+                    pip_requirements=pip_requirements,
+                )
+            return info.model_uri
+
+        return self._call(log)
+
     def end(self, status: str = "FINISHED") -> None:
         """Flush and close the run with `status` (FINISHED, FAILED or KILLED)."""
         if self.run_id is None:
