@@ -55,7 +55,8 @@ def log_run_model(
         kind,
         run={"run_id": run_id, "best_epoch": int(best_epoch)},
     )
-    uri = tracker.log_model(**model_to_log(folder))
+    image_size = int(backbone.preprocessing.image_size)
+    uri = tracker.log_model(**model_to_log(folder, list(label_names), kind, image_size))
     seconds = time.perf_counter() - start
     tracker.log_metrics({"time/model_log_s": seconds}, step=0)
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

@@ -25,8 +25,8 @@ import pandas as pd
 from mlflow.models import infer_signature
 from PIL import Image
 
-from qcxr.predict import IMAGE_COLUMN, predict_frame
-from qcxr.predict.bundle import load_bundle
+from qcxr.predict import IMAGE_COLUMN, PREDICTED_COLUMN, predict_frame
+from qcxr.predict.bundle import BundleError, LoadedModel, load_bundle
 
 log = logging.getLogger(__name__)
 
@@ -110,22 +110,35 @@ def write_example(folder: Path, size: int) -> Path:
     return path
 
 
-def model_to_log(folder: Path) -> dict:
+def output_schema_example(label_names: list[str], kind: str) -> pd.DataFrame:
+    """A one-row output of the model's columns and dtypes (float32 probabilities, and for a
+    multiclass task the `predicted` class name), for the signature."""
+    frame = pd.DataFrame(
+        {name: np.full(1, 1 / len(label_names), np.float32) for name in label_names}
+    )
+    if kind == "multiclass":
+        frame[PREDICTED_COLUMN] = [label_names[0]]
+    return frame
+
+
+def model_to_log(folder: Path, label_names: list[str], kind: str, image_size: int) -> dict:
     """The arguments of `Tracker.log_model` for a model folder.
 
-    The folder is loaded once (as MLflow will load it) and predicts its input example, which
-    gives the output schema of the signature.
+    MLflow checks the logged model by loading it as `mlflow.pyfunc.load_model` does and
+    predicting its input example (a mid-grey image, `write_example`); it warns when that fails.
 
     Args:
         folder: a model folder (`qcxr.predict.bundle.write_bundle`).
+        label_names: the task's labels (the output columns).
+        kind: the task's kind.
+        image_size: the backbone's input size (the example's side).
 
     Returns:
         {python_model, artifacts, input_example, signature, pip_requirements, name}.
     """
-    model = load_bundle(folder)
-    example_path = write_example(folder, model.preprocessing.image_size)
+    example_path = write_example(folder, image_size)
     example = pd.DataFrame({IMAGE_COLUMN: [str(example_path)]})
-    output = predict_frame(model, list(example[IMAGE_COLUMN])).reset_index(drop=True)
+    output = output_schema_example(list(label_names), kind)
     return {
         "python_model": QcxrModel(),
         "artifacts": {BUNDLE_ARTIFACT: str(folder)},
@@ -134,3 +147,34 @@ def model_to_log(folder: Path) -> dict:
         "pip_requirements": requirements(),
         "name": MODEL_NAME,
     }
+
+
+def load_uri(model_uri: str, tracking_uri: str) -> LoadedModel:
+    """The model an MLflow URI names, loaded as `mlflow.pyfunc.load_model` loads it.
+
+    Args:
+        model_uri: `runs:/<run id>/model`, `models:/<name>/<version>` or `models:/<model id>`.
+        tracking_uri: the MLflow store (and registry).
+
+    Returns:
+        The pyfunc model's LoadedModel (the object its `predict` uses).
+
+    Raises:
+        BundleError: the URI names nothing in the store, or not a qcxr model.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    try:
+        with _use_tracking_uri(tracking_uri):
+            loaded = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as err:
+        raise BundleError(
+            f"no model at {model_uri} in {tracking_uri}: {err}. Fix: pass a finished run's id "
+            "(its model is runs:/<id>/model), models:/<name>/<version> of a registered model, "
+            "or a run folder; --tracking-uri names the store"
+        ) from err
+    model = loaded.unwrap_python_model()
+    if not isinstance(model, QcxrModel):
+        raise BundleError(f"{model_uri} is a {type(model).__name__}, not a qcxr model")
+    return model.model
