@@ -209,6 +209,10 @@ def validate_config(cfg: DictConfig) -> None:
                 f" which has {len(names)} labels: set task.num_labels={len(names)} "
                 "or choose another label set"
             )
+    try:
+        loop.show_progress(cfg.trainer.progress)
+    except ValueError as err:
+        problems.append(str(err))
     head_labels = cfg.head.get("num_labels") if "head" in cfg else None
     if head_labels is not None and int(head_labels) != num_labels:
         problems.append(
@@ -772,11 +776,12 @@ def _train_and_evaluate(
                 },
             )
 
+    progress = loop.show_progress(trainer.progress)  # auto: bars on a terminal only
     start = time.perf_counter()
     if use_features:
         # The cache key (inputs, backbone, weights, preprocessing) is built in train/features.py.
         feats = features.cached_features(
-            data, classifier, state["params"], constants, cache_dir, progress=bool(trainer.progress)
+            data, classifier, state["params"], constants, cache_dir, progress=progress
         )
         source = features.FeatureBatches(data, feats)
 
@@ -820,7 +825,7 @@ def _train_and_evaluate(
         patience=int(trainer.patience),
         resume_meta=resume_meta,
         meta_extra={"run_id": run_id},
-        progress=bool(trainer.progress),
+        progress=progress,
         kind=kind,
         lr_at=lr_at,
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import sys
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -58,7 +59,7 @@ class QcxrModel(mlflow.pyfunc.PythonModel):
         """Rebuild the model folder of the `bundle` artifact."""
         self.model = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         """Probabilities of the images in `model_input[IMAGE_COLUMN]`.
 
         Args:
@@ -165,8 +166,10 @@ def load_uri(model_uri: str, tracking_uri: str) -> LoadedModel:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+    from qcxr.tracking.mlflow import artifact_bars
+
     try:
-        with _use_tracking_uri(tracking_uri):
+        with _use_tracking_uri(tracking_uri), artifact_bars(sys.stderr.isatty()):
             loaded = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as err:
         raise BundleError(

@@ -399,19 +399,28 @@ class MLflowTracker:
                 params=dict(run.data.params),
             )
             # Model.log writes to the global tracking URI; this tracker's is set for the call.
-            with _use_tracking_uri(self.tracking_uri):
-                info = Model.log(
-                    artifact_path=None,
-                    name=name,
-                    flavor=mlflow.pyfunc,
-                    run_id=self.run_id,
-                    model_id=model.model_id,
-                    python_model=python_model,
-                    artifacts=dict(artifacts),
-                    signature=signature,
-                    input_example=input_example,
-                    pip_requirements=pip_requirements,
-                )
+            # MLflow's artifact bars would be carriage-return walls in a run's log file; its
+            # warning that a PythonModel instance is cloudpickled is muted (the class is
+            # pickled by reference to its installed module).
+            pyfunc_log = logging.getLogger("mlflow.pyfunc")
+            level = pyfunc_log.level
+            pyfunc_log.setLevel(logging.ERROR)
+            try:
+                with _use_tracking_uri(self.tracking_uri), artifact_bars(False):
+                    info = Model.log(
+                        artifact_path=None,
+                        name=name,
+                        flavor=mlflow.pyfunc,
+                        run_id=self.run_id,
+                        model_id=model.model_id,
+                        python_model=python_model,
+                        artifacts=dict(artifacts),
+                        signature=signature,
+                        input_example=input_example,
+                        pip_requirements=pip_requirements,
+                    )
+            finally:
+                pyfunc_log.setLevel(level)
             return info.model_uri
 
         return self._call(log)
@@ -435,6 +444,22 @@ class MLflowTracker:
         finally:
             RunStatus.from_string(status)  # validates the name
             self._call(lambda: self.client.set_terminated(self.run_id, status=status))
+
+
+@contextlib.contextmanager
+def artifact_bars(enabled: bool):
+    """MLflow's artifact upload/download progress bars on or off for the block (its
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR variable, restored afterwards)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(name)
+    os.environ[name] = str(bool(enabled)).lower()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 def source_tags(tags: Mapping[str, str]) -> dict[str, str]:
