@@ -88,7 +88,9 @@ def test_frozen_pretrained_backbone_is_referenced_and_checked(tmp_path):
     backbone = model.classifier.backbone
     # Frozen leaves are what the checkpoint file holds (the freeze mask keeps them bit-identical).
     state["params"]["backbone"] = model.state_template["params"]["backbone"]
-    folder = write_bundle(tmp_path / "model", config, state, backbone, model.label_names, "multilabel")
+    folder = write_bundle(
+        tmp_path / "model", config, state, backbone, model.label_names, "multilabel"
+    )
     stored = load_file(str(folder / "variables.safetensors"))
     assert stored and not any(k.startswith("params/backbone/") for k in stored)
     size = (folder / "variables.safetensors").stat().st_size
@@ -129,7 +131,12 @@ def test_trained_backbone_is_copied(tmp_path):
     config = _config(tmp_path, freeze=False)
     state, model = _trained_state(config)
     folder = write_bundle(
-        tmp_path / "model", config, state, model.classifier.backbone, model.label_names, "multilabel"
+        tmp_path / "model",
+        config,
+        state,
+        model.classifier.backbone,
+        model.label_names,
+        "multilabel",
     )
     stored = load_file(str(folder / "variables.safetensors"))
     assert any(k.startswith("params/backbone/") for k in stored)

@@ -45,7 +45,8 @@ def predict_frame(
     Args:
         model: a loaded model folder.
         sources: image paths, or decoded images as arrays [H, W(, C)].
-        batch_size: images per compiled batch.
+        batch_size: images per compiled batch (the last one padded); fewer inputs make one
+            batch of their number.
         on_bad: "error" or "skip" (see `qcxr.predict.images.prepare_all`).
         progress: a tqdm bar over the batches.
 
@@ -57,6 +58,9 @@ def predict_frame(
         ImageError: an unreadable input (on_bad="error"), or none left.
     """
     prepared = prepare_all(sources, model.preprocessing, on_bad=on_bad)
+    # Fewer inputs than a batch: one batch of just them (a single example costs one image's
+    # forward pass, not batch_size of them); otherwise fixed-size batches, one compiled shape.
+    batch_size = min(int(batch_size), len(prepared.crops))
     out = []
     total = math.ceil(len(prepared.crops) / batch_size)
     for images in tqdm(
