@@ -60,6 +60,7 @@ TIERS = {
         "test_robustness.py::",  # whole training runs, then the robustness CLI
         "test_predict.py::",  # a training run on real X-rays, then qcxr.predict and pyfunc
         "test_demo_log.py::",  # train.py writing its log to a file
+        "test_evaluate.py::",  # a training run, then qcxr.evaluate on other data
         "test_sweeps.py::test_toy_",  # Optuna sweeps of the toy app in subprocesses
         "test_sweeps.py::test_real_study",  # a real study through train.py
         "unit/test_train_run.py::",  # whole training runs: NaN, memory guard, resume

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1014,6 +1014,50 @@ def rebuild_model(config: Mapping[str, Any]) -> RebuiltModel:
         label_names=list(resolve_labels(str(cfg.task.labels))),
         kind=str(cfg.task.kind),
     )
+
+
+EVALUATION_GROUPS = ("data", "task")  # what `qcxr.evaluate` may change in a trained run's config
+
+
+def evaluation_config(config: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A trained run's config with its data (and task) replaced by what `overrides` compose.
+
+    The overrides are composed with the project's config (conf/) as on the training command
+    line (`data=mimic_cxr_lt`, `data.image_dir=...`, `task=cxr19`); the data and task nodes of
+    that compose, resolved, replace the run's. Everything else (backbone, head, trainer, seed)
+    stays the run's.
+
+    Args:
+        config: the run's resolved config (nested).
+        overrides: Hydra overrides of the `data` and `task` groups and their keys only.
+
+    Returns:
+        The new resolved config (nested).
+
+    Raises:
+        ConfigError: an override of another group or key, or one Hydra cannot compose.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    others = [o for o in overrides if o.split("=", 1)[0].split(".", 1)[0] not in EVALUATION_GROUPS]
+    if others:
+        raise ConfigError(
+            f"only data and task can change for an evaluation, got {others}: the model is the "
+            "run's (give e.g. data=mimic_cxr_lt data.image_dir=... task=cxr19)"
+        )
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(project_root() / "conf"), version_base=None):
+            cfg = compose("config", overrides=list(overrides))
+    except HydraException as err:
+        raise ConfigError(f"cannot compose {list(overrides)}: {err}") from err
+    out = {k: v for k, v in dict(config).items() if k != "hydra"}
+    changed = {o.split("=", 1)[0].split(".", 1)[0] for o in overrides}
+    for group in EVALUATION_GROUPS:
+        if group in changed:
+            out[group] = OmegaConf.to_container(cfg[group], resolve=True)
+    return out
 
 
 def rebuild_for_evaluation(config: Mapping[str, Any], cache_dir: str | None = None) -> Rebuilt:

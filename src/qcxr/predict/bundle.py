@@ -142,6 +142,7 @@ class LoadedModel:
         kind: "multilabel" (sigmoid per label) or "multiclass" (softmax over classes).
         preprocessing: the backbone's preprocessing (the data pipeline's PreprocessConfig).
         meta: model.json.
+        config: the run's resolved config (config.yaml), as loaded.
     """
 
     classifier: Any
@@ -151,6 +152,7 @@ class LoadedModel:
     kind: str
     preprocessing: PreprocessConfig
     meta: dict[str, Any]
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         link = task_loss(self.kind)[2]
@@ -247,6 +249,7 @@ def load_bundle(folder: str | os.PathLike) -> LoadedModel:
         kind=model.kind,
         preprocessing=preprocess_from_mapping(dataclasses.asdict(backbone.preprocessing)),
         meta=meta,
+        config=config,
     )
 
 
