@@ -7,6 +7,7 @@ once, then
   images to 1e-5;
 - a run folder and `models:/<model id>` load the same model;
 - an unreadable image is an error naming it, or skipped with `--on-bad skip`;
+- `qcxr.study summarize --register` makes `models:/<name>/1` of the best trial's run (item 4);
 - `mlflow models predict -m runs:/<id>/model -t csv --env-manager local` gives the same numbers
   offline (a subprocess: slow).
 
@@ -154,3 +155,35 @@ def test_mlflow_models_predict_offline(trained):
     labels = _labels(logged)
     expected = logged[[f"prob/{n}" for n in labels]].to_numpy(np.float64)[:4]
     np.testing.assert_allclose(predictions[labels].to_numpy(np.float64), expected, atol=TOL)
+
+
+def test_registered_best_trial_loads_as_models_name_version(trained, capsys):
+    """`qcxr.study summarize <study> --register <name>` (item 4): the best trial's run model is
+    registered, and `models:/<name>/1` predicts as the run did."""
+    import optuna
+
+    from qcxr.study.__main__ import main as study_main
+
+    tmp, run_id, uri, paths, logged = trained
+    storage = f"sqlite:///{tmp / 'study.db'}"
+    study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
+    study.set_user_attr("optimized_metric", "val/auroc_macro")
+    distributions = {"optimizer.learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-1)}
+    for value, trial_run in ((0.7, run_id), (0.6, "another-run")):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"optimizer.learning_rate": 1e-3},
+                distributions=distributions,
+                value=value,
+                user_attrs={"qcxr:mlflow_run_id": trial_run},
+            )
+        )
+    args = ["summarize", "tiny", "--storage", storage, "--tracking-uri", uri, "--no-mlflow"]
+    assert study_main([*args, "--out", str(tmp / "study"), "--register", "cxr8-tiny"]) == 0
+    assert f"registered models:/cxr8-tiny/1 (run {run_id})" in capsys.readouterr().out
+    out = tmp / "registered.csv"
+    assert main(["models:/cxr8-tiny/1", *paths[:4], "--out", str(out), "--tracking-uri", uri]) == 0
+    labels = _labels(logged)
+    expected = logged[[f"prob/{n}" for n in labels]].to_numpy(np.float64)[:4]
+    np.testing.assert_allclose(pd.read_csv(out)[labels].to_numpy(np.float64), expected, atol=TOL)
+    assert main(["models:/cxr8-tiny/2", paths[0], "--tracking-uri", uri]) == 1  # no version 2

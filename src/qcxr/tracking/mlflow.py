@@ -491,3 +491,45 @@ def _make_client(uri: str) -> MlflowClient:
     client = MlflowClient(tracking_uri=uri)
     client.search_experiments(max_results=1)  # forces the store (and its schema) into being
     return client
+
+
+def register_run_model(tracking_uri: str, run_id: str, name: str, model_name: str = "model") -> str:
+    """Register a run's logged model in the model registry as a new version of `name`.
+
+    Args:
+        tracking_uri: the MLflow store (its registry is the same URI).
+        run_id: the run whose model to register.
+        name: the registered model's name (created when new).
+        model_name: the logged model's name in the run (qcxr runs log `model`).
+
+    Returns:
+        The new version (as MLflow gives it, e.g. "1"): `models:/<name>/<version>` loads it.
+
+    Raises:
+        ValueError: the run logged no model of that name (it did not finish, or predates model
+            logging).
+    """
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    client = _make_client(tracking_uri)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models, token = [], None
+    while True:
+        page = client.search_logged_models(
+            experiment_ids=[experiment_id],
+            filter_string=f"name = '{model_name}'",
+            page_token=token,
+        )
+        models.extend(m for m in page if m.source_run_id == run_id)
+        token = page.token
+        if not token:
+            break
+    if not models:
+        raise ValueError(
+            f"run {run_id} has no logged model {model_name!r} in {tracking_uri}: only finished "
+            "runs log one. Fix: register a finished run (or train it again with this qcxr)"
+        )
+    with _use_tracking_uri(tracking_uri), artifact_bars(False):
+        version = mlflow.register_model(f"models:/{models[0].model_id}", name)
+    log.info("registered %s as models:/%s/%s", run_id, name, version.version)
+    return str(version.version)
