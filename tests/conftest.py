@@ -85,6 +85,8 @@ TIERS = {
         # 15 s: `mlflow models predict` in a subprocess; the pyfunc model it loads is compared
         # in process by test_predict.py's other tests
         "test_predict.py::test_mlflow_models_predict_offline",
+        # 20 s: `mlflow models serve` started, asked once over REST on 127.0.0.1, stopped
+        "test_predict.py::test_mlflow_models_serve_answers_a_rest_request",
     ),
 }
 

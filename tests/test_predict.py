@@ -9,16 +9,19 @@ once, then
 - an unreadable image is an error naming it, or skipped with `--on-bad skip`;
 - `qcxr.study summarize --register` makes `models:/<name>/1` of the best trial's run (item 4);
 - `mlflow models predict -m runs:/<id>/model -t csv --env-manager local` gives the same numbers
-  offline (a subprocess: slow).
+  offline, and `mlflow models serve --env-manager local` answers a REST request on 127.0.0.1
+  with them (subprocesses: slow).
 
 Integration tier (tests/conftest.py TIERS): the training run takes about 30 s on 2 cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -187,3 +190,61 @@ def test_registered_best_trial_loads_as_models_name_version(trained, capsys):
     expected = logged[[f"prob/{n}" for n in labels]].to_numpy(np.float64)[:4]
     np.testing.assert_allclose(pd.read_csv(out)[labels].to_numpy(np.float64), expected, atol=TOL)
     assert main(["models:/cxr8-tiny/2", paths[0], "--tracking-uri", uri]) == 1  # no version 2
+
+
+def test_mlflow_models_serve_answers_a_rest_request(trained):
+    """`mlflow models serve --env-manager local` on 127.0.0.1 (item 5): one REST request, the
+    run's numbers back, then the server and its workers are stopped."""
+    import json
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    tmp, run_id, uri, paths, logged = trained
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
+    # MLflow execs `uvicorn` by name: the interpreter's own bin folder first on the PATH.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run_id}/model"]
+    cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    with open(tmp / "serve.log", "w") as log_file:
+        server = subprocess.Popen(
+            cmd, cwd=tmp, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert server.poll() is None, (tmp / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (tmp / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        body = json.dumps(
+            {"dataframe_split": {"columns": ["image"], "data": [[p] for p in paths[:3]]}}
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as r:
+            answer = json.loads(r.read())
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # it may have died on its own
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+    predictions = pd.DataFrame(answer["predictions"])
+    labels = _labels(logged)
+    expected = logged[[f"prob/{n}" for n in labels]].to_numpy(np.float64)[:3]
+    np.testing.assert_allclose(predictions[labels].to_numpy(np.float64), expected, atol=TOL)
