@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from qcxr.predict.__main__ import main
 from qcxr.run import run
@@ -124,6 +125,10 @@ def test_run_folder_and_model_id_load_the_same_model(trained, capsys):
     assert model.source_run_id == run_id and model.name == "model"
     by_id = _pyfunc_predict(uri, f"models:/{model.model_id}", pd.DataFrame({"image": paths[:3]}))
     np.testing.assert_allclose(by_id.to_numpy(np.float64), expected, atol=TOL)
+    # Decoded images as arrays (RGBA PNGs read by Pillow) give the same numbers as their paths.
+    arrays = [np.asarray(Image.open(p)) for p in paths[:3]]
+    by_array = _pyfunc_predict(uri, f"models:/{model.model_id}", pd.DataFrame({"image": arrays}))
+    np.testing.assert_allclose(by_array.to_numpy(np.float64), expected, atol=TOL)
 
 
 def test_unreadable_images_are_named_or_skipped(trained, caplog):

@@ -897,6 +897,7 @@ def _train_and_evaluate(
         kind=kind,
         run_id=run_id,
         best_epoch=result.best_epoch,
+        metrics_step=result.epochs_run,
     )
 
     log.info(

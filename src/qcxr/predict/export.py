@@ -26,6 +26,7 @@ def log_run_model(
     kind: str,
     run_id: str,
     best_epoch: int,
+    metrics_step: int,
 ) -> Path:
     """Write `<run folder>/model/` and log it through the tracker as the pyfunc model `model`.
 
@@ -39,6 +40,7 @@ def log_run_model(
         kind: the task's kind.
         run_id: the tracker's run id (recorded in model.json).
         best_epoch: the best checkpoint's epoch (recorded in model.json).
+        metrics_step: the step of the run's final metrics (test AUROC, ...), linked to the model.
 
     Returns:
         The model folder.
@@ -56,7 +58,8 @@ def log_run_model(
         run={"run_id": run_id, "best_epoch": int(best_epoch)},
     )
     image_size = int(backbone.preprocessing.image_size)
-    uri = tracker.log_model(**model_to_log(folder, list(label_names), kind, image_size))
+    arguments = model_to_log(folder, list(label_names), kind, image_size)
+    uri = tracker.log_model(**arguments, step=metrics_step)
     seconds = time.perf_counter() - start
     tracker.log_metrics({"time/model_log_s": seconds}, step=0)
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

@@ -50,6 +50,7 @@ class Tracker(Protocol):
         signature: object = None,
         pip_requirements: list[str] | None = None,
         name: str = "model",
+        step: int = 0,
     ) -> str | None:
         """Log a model that serves predictions (MLflow: a pyfunc model); return its URI."""
 
@@ -115,6 +116,7 @@ class NullTracker:
         signature: object = None,
         pip_requirements: list[str] | None = None,
         name: str = "model",
+        step: int = 0,
     ) -> str | None:
         self.models[name] = dict(artifacts)
         return None

@@ -367,11 +367,14 @@ class MLflowTracker:
         signature: object = None,
         pip_requirements: list[str] | None = None,
         name: str = "model",
+        step: int = 0,
     ) -> str:
         """Log a pyfunc model (`mlflow.pyfunc.PythonModel` with artifacts) from this run.
 
         The model is MLflow 3's LoggedModel named `name`, with this run as its source, so
-        `runs:/<run id>/<name>` loads it. The write runs under the store's lock, like every other.
+        `runs:/<run id>/<name>` loads it; the run's metrics at `step` (flushed first) are linked
+        to it, as the UI's model page shows them. The write runs under the store's lock, like
+        every other.
 
         Args:
             python_model: the `mlflow.pyfunc.PythonModel` instance.
@@ -381,12 +384,15 @@ class MLflowTracker:
             pip_requirements: the model's requirements; given, MLflow does not infer them (which
                 loads the model in a subprocess).
             name: the model's name in the run.
+            step: the step whose metrics describe the model (the run's final evaluation).
 
         Returns:
             The model's URI (`models:/<model id>`).
         """
         from mlflow.models import Model
         from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        self.flush()
 
         def log() -> str:
             # Model.log would create the LoggedModel in the active (default) experiment: created
@@ -418,6 +424,7 @@ class MLflowTracker:
                         signature=signature,
                         input_example=input_example,
                         pip_requirements=pip_requirements,
+                        step=int(step),
                     )
             finally:
                 pyfunc_log.setLevel(level)
