@@ -892,6 +892,7 @@ def _train_and_evaluate(
         out_dir=out_dir,
         config=resolved,
         state=best[0],
+        constants=constants,
         backbone=backbone,
         label_names=label_names,
         kind=kind,

@@ -89,7 +89,13 @@ def test_frozen_pretrained_backbone_is_referenced_and_checked(tmp_path):
     # Frozen leaves are what the checkpoint file holds (the freeze mask keeps them bit-identical).
     state["params"]["backbone"] = model.state_template["params"]["backbone"]
     folder = write_bundle(
-        tmp_path / "model", config, state, backbone, model.label_names, "multilabel"
+        tmp_path / "model",
+        config,
+        state,
+        backbone,
+        model.label_names,
+        "multilabel",
+        constants=model.constants,
     )
     stored = load_file(str(folder / "variables.safetensors"))
     assert stored and not any(k.startswith("params/backbone/") for k in stored)
@@ -127,9 +133,11 @@ def test_frozen_pretrained_backbone_is_referenced_and_checked(tmp_path):
     assert backbone.weights_id in str(err.value)
 
 
-def test_trained_backbone_is_copied(tmp_path):
+def test_trained_backbone_is_copied_with_its_constants(tmp_path):
     config = _config(tmp_path, freeze=False)
     state, model = _trained_state(config)
+    # Statistics other than the checkpoint file's (as a backbone.init_from source gives them).
+    constants = jax.tree.map(lambda x: np.asarray(x) * 2.0 + 0.5, model.constants)
     folder = write_bundle(
         tmp_path / "model",
         config,
@@ -137,14 +145,19 @@ def test_trained_backbone_is_copied(tmp_path):
         model.classifier.backbone,
         model.label_names,
         "multilabel",
+        constants=constants,
     )
     stored = load_file(str(folder / "variables.safetensors"))
     assert any(k.startswith("params/backbone/") for k in stored)
+    assert any(k.startswith("constants/backbone/batch_stats/") for k in stored)
     assert json.loads((folder / "model.json").read_text())["backbone"]["referenced"] is False
     _random_checkpoint(tmp_path / "resnet18", seed=5)  # not read for the weights: still loads
     loaded = load_bundle(folder)
     moved = jax.tree.leaves(state["params"]["backbone"])
     for a, b in zip(moved, jax.tree.leaves(loaded.variables["params"]["backbone"]), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert jax.tree.structure(loaded.constants) == jax.tree.structure(constants)
+    for a, b in zip(jax.tree.leaves(constants), jax.tree.leaves(loaded.constants), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

@@ -8,7 +8,9 @@ with the MLflow model (`qcxr.predict.pyfunc`). It holds:
   backbone's preprocessing, the head and the task's labels come from the same code as in training;
   no Hydra config is asked of the user.
 - `variables.safetensors`: the best checkpoint's variables, every array of its train state but the
-  optimizer's (`params`, and `batch_stats` where the state has them), keys joined with "/".
+  optimizer's (`params`, and `model_state` where the state has one: batch norm's running
+  statistics), plus the backbone's constants the run evaluated with (`constants/...`: e.g. the
+  statistics a `backbone.init_from` source gave it), keys joined with "/".
 - `model.json`: the format version, the task's kind and labels, the backbone's name, weights
   fingerprint and whether its weights are referenced, the run id and the best epoch.
 
@@ -17,8 +19,9 @@ are bit-identical to the checkpoint it was loaded from (the optimizer's freeze m
 train/optim.py), so the bundle keeps only its fingerprint (`weights_id`, the SHA-256 of the
 `model.safetensors` file). Loading finds the file where the run's config says (backbone.weights,
 else the Hugging Face cache), never downloads, and refuses a file with another fingerprint. For
-ResNet-50 that keeps 94 MB out of every run's model. A backbone that trained (or was randomly
-initialised) is copied: no other copy of its weights exists.
+ResNet-50 that keeps 94 MB out of every run's model. A backbone that trained, was randomly
+initialised or came from an earlier run (`backbone.init_from`) is copied, constants included: no
+other copy of its weights exists.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ VARIABLES_FILE = "variables.safetensors"
 META_FILE = "model.json"
 OPTIMIZER_KEYS = ("opt_state", "step")  # train-state entries a prediction never reads
 BACKBONE_PARAMS = "params/backbone/"
+CONSTANTS = "constants"  # the backbone's non-trainable collections the run evaluated with
+MODEL_STATE = "model_state"  # the train state's non-trainable variables (qcxr.run.MODEL_STATE_KEY)
 
 
 class BundleError(ValueError):
@@ -59,20 +64,27 @@ def inference_variables(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The arrays of a train state that a prediction reads, flattened to "/"-joined keys.
 
     Args:
-        state: a train state ({"params", "opt_state", "step"}, plus e.g. "batch_stats").
+        state: a train state ({"params", "opt_state", "step"}, and "model_state" where batch
+            norm trains).
 
     Returns:
         {"params/head/Dense_0/kernel": f32[...], ...}: every entry but the optimizer's.
     """
-    kept = {k: v for k, v in state.items() if k not in OPTIMIZER_KEYS}
-    flat = traverse_util.flatten_dict(jax.device_get(kept), sep="/")
-    return {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()}
+    return _flat({k: v for k, v in state.items() if k not in OPTIMIZER_KEYS})
 
 
 def references_backbone(backbone: Any) -> bool:
     """Whether a bundle references the backbone's weights instead of copying them: pretrained
-    (loaded from a checkpoint file) and frozen (never changed by training)."""
-    return bool(backbone.pretrained and backbone.freeze)
+    (loaded from a checkpoint file), frozen (never changed by training) and not replaced by an
+    earlier run's (`backbone.init_from`)."""
+    return bool(
+        backbone.pretrained and backbone.freeze and getattr(backbone, "init_from", None) is None
+    )
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    flat = traverse_util.flatten_dict(jax.device_get(dict(tree)), sep="/")
+    return {f"{prefix}{k}": np.ascontiguousarray(np.asarray(v)) for k, v in flat.items()}
 
 
 def write_bundle(
@@ -83,6 +95,8 @@ def write_bundle(
     label_names: Sequence[str],
     kind: str,
     run: Mapping[str, Any] | None = None,
+    *,
+    constants: Mapping[str, Any],
 ) -> Path:
     """Write a run's model folder.
 
@@ -90,6 +104,9 @@ def write_bundle(
         folder: the folder to write (created; files in it are replaced).
         config: the run's resolved config (nested).
         state: the best checkpoint's train state.
+        constants: the backbone's non-trainable collections the run evaluated with
+            ({"backbone": {...}}); kept unless the backbone is referenced (then they are its
+            checkpoint file's, rebuilt on load).
         backbone: the run's `Backbone` (its pretrained/freeze flags and weights_id are read).
         label_names: the task's labels, in logit order.
         kind: "multilabel" or "multiclass".
@@ -103,6 +120,8 @@ def write_bundle(
     referenced = references_backbone(backbone)
     if referenced:
         variables = {k: v for k, v in variables.items() if not k.startswith(BACKBONE_PARAMS)}
+    else:
+        variables.update(_flat(constants, f"{CONSTANTS}/"))
     save_file(variables, str(folder / VARIABLES_FILE))
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(_plain(config), sort_keys=False))
     meta = {
@@ -135,9 +154,10 @@ class LoadedModel:
 
     Attributes:
         classifier: backbone + head (qcxr.run.rebuild_model).
-        variables: the restored train-state entries ({"params": ..., and "batch_stats" where the
-            checkpoint has them}).
-        constants: the backbone's non-trainable collections the classifier applies with.
+        variables: the restored train-state entries ({"params": ..., and "model_state" where the
+            checkpoint has one}).
+        constants: the backbone's non-trainable collections the classifier applies with (the
+            state's model_state where it has one, else the run's constants).
         label_names: the task's labels, in probability-column order.
         kind: "multilabel" (sigmoid per label) or "multiclass" (softmax over classes).
         preprocessing: the backbone's preprocessing (the data pipeline's PreprocessConfig).
@@ -227,14 +247,16 @@ def load_bundle(folder: str | os.PathLike) -> LoadedModel:
             "run's checkpoint back (backbone.weights in its config.yaml, or the Hugging Face "
             "cache's snapshot of that revision)"
         )
+    referenced = bool(meta["backbone"]["referenced"])
     template = inference_variables(model.state_template)
+    if not referenced:
+        template.update(_flat(model.constants, f"{CONSTANTS}/"))
     stored = load_file(str(folder / VARIABLES_FILE))
-    referenced = BACKBONE_PARAMS if meta["backbone"]["referenced"] else None
-    flat = _restore(template, stored, referenced, folder)
+    flat = _restore(template, stored, BACKBONE_PARAMS if referenced else None, folder)
     variables = traverse_util.unflatten_dict(flat, sep="/")
-    constants = model.constants
-    if "batch_stats" in variables:  # batch norm trained in train mode: its running statistics
-        constants = {**constants, "backbone": {**constants["backbone"], **_stats(variables)}}
+    constants = variables.pop(CONSTANTS, None) or model.constants
+    if MODEL_STATE in variables:  # batch norm trained in train mode: its running statistics
+        constants = variables[MODEL_STATE]
     labels = list(meta["labels"])
     if labels != model.label_names:
         raise BundleError(
@@ -251,12 +273,6 @@ def load_bundle(folder: str | os.PathLike) -> LoadedModel:
         meta=meta,
         config=config,
     )
-
-
-def _stats(variables: Mapping[str, Any]) -> dict[str, Any]:
-    """The backbone's batch statistics of a restored state, in the constants' layout."""
-    stats = variables["batch_stats"]
-    return {"batch_stats": stats.get("backbone", stats)}
 
 
 def _restore(

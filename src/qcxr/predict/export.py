@@ -21,6 +21,7 @@ def log_run_model(
     out_dir: Path,
     config: Mapping[str, Any],
     state: Mapping[str, Any],
+    constants: Mapping[str, Any],
     backbone: Any,
     label_names: Sequence[str],
     kind: str,
@@ -35,6 +36,7 @@ def log_run_model(
         out_dir: the run folder.
         config: the run's resolved config (what config.yaml holds).
         state: the best checkpoint's train state.
+        constants: the backbone's non-trainable collections the run evaluated with.
         backbone: the run's Backbone.
         label_names: the task's labels.
         kind: the task's kind.
@@ -56,6 +58,7 @@ def log_run_model(
         label_names,
         kind,
         run={"run_id": run_id, "best_epoch": int(best_epoch)},
+        constants=constants,
     )
     image_size = int(backbone.preprocessing.image_size)
     arguments = model_to_log(folder, list(label_names), kind, image_size)
