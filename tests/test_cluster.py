@@ -87,7 +87,7 @@ def test_job_memory_follows_the_heads_resolved_method():
 
     def engine_gb(n, method="auto", **options) -> tuple[str, int]:
         chosen, need = method_bytes(
-            make_ansatz("ry_cnot_ring", n, 3), 32, "float32", method, **options
+            make_ansatz("ry_cnot_ring", n, 3), 32, "float32", method=method, **options
         )
         return chosen, JOB_BASE_MEM_GB + math.ceil(need / 2**30)
 

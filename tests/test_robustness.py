@@ -123,3 +123,48 @@ def test_cli_errors_name_the_problem(trained, caplog):
     caplog.clear()
     assert main(["synthetic", "--tracking-uri", uri, "--levels", "0,2"]) == 1
     assert "outside [0, 1]" in caplog.text
+
+
+def test_a_run_whose_ideal_point_does_not_reproduce_is_failed_and_left_out(trained, capsys):
+    """The trained run's logged test AUROC no longer matches what its checkpoint gives (as when
+    its data or code changed since training): its robustness run ends FAILED with both numbers,
+    the summary and the report leave it out and say so, the other run is still summarised."""
+    from qcxr.report import build_report
+    from qcxr.robustness.__main__ import main
+
+    uri, client = trained["uri"], mlflow_client(trained["tmp"])
+    dqc = trained["ids"]["dqc"]
+    logged = client.get_run(dqc).data.metrics["test/auroc_macro"]
+    tampered = logged - 0.01 if logged > 0.5 else logged + 0.01
+    client.log_metric(dqc, "test/auroc_macro", tampered, step=10**6)
+    try:
+        args = ["--tracking-uri", uri, "--levels", "0", "--shots", "none", "--no-progress"]
+        assert main(["synthetic", *args, "--method", "density_matrix"]) == 1
+        out = capsys.readouterr().out
+        assert "left out 1 run(s)" in out and dqc in out and f"logged {tampered:.6f}" in out
+        exp = client.get_experiment_by_name("synthetic").experiment_id
+        children = client.search_runs(
+            [exp],
+            f"tags.robustness = 'run' and tags.robustness_of = '{dqc}'",
+            order_by=["attributes.start_time DESC"],
+        )
+        child = children[0]
+        assert child.info.status == "FAILED" and child.data.tags["reproduced"] == "false"
+        m = child.data.metrics
+        assert m["reproduce/logged_test_auroc_macro"] == pytest.approx(tampered, abs=1e-12)
+        assert m["reproduce/reevaluated_test_auroc_macro"] == pytest.approx(logged, abs=1e-5)
+        assert "changed since training" in child.data.tags["failure"]
+        (summary,) = client.search_runs(
+            [exp],
+            "tags.robustness = 'summary'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        assert summary.data.params["num_runs"] == "1"
+        assert summary.data.tags["left_out"] == dqc
+        text = build_report(uri, trained["tmp"] / "report_left_out", heads=("cdl", "dqc"))
+        text = text.markdown.read_text()
+        assert "Left out: 1 run(s)" in text and f"`{dqc}`" in text
+        assert f"logged {tampered:.6f}, re-evaluated {logged:.6f}" in text
+    finally:
+        client.log_metric(dqc, "test/auroc_macro", logged, step=10**6 + 1)

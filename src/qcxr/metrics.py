@@ -181,3 +181,66 @@ def multiclass_scores(confusion: np.ndarray) -> dict[str, float]:
         "balanced_accuracy": float(recall[present].mean()) if present.any() else float("nan"),
         "f1_macro": float(f1.mean()),
     }
+
+
+# ---- MedMNIST v2's evaluator (Yang et al., Sci. Data 10:41, 2023; medmnist/evaluator.py) --------
+EXTRA_METRICS = ("medmnist",)  # task.extra_metrics: metric sets logged beside the usual ones
+
+
+def medmnist_task(kind: str, num_labels: int) -> str:
+    """MedMNIST's name for a task: what its evaluator's getAUC / getACC branch on.
+
+    Args:
+        kind: "multilabel" or "multiclass".
+        num_labels: logits per example.
+
+    Returns:
+        "binary-class" (2 softmax classes, or one sigmoid label), "multi-class" or
+        "multi-label, binary-class".
+    """
+    if (kind == "multiclass" and num_labels == 2) or (kind == "multilabel" and num_labels == 1):
+        return "binary-class"
+    return "multi-class" if kind == "multiclass" else "multi-label, binary-class"
+
+
+def medmnist_scores(labels: np.ndarray, probabilities: np.ndarray, kind: str) -> dict[str, float]:
+    """AUC and ACC as MedMNIST v2's evaluator computes them (the numbers of its benchmark table).
+
+    - binary-class: AUC = ROC AUC of the class-1 score (the last column), ACC = accuracy of
+      (class-1 score > 0.5);
+    - multi-class: AUC = mean over every class of its one-vs-rest ROC AUC, ACC = accuracy of the
+      arg-max class;
+    - multi-label: AUC = mean per-label ROC AUC, ACC = mean per-label accuracy of (score >= 0.5).
+
+    Unlike `auroc_per_label`, nothing is left out: a class without positives makes the AUC
+    undefined (NaN here; scikit-learn raises in MedMNIST's code).
+
+    Args:
+        labels: bool[N, L] targets (one-hot for multiclass).
+        probabilities: f[N, L] softmax (multiclass) or sigmoid (multilabel) probabilities.
+        kind: "multilabel" or "multiclass".
+
+    Returns:
+        {"medmnist_auc", "medmnist_acc"}.
+    """
+    y = np.asarray(labels, bool)
+    p = np.asarray(probabilities, np.float64)
+    task = medmnist_task(kind, y.shape[1])
+
+    def auc(column: np.ndarray, score: np.ndarray) -> float:
+        if column.all() or not column.any():
+            return float("nan")
+        return float(roc_auc_score(column, score))
+
+    if task == "binary-class":
+        score = p[:, -1]
+        return {
+            "medmnist_auc": auc(y[:, -1], score),
+            "medmnist_acc": float(np.mean((score > 0.5) == y[:, -1])),
+        }
+    aucs = [auc(y[:, j], p[:, j]) for j in range(y.shape[1])]
+    if task == "multi-class":
+        acc = float(np.mean(p.argmax(axis=1) == y.argmax(axis=1)))
+    else:
+        acc = float(np.mean((p >= 0.5) == y))
+    return {"medmnist_auc": float(np.mean(aucs)), "medmnist_acc": acc}

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -35,11 +37,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from qcxr import schema
 from qcxr.data.labels import resolve_labels
+from qcxr.metrics import EXTRA_METRICS
 from qcxr.models.classifier import Classifier
 from qcxr.models.heads import DQCHead
 from qcxr.predict.export import log_run_model
 from qcxr.quantum import MemoryBudgetError
-from qcxr.quantum.dispatch.engine import resolve_method
 from qcxr.tracking import TrackerUnavailable
 from qcxr.train import artifacts, features, loop, optim, steps
 from qcxr.train.checkpoint import UNSAFE_PATH_CHARS, Checkpoints
@@ -125,7 +127,7 @@ def job_mem_gb(head: Any, batch_size: int) -> int:
         build(head.ansatz),
         int(batch_size),
         "float32",
-        str(head.get("method", "auto")) if native else "statevector",
+        method=str(head.get("method", "auto")) if native else "statevector",
         block_size=int(head.get("block_size", 5)),
         remat=bool(head.get("remat", False)),
         max_bond=head.get("max_bond"),
@@ -139,8 +141,9 @@ def job_mem_gb(head: Any, batch_size: int) -> int:
 
 def register_configs() -> None:
     """Register the typed schemas in Hydra's ConfigStore (schema/run, schema/<group>/<option>),
-    the submitit launchers' schemas (hydra/launcher/<name>_schema) and the `qcxr.job_mem_gb`
-    resolver the launcher configs use.
+    the submitit launchers' schemas (hydra/launcher/<name>_schema), the `qcxr.job_mem_gb`
+    resolver the launcher configs use and `qcxr.milestones` (optim.epoch_milestones: MedMNIST's
+    fractions of trainer.max_epochs as epochs, conf/experiment/medmnist_pneumonia.yaml).
 
     `tags` is registered open (struct off on that node only): Hydra closes every mapping of the
     composed config, so without this `tags.note=baseline` fails with "Key 'note' is not in
@@ -148,6 +151,7 @@ def register_configs() -> None:
     """
     cs = ConfigStore.instance()
     OmegaConf.register_resolver("qcxr.job_mem_gb", job_mem_gb, replace=True)
+    OmegaConf.register_resolver("qcxr.milestones", optim.epoch_milestones, replace=True)
     try:  # the `cluster` extra
         from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
     except ImportError:
@@ -185,18 +189,23 @@ def validate_config(cfg: DictConfig) -> None:
         cfg: the composed config (config.yaml and its groups).
 
     Raises:
-        ConfigError: a seed outside [0, 2**32 - 1], trainer.max_epochs, trainer.patience or
-            trainer.batch_size below 1, an unknown task.labels, or a task.num_labels (or
-            head.num_labels) that does not match the task's label list in qcxr.data.labels.
+        ConfigError: a seed outside [0, 2**32 - 1], trainer.max_epochs, trainer.patience (unless
+            null) or trainer.batch_size below 1, a trainer.monitor / monitor_mode the loop cannot
+            use, an unknown task.extra_metrics, optimizer.schedule=multistep without increasing
+            milestones, an unknown task.labels, or a task.num_labels (or head.num_labels) that
+            does not match the task's label list in qcxr.data.labels.
     """
     problems = []
     seed = int(cfg.seed)
     if not 0 <= seed <= SEED_MAX:
         problems.append(f"seed={seed} is out of range: use an integer from 0 to {SEED_MAX}")
     for key in ("max_epochs", "patience", "batch_size"):
+        if key == "patience" and cfg.trainer.get(key) is None:
+            continue  # no early stopping
         value = int(cfg.trainer[key])
         if value < 1:
             problems.append(f"trainer.{key}={value} must be at least 1")
+    problems += _monitor_problems(cfg) + _schedule_problems(cfg)
     labels, num_labels = str(cfg.task.labels), int(cfg.task.num_labels)
     try:
         names = resolve_labels(labels)
@@ -232,6 +241,47 @@ def validate_config(cfg: DictConfig) -> None:
         )
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def _monitor_problems(cfg: DictConfig) -> list[str]:
+    """What is wrong with trainer.monitor / monitor_mode and task.extra_metrics (an older config
+    without them monitors val/loss, mode min)."""
+    problems = []
+    monitor = str(cfg.trainer.get("monitor", "val/loss"))
+    mode = str(cfg.trainer.get("monitor_mode", "min"))
+    if not monitor.startswith("val/"):
+        problems.append(
+            f"trainer.monitor={monitor!r} must be a val metric (val/loss, val/auroc_macro, ...)"
+        )
+    if mode not in loop.MONITOR_MODES:
+        problems.append(f"trainer.monitor_mode={mode!r}: use one of {loop.MONITOR_MODES}")
+    extra = [str(m) for m in (cfg.task.get("extra_metrics") or [])]
+    unknown = sorted(set(extra) - set(EXTRA_METRICS))
+    if unknown:
+        problems.append(f"task.extra_metrics {unknown} unknown: use some of {EXTRA_METRICS}")
+    return problems
+
+
+def _schedule_problems(cfg: DictConfig) -> list[str]:
+    """multistep's milestones: increasing epochs from 1 (train/optim.py converts them)."""
+    if str(cfg.optimizer.get("schedule", "constant")) != "multistep":
+        return []
+    milestones = [int(m) for m in (cfg.optimizer.get("milestones") or [])]
+    if not milestones:
+        return []  # a constant rate, as MultiStepLR with no milestones
+    if milestones[0] < 1 or any(b <= a for a, b in zip(milestones, milestones[1:], strict=False)):
+        return [f"optimizer.milestones={milestones} must be increasing epochs of at least 1"]
+    return []
+
+
+def monitor_of(trainer: Any) -> tuple[str, str]:
+    """(trainer.monitor, trainer.monitor_mode), val/loss and min where a config has neither."""
+    return str(trainer.get("monitor", "val/loss")), str(trainer.get("monitor_mode", "min"))
+
+
+def extra_metrics_of(task: Any) -> tuple[str, ...]:
+    """task.extra_metrics as a tuple (none where a config predates it)."""
+    return tuple(str(m) for m in (task.get("extra_metrics") or []))
 
 
 # ---- small helpers ------------------------------------------------------------------------------
@@ -484,6 +534,253 @@ def end_abandoned_run(
     return run_id
 
 
+# ---- backbone.init_from: an earlier run's backbone as this run's --------------------------------
+INIT_FROM_TAG = "qcxr.init_from"  # tag: the source run's id (its folder when it has none)
+INIT_FROM_CONTEXT = "backbone"  # the lineage entry's context (an MLflow dataset input)
+CHECKPOINT_ARTIFACT = "checkpoint_best"  # the artifact a run logs its best checkpoint as
+# The train state's key of the model's non-trainable variables (batch-norm running statistics,
+# issue 22 item 1); a checkpoint written before it existed has none.
+MODEL_STATE_KEY = "model_state"
+
+
+@dataclasses.dataclass(frozen=True)
+class InitSource:
+    """The backbone weights of an earlier run's best checkpoint (`backbone.init_from`).
+
+    Attributes:
+        spec: backbone.init_from as given.
+        run_id: the source run's tracker id (its checkpoint's meta), or None if it recorded none.
+        uri: where the weights came from: `runs:/<id>/checkpoint_best`, or the checkpoint folder.
+        backbone: the source run's backbone (the last part of its backbone._target_), or
+            "unknown" where its config is not at hand.
+        epoch: the checkpoint's epoch (the source's best).
+        params: the backbone's parameters, params["backbone"] of the checkpoint.
+        model_state: the backbone's other collections (batch_stats) from the checkpoint's model
+            state, or None where the checkpoint has none (written before train-mode batch norm:
+            its backbone ran on its initial statistics, and this run keeps its own initial ones).
+    """
+
+    spec: str
+    run_id: str | None
+    uri: str
+    backbone: str
+    epoch: int
+    params: Any
+    model_state: Any
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """{"params": ..., **model_state}: what the backbone's module is applied with."""
+        return {"params": self.params, **(self.model_state or {})}
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the weights (features.tree_fingerprint, as the feature cache keys them)."""
+        return features.tree_fingerprint(self.variables)
+
+
+def _target_name(target: Any) -> str:
+    return str(target).rsplit(".", 1)[-1] if target else "unknown"
+
+
+def _checkpoints_in(folder: Path, scratch: Path) -> tuple[Path, str]:
+    """The `checkpoints` folder (holding best/<epoch>/) for a run folder, a checkpoints folder
+    or one checkpoint (state/ + meta/, e.g. best/<epoch> or a downloaded checkpoint_best), and
+    the source's backbone as its run folder's run_state.json names it."""
+    if (folder / "checkpoints" / "best").is_dir():
+        checkpoints, run_dir = folder / "checkpoints", folder
+    elif (folder / "best").is_dir():
+        checkpoints, run_dir = folder, folder.parent
+    elif (folder / "state").is_dir():
+        # One checkpoint: laid out as a checkpoints folder of one best step (Checkpoints reads it).
+        checkpoints = scratch / "checkpoints"
+        step = folder.name if folder.name.isdigit() else "0"
+        shutil.copytree(folder, checkpoints / "best" / step)
+        run_dir = folder.parent.parent
+    else:
+        raise RunError(
+            f"backbone.init_from={folder}: no best checkpoint there. Fix: give a run folder "
+            "(holding checkpoints/best/), its checkpoints folder, one checkpoint folder "
+            "(state/ and meta/), or an MLflow run id"
+        )
+    state = _read_state(run_dir) if run_dir.is_dir() else None
+    config = (state or {}).get("config", {})
+    return checkpoints, _target_name(config.get("backbone._target_"))
+
+
+def _download_run_checkpoint(run_id: str, tracking_uri: str | None, scratch: Path):
+    """An MLflow run's best checkpoint, downloaded (qcxr.robustness.load.fetch_run_files), and
+    its backbone as its tags name it."""
+    from qcxr.robustness import load
+
+    if not tracking_uri:
+        raise RunError(
+            f"backbone.init_from={run_id} is not a folder, and no MLflow store is configured to "
+            "look it up as a run id. Fix: give a run or checkpoint folder, or set "
+            "tracker.tracking_uri (MLFLOW_TRACKING_URI) to the store holding that run"
+        )
+    try:
+        run = load.trained_run(tracking_uri, run_id)
+    except load.RobustnessError as err:
+        raise RunError(
+            f"backbone.init_from={run_id} is neither a folder nor a run id in {tracking_uri}. "
+            "Fix: give an existing run or checkpoint folder, or a run id from that store"
+        ) from err
+    if not load.has_artifact(tracking_uri, run_id, CHECKPOINT_ARTIFACT):
+        raise RunError(
+            f"run {run_id} has no {CHECKPOINT_ARTIFACT} artifact, so it has no backbone to start "
+            "from. Fix: use a run that finished training"
+        )
+    config, checkpoints = load.fetch_run_files(tracking_uri, run, scratch)
+    target = (config.get("backbone") or {}).get("_target_")
+    return checkpoints, run.tags.get("backbone") or _target_name(target)
+
+
+def load_init_source(
+    spec: str, tracking_uri: str | None, root_dir: str | os.PathLike
+) -> InitSource:
+    """Read the backbone of an earlier run's best checkpoint.
+
+    Args:
+        spec: backbone.init_from: a folder (a run folder, its checkpoints folder or one
+            checkpoint; relative to `root_dir`, the directory train.py was started from) or, when
+            no such folder exists, an MLflow run id.
+        tracking_uri: the MLflow store to look a run id up in (this run's tracker's).
+        root_dir: the directory relative folders are taken from.
+
+    Returns:
+        The InitSource (its arrays are in memory; nothing downloaded is kept).
+
+    Raises:
+        RunError: neither a folder with a checkpoint nor a run id of the store, or a run without
+            a best checkpoint.
+    """
+    folder = Path(spec) if Path(spec).is_absolute() else Path(root_dir) / spec
+    with tempfile.TemporaryDirectory() as scratch:
+        if folder.exists():
+            checkpoints_dir, name = _checkpoints_in(folder.resolve(), Path(scratch))
+            uri = str(checkpoints_dir if checkpoints_dir.is_relative_to(folder) else folder)
+        else:
+            checkpoints_dir, name = _download_run_checkpoint(spec, tracking_uri, Path(scratch))
+            uri = f"runs:/{spec}/{CHECKPOINT_ARTIFACT}"
+        checkpoints = Checkpoints(checkpoints_dir)
+        try:
+            restored = checkpoints.restore_best(None)  # the tree as saved: no template needed
+        finally:
+            checkpoints.close()
+        if restored is None:
+            raise RunError(f"backbone.init_from={spec}: {checkpoints_dir} holds no checkpoint")
+        state, meta = restored
+        model_state = state.get(MODEL_STATE_KEY)
+        return InitSource(
+            spec=str(spec),
+            run_id=meta.get("run_id"),
+            uri=uri,
+            backbone=name,
+            epoch=int(meta.get("epoch", 0)),
+            params=jax.tree.map(np.asarray, state["params"]["backbone"]),
+            model_state=None
+            if model_state is None
+            else jax.tree.map(np.asarray, dict(model_state.get("backbone", {}))),
+        )
+
+
+def _shapes(tree: Any) -> dict[str, tuple]:
+    return {
+        jax.tree_util.keystr(path): (tuple(np.shape(leaf)), str(np.asarray(leaf).dtype))
+        if not isinstance(leaf, jax.ShapeDtypeStruct)
+        else (tuple(leaf.shape), str(leaf.dtype))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
+
+def check_init_source(source: InitSource, backbone: Any, name: str) -> None:
+    """Refuse weights whose tree is not this backbone's (another architecture or size).
+
+    Args:
+        source: the loaded weights.
+        backbone: this run's built backbone.
+        name: this run's backbone option (its tag).
+
+    Raises:
+        RunError: naming both backbones and the first differing arrays.
+    """
+    expected = jax.eval_shape(backbone.init, jax.random.key(0))
+    if source.model_state is None:
+        expected = {"params": expected["params"]}
+    want, got = _shapes(expected), _shapes(source.variables)
+    differ = [
+        f"{k}: {got.get(k, 'absent')} in the source, {want.get(k, 'absent')} here"
+        for k in sorted(set(want) | set(got))
+        if want.get(k) != got.get(k)
+    ]
+    if differ:
+        shown = "; ".join(differ[:3]) + (
+            f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+        )
+        raise RunError(
+            f"backbone.init_from={source.spec}: the source's backbone ({source.backbone}, run "
+            f"{source.run_id}) does not match this run's backbone={name} ({shown}). Fix: "
+            f"choose the source's backbone (backbone={source.backbone} with its settings) or "
+            "a source run trained with this one"
+        )
+
+
+def init_source_for(cfg: DictConfig, backbone: Any, name: str) -> InitSource | None:
+    """The run's backbone.init_from, loaded and checked against its backbone, or None."""
+    spec = getattr(backbone, "init_from", None)
+    if spec is None:
+        return None
+    tracker = cfg.get("tracker") or {}
+    uri = tracker.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    source = load_init_source(str(spec), uri, cfg.paths.root_dir)
+    check_init_source(source, backbone, name)
+    log.info(
+        "backbone from %s (run %s, epoch %d, %s, weights %s)%s",
+        source.uri,
+        source.run_id,
+        source.epoch,
+        source.backbone,
+        source.fingerprint[:12],
+        ", frozen" if backbone.freeze else ", fine-tuned (backbone.freeze=false)",
+    )
+    return source
+
+
+def apply_init_source(params: dict, model_state: dict, source: InitSource | None):
+    """Params and model state with the backbone's taken from `source` (unchanged for None).
+
+    Args:
+        params: {"backbone", "head"} from Classifier.init.
+        model_state: {"backbone": collections} from Classifier.init.
+        source: the loaded weights, or None.
+
+    Returns:
+        (params, model_state); the head keeps its own init.
+    """
+    if source is None:
+        return params, model_state
+    params = {**params, "backbone": jax.tree.map(jnp.asarray, source.params)}
+    if source.model_state is not None:
+        model_state = {**model_state, "backbone": jax.tree.map(jnp.asarray, source.model_state)}
+    return params, model_state
+
+
+def log_init_lineage(tracker: Any, source: InitSource | None) -> None:
+    """The source weights as a dataset input (context "backbone"): name backbone-<run id>, digest
+    the weights' fingerprint, source the checkpoint's URI (the run's tag qcxr.init_from names
+    the run)."""
+    if source is None:
+        return
+    tracker.log_dataset(
+        f"backbone-{source.run_id or Path(source.uri).name}",
+        source.fingerprint,
+        source=source.uri,
+        context=INIT_FROM_CONTEXT,
+        profile={"run_id": source.run_id, "epoch": source.epoch, "backbone": source.backbone},
+    )
+
+
 def _data_kwargs(cfg: DictConfig, backbone, use_features: bool, cache_dir: Path) -> dict[str, Any]:
     """The data factory's run-time arguments (`conf/data/*.yaml` is `_partial_`)."""
     kwargs: dict[str, Any] = {
@@ -501,6 +798,35 @@ def _data_kwargs(cfg: DictConfig, backbone, use_features: bool, cache_dir: Path)
     if use_features:
         kwargs["augment"] = False
     return kwargs
+
+
+def build_optimizer(cfg: DictConfig, steps_per_epoch: int, trainable: Any) -> tuple[Any, Any]:
+    """The run's optax transformation and the rate each train step applies.
+
+    Args:
+        cfg: the composed config (optimizer and trainer.max_epochs are read).
+        steps_per_epoch: train batches per epoch (schedules: total_steps = max_epochs x this;
+            multistep's milestones in epochs become steps with it).
+        trainable: the freeze labels (optim.freeze_labels).
+
+    Returns:
+        (the transformation, 0-based train step -> learning rate, logged as train/lr).
+    """
+    total_steps = int(cfg.trainer.max_epochs) * int(steps_per_epoch)
+    schedule = {"total_steps": total_steps, "steps_per_epoch": int(steps_per_epoch)}
+    tx = build(cfg.optimizer)(**schedule, trainable=trainable)
+    opt = cfg.optimizer  # every optimizer option has these keys (conf/optimizer/*.yaml)
+    lr_at = optim.step_learning_rates(
+        learning_rate=float(opt.learning_rate),
+        schedule=str(opt.schedule),
+        warmup_steps=int(opt.warmup_steps),
+        total_steps=total_steps,
+        accumulation_steps=int(opt.accumulation_steps),
+        milestones=[int(m) for m in (opt.get("milestones") or [])],
+        gamma=float(opt.get("gamma", 0.1)),
+        steps_per_epoch=int(steps_per_epoch),
+    )
+    return tx, lr_at
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -556,6 +882,7 @@ def run(cfg: DictConfig) -> float:
         check_head_fits(head, backbone.feature_dim, int(trainer.batch_size))
     except MemoryBudgetError as err:
         raise RunError(f"the {names['head']} head does not fit in memory: {err}") from err
+    init_source = init_source_for(cfg, backbone, names["backbone"])  # checked before any run
     use_features = bool(backbone.freeze and trainer.cache_features)
     if use_features:
         log.warning(
@@ -568,6 +895,9 @@ def run(cfg: DictConfig) -> float:
             resolved["data"]["augment"] = False
     data = build(cfg.data)(**_data_kwargs(cfg, backbone, use_features, cache_dir))
     data.prepare()  # reads every image of every split now: a bad test image fails before training
+    check_monitor(
+        monitor_of(trainer)[0], str(cfg.task.kind), data.label_names, extra_metrics_of(cfg.task)
+    )
 
     tracker = build(cfg.tracker)
     entry = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("train.py")
@@ -578,6 +908,8 @@ def run(cfg: DictConfig) -> float:
         "features": "cached" if use_features else "images",
         **{str(k): str(v) for k, v in (cfg.tags or {}).items()},
     }
+    if init_source is not None:
+        tags[INIT_FROM_TAG] = init_source.run_id or init_source.uri
     for key in ("study", "trial"):
         if cfg.get(key) is not None:
             tags[key] = str(cfg[key])
@@ -624,6 +956,7 @@ def run(cfg: DictConfig) -> float:
             out_dir,
             cache_dir,
             resumed=previous is not None,
+            init_source=init_source,
         )
     except (KeyboardInterrupt, RunInterrupted) as err:
         log.warning(
@@ -666,6 +999,25 @@ def run(cfg: DictConfig) -> float:
     return objective
 
 
+def check_monitor(monitor: str, kind: str, label_names, extra_metrics) -> None:
+    """Refuse, before the first epoch, a trainer.monitor that no epoch's val evaluation logs.
+
+    Raises:
+        RunError: the key and the ones this task logs.
+    """
+    available = loop.monitorable(kind, label_names, extra_metrics)
+    if monitor not in available:
+        shown = [k for k in available if "/auroc/" not in k] + ["val/auroc/<label>"]
+        raise RunError(
+            f"trainer.monitor={monitor!r} is not logged by this {kind} task; use one of {shown}"
+            + (
+                " (val/medmnist_* need task.extra_metrics=[medmnist])"
+                if "medmnist" in monitor
+                else ""
+            )
+        )
+
+
 def check_head_fits(head: Any, feature_dim: int, batch_size: int) -> None:
     """Trace a DQC head's apply on a training-sized batch without computing anything, so the
     simulator's memory guard speaks at start (its shapes are static) rather than at the first step.
@@ -688,7 +1040,7 @@ def check_head_fits(head: Any, feature_dim: int, batch_size: int) -> None:
 
 
 def resolved_head_method(head: Any, batch_size: int) -> str | None:
-    """The simulation method a native DQC head runs for a batch (engine.resolve_method), else None.
+    """The simulation method a native DQC head runs for a batch (DQCHead.resolved), else None.
 
     Args:
         head: the built head module.
@@ -698,21 +1050,8 @@ def resolved_head_method(head: Any, batch_size: int) -> str | None:
         "statevector", "split" or "mps" (with noise or shots: "density_matrix", "trajectories"
         or "statevector"), or None for heads without a native circuit.
     """
-    if not isinstance(head, DQCHead) or head.simulator != "native":
-        return None
-    return resolve_method(
-        head.ansatz,
-        batch_size,
-        "float32",
-        head.method,
-        block_size=head.block_size,
-        remat=head.remat,
-        max_bond=head.max_bond,
-        noise=dict(head.noise) or None,
-        noisy_encoding=head.noisy_encoding,
-        trajectories=head.trajectories,
-        shots=head.shots,
-    )
+    resolved = head.resolved(batch_size) if isinstance(head, DQCHead) else None
+    return None if resolved is None else resolved.method
 
 
 def _train_and_evaluate(
@@ -729,23 +1068,16 @@ def _train_and_evaluate(
     out_dir,
     cache_dir,
     resumed,
+    init_source=None,
 ):
     trainer = cfg.trainer
     label_names = list(data.label_names)
     classifier = Classifier(backbone, head, str(trainer.compute_dtype))
     root_key = jax.random.key(int(cfg.seed))
     params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
+    params, constants = apply_init_source(params, constants, init_source)  # backbone.init_from
     trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
-    total_steps = int(trainer.max_epochs) * data.num_batches("train")
-    tx = build(cfg.optimizer)(total_steps=total_steps, trainable=trainable)
-    opt = cfg.optimizer  # every optimizer option has these keys (conf/optimizer/*.yaml)
-    lr_at = optim.step_learning_rates(
-        learning_rate=float(opt.learning_rate),
-        schedule=str(opt.schedule),
-        warmup_steps=int(opt.warmup_steps),
-        total_steps=total_steps,
-        accumulation_steps=int(opt.accumulation_steps),
-    )
+    tx, lr_at = build_optimizer(cfg, data.num_batches("train"), trainable)
     state = steps.init_state(params, tx)
     resume_meta = None
     if trainer.resume:
@@ -754,8 +1086,13 @@ def _train_and_evaluate(
             state, resume_meta = restored
             log.info("resuming from %s (epoch %d)", checkpoints.directory, resume_meta["epoch"])
     if not resumed:
-        tracker.log_params(flatten(resolved))
         method = resolved_head_method(head, int(trainer.batch_size))
+        params = flatten(resolved)
+        if method is not None and method != "trajectories" and "head.trajectories" in params:
+            # Only the trajectories method draws them: the params say what ran (config.yaml keeps
+            # the value, which a rebuild of this run passes back to the factory).
+            params["head.trajectories"] = "unused"
+        tracker.log_params(params)
         if method is not None:  # what `method=auto` runs (statevector, split or mps)
             tracker.log_params({"head.method_resolved": method})
         # Dataset facts are params and dataset inputs, not metrics: as metrics they were charts,
@@ -775,6 +1112,7 @@ def _train_and_evaluate(
                     "positives": dict(zip(label_names, map(int, positives), strict=True)),
                 },
             )
+        log_init_lineage(tracker, init_source)
 
     progress = loop.show_progress(trainer.progress)  # auto: bars on a terminal only
     start = time.perf_counter()
@@ -806,6 +1144,8 @@ def _train_and_evaluate(
         apply, tx, kind, weights, dropout_key, noise_key, aux=classifier.sows
     )
     eval_step = steps.make_eval_step(apply, kind, weights)
+    monitor, monitor_mode = monitor_of(trainer)
+    extra_metrics = extra_metrics_of(cfg.task)
     first = next(iter(source.batches("val", 0)))
     compiled, compile_s = loop.compile_step(train_step, state, first)
     log.info(
@@ -822,12 +1162,15 @@ def _train_and_evaluate(
         tracker=tracker,
         checkpoints=checkpoints,
         max_epochs=int(trainer.max_epochs),
-        patience=int(trainer.patience),
+        patience=None if trainer.get("patience") is None else int(trainer.patience),
         resume_meta=resume_meta,
         meta_extra={"run_id": run_id},
         progress=progress,
         kind=kind,
         lr_at=lr_at,
+        monitor=monitor,
+        monitor_mode=monitor_mode,
+        extra_metrics=extra_metrics,
     )
     _write_state(
         out_dir,
@@ -836,7 +1179,9 @@ def _train_and_evaluate(
     )
     best = checkpoints.restore_best(result.state)
     if best is None:
-        raise RunError("no best checkpoint was saved (no epoch finished)")
+        raise RunError(
+            f"no best checkpoint was saved: no epoch finished, or {monitor} was never a number"
+        )
     best_params = best[0]["params"]
 
     final: dict[str, float] = {k: v for k, v in result.best.items() if k.startswith("val/")}
@@ -846,7 +1191,15 @@ def _train_and_evaluate(
         for split in ("val", "test", "external"):
             if split not in data.splits:
                 continue
-            ev = loop.evaluate(eval_step, best_params, source, split, label_names, kind=kind)
+            ev = loop.evaluate(
+                eval_step,
+                best_params,
+                source,
+                split,
+                label_names,
+                kind=kind,
+                extra_metrics=extra_metrics,
+            )
             evaluations[split] = ev
             if split != "val":
                 final.update(ev.as_metrics(split))
@@ -987,8 +1340,8 @@ def rebuild_model(config: Mapping[str, Any]) -> RebuiltModel:
 
     The backbone is built by its factory as in the run: pretrained weights are looked up where
     the config says (backbone.weights, else the Hugging Face cache; the Hub only when the config
-    allows downloads). The optimizer state's tree in `state_template` does not depend on
-    total_steps (a schedule is a function of the step count), so one step is given.
+    allows downloads). The optimizer state's tree in `state_template` does not depend on the
+    number of steps (a schedule is a function of the step count), so one step per epoch is given.
 
     Args:
         config: the resolved config as a nested mapping (the run's config.yaml).
@@ -1008,7 +1361,7 @@ def rebuild_model(config: Mapping[str, Any]) -> RebuiltModel:
     root_key = jax.random.key(int(cfg.seed))
     params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
     trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
-    tx = build(cfg.optimizer)(total_steps=1, trainable=trainable)
+    tx, _ = build_optimizer(cfg, 1, trainable)
     return RebuiltModel(
         classifier=classifier,
         constants=constants,

@@ -27,6 +27,8 @@ class TaskSchema:
     num_labels: int = MISSING
     kind: str = MISSING  # multilabel (sigmoid, BCE) or multiclass (softmax CE, one class each)
     class_weights: list[float] | None = MISSING  # type: ignore[assignment]  # multiclass only
+    # metric sets logged beside the usual ones (qcxr.metrics.EXTRA_METRICS: "medmnist")
+    extra_metrics: list[str] = MISSING  # type: ignore[assignment]
 
 
 @dataclass
@@ -100,6 +102,7 @@ class ResNetSchema:
     repo_id: str = MISSING
     image_size: int = MISSING
     resize_size: int | None = MISSING  # type: ignore[assignment]
+    init_from: str | None = MISSING  # type: ignore[assignment]  # a run id or folder
 
 
 @dataclass
@@ -113,6 +116,7 @@ class MobileNetV2Schema:
     variant: str = MISSING
     image_size: int | None = MISSING  # type: ignore[assignment]
     resize_size: int | None = MISSING  # type: ignore[assignment]
+    init_from: str | None = MISSING  # type: ignore[assignment]  # a run id or folder
 
 
 @dataclass
@@ -121,6 +125,7 @@ class TinySchema:
     feature_dim: int = MISSING
     image_size: int = MISSING
     freeze: bool = MISSING
+    init_from: str | None = MISSING  # type: ignore[assignment]  # a run id or folder
 
 
 @dataclass
@@ -132,6 +137,8 @@ class _OptimizerCommon:
     warmup_steps: int = MISSING
     accumulation_steps: int = MISSING
     grad_clip: float | None = MISSING  # type: ignore[assignment]
+    milestones: list[int] = MISSING  # type: ignore[assignment]  # multistep: epochs
+    gamma: float = MISSING
 
 
 @dataclass
@@ -263,7 +270,9 @@ class ISIC2017DataSchema(_ExternalData):
 @dataclass
 class TrainerSchema:
     max_epochs: int = MISSING
-    patience: int = MISSING
+    patience: int | None = MISSING  # type: ignore[assignment]  # null: no early stopping
+    monitor: str = MISSING  # the val metric that picks the best checkpoint (val/loss)
+    monitor_mode: str = MISSING  # min | max
     batch_size: int = MISSING
     resume: bool = MISSING
     compute_dtype: str = MISSING

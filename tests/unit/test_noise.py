@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qcxr.quantum import MemoryBudgetError, expvals, make_ansatz, make_noise
+from qcxr.quantum import MemoryBudgetError, SimOptions, expvals, make_ansatz, make_noise
 from qcxr.quantum.dispatch import noisy
 from qcxr.quantum.methods import shots
 from qcxr.quantum.methods import trajectories as traj
@@ -172,7 +172,7 @@ def test_zero_or_null_noise_is_the_ideal_fast_path():
     ideal = expvals(a, w, x)
     np.testing.assert_array_equal(expvals(a, w, x, noise={"depolarizing": 0.0}), ideal)
     np.testing.assert_array_equal(expvals(a, w, x, noise={"bit_flip": None}), ideal)
-    assert not noisy.needs_noisy({"bit_flip": 0, "readout": None}, None, "auto")
+    assert not SimOptions.from_keys(noise={"bit_flip": 0, "readout": None}).noisy
 
 
 def test_noisy_encoding_switch_and_auto_method():

@@ -54,7 +54,7 @@ def test_noise_items_keep_nonzero_levels_in_channel_order_and_refuse_bad_input()
 def test_zero_noise_is_the_ideal_head_bit_for_bit():
     ideal = dqc_head(3, ANSATZ)
     zero = dqc_head(3, ANSATZ, noise={c: 0.0 for c in NOISE_CHANNELS}, trajectories=7)
-    assert zero.noise == () and zero.shots is None
+    assert zero.sim.noise == ideal.sim.noise and not zero.sim.stochastic
     params = _params(ideal)
     np.testing.assert_array_equal(
         ideal.apply({"params": params}, FEATURES), zero.apply({"params": params}, FEATURES)
@@ -168,7 +168,18 @@ def test_noise_grid_on_the_command_line_is_a_sweep_of_floats(tmp_path):
     for job in jobs[::5]:
         cfg = compose_run(tmp_path, list(job))
         assert isinstance(cfg.head.noise.depolarizing, float)
-        levels.add(instantiate(cfg.head, _execution_whitelist_=["qcxr.*"]).noise)
+        levels.add(instantiate(cfg.head, _execution_whitelist_=["qcxr.*"]).sim.noise.items)
     assert levels == {(), (("depolarizing", 0.001),), (("depolarizing", 0.01),)}
     with pytest.raises(ConfigCompositionException):
         compose_run(tmp_path, ["head=dqc", "head.noise.depolarising=0.1"])
+
+
+def test_noiseless_trajectories_are_refused_and_an_ideal_variant_is_exact():
+    # method=trajectories on an ideal circuit ran the default 64 identical pure states whatever
+    # head.trajectories said (issue 20 item 6): now a clear error naming the fix.
+    with pytest.raises(ValueError, match="every head.noise level is 0.*head.method=auto"):
+        dqc_head(3, ANSATZ, method="trajectories", trajectories=16)
+    trained = dqc_head(3, ANSATZ, method="trajectories", noise={"depolarizing": 0.1})
+    ideal = noisy_variant(trained, {"depolarizing": 0.0})  # a robustness grid's level 0
+    assert ideal.sim.method == "auto" and ideal.sim.noise.is_ideal
+    assert noisy_variant(trained, {"depolarizing": 0.2}).sim.method == "trajectories"

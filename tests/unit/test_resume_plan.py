@@ -93,7 +93,7 @@ def test_a_damaged_state_file_is_named(tmp_path):
         resume_plan(tmp_path, CONFIG, resume=True)
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "warmup_cosine"])
+@pytest.mark.parametrize("schedule", ["cosine", "warmup_cosine", "multistep"])
 @pytest.mark.parametrize("status", ["FINISHED", "KILLED"])
 def test_a_larger_max_epochs_under_a_decaying_schedule_is_refused(tmp_path, schedule, status):
     # total_steps (max_epochs x batches) shapes these schedules: resuming with another max_epochs

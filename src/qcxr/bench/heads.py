@@ -108,7 +108,7 @@ def _run_single(cfg: dict) -> dict:
     if cfg["head"] == "dqc" and cfg["simulator"] == "native":
         from qcxr.quantum.dispatch.engine import resolve_method
 
-        used = resolve_method(ansatz, batch, "float32", cfg.get("method", "auto"))
+        used = resolve_method(ansatz, batch, "float32", method=cfg.get("method", "auto"))
     return {
         **cfg,
         "method_used": used,

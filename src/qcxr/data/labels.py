@@ -146,8 +146,11 @@ LABEL_SETS: dict[str, tuple[str, ...]] = {
     "synthetic_mc": SYNTHETIC_MC,
 }
 
-# Class names of the multiclass MedMNIST v2 flavours, in label-index order (medmnist's INFO).
+# Class names of the MedMNIST v2 flavours, in label-index order (medmnist's INFO). A two-class
+# flavour (pneumoniamnist) is binary by default (one label, its class 1) and two softmax classes
+# when its task asks for them (task=pneumoniamnist: MedMNIST's own 2-class cross-entropy).
 MEDMNIST_CLASSES: dict[str, tuple[str, ...]] = {
+    "pneumoniamnist": ("normal", "pneumonia"),
     "dermamnist": HAM10000,
     "bloodmnist": (
         "basophil",

@@ -599,7 +599,9 @@ def medmnist(
     multiclass task with one-hot labels named as the flavour's classes
     (`qcxr.data.labels.MEDMNIST_CLASSES`: dermamnist, bloodmnist, pathmnist, octmnist,
     organ{a,c,s}mnist; `class 0..K-1` for others); pass task=None or the flavour's task
-    (task=dermamnist, ...).
+    (task=dermamnist, ...). A two-class flavour gives its two classes one-hot (`normal`,
+    `pneumonia`: MedMNIST's 2-class softmax) when the task is the flavour's own
+    (task=pneumoniamnist), and the one binary label with task=None.
 
     Args:
         task: for chestmnist a label-set name or names; else None (or the set's own labels).
@@ -653,7 +655,9 @@ def medmnist(
                 f"{num_classes} classes: {', '.join(known or ())}); fix: check the file or its "
                 "name (data.flavor)"
             )
-        if num_classes == 2:
+        asked = tuple(resolve_labels(task)) if task is not None else None
+        # A two-class flavour is binary (one label) unless the task names its two classes.
+        if num_classes == 2 and not (known is not None and asked == known):
             labels = (_MEDMNIST_BINARY.get(flavor, "class 1"),)
             onehot = {s: (y[:, :1] == 1) for s, y in raw.items()}
         else:
@@ -661,7 +665,7 @@ def medmnist(
             # keeps its column), else "class k".
             labels = known or tuple(f"class {k}" for k in range(num_classes))
             onehot = {s: y[:, :1] == np.arange(num_classes)[None, :] for s, y in raw.items()}
-        if task is not None and tuple(resolve_labels(task)) != labels:
+        if asked is not None and asked != labels:
             raise DataError(
                 f"{npz} ({flavor}) is a single-label task with labels {list(labels)}; "
                 f"task {task!r} does not match it. Fix: task=null (its own labels)"

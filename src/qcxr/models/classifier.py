@@ -84,7 +84,7 @@ class Classifier:
         """Whether the head sows diagnostics (the DQC head's MPS discarded weight, when its
         native simulation truncates: head.max_bond set)."""
         return (
-            getattr(self.head, "max_bond", None) is not None
+            getattr(getattr(self.head, "sim", None), "max_bond", None) is not None
             and getattr(self.head, "simulator", "native") == "native"
         )
 

@@ -14,23 +14,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from qcxr.quantum import Ansatz
+from qcxr.quantum import METHODS, Ansatz, SimOptions
 from qcxr.quantum.cutting import qcnn
 from qcxr.quantum.dispatch import engine
+from qcxr.quantum.representation.noise import CHANNELS, NoiseModel
 
 #: simulator option -> implementation ("native" is ours; the others run PennyLane, see reference.py)
 SIMULATORS = ("native", "pennylane", "pennylane_lightning")
 #: noise channels of the DQC head (`head.noise.<channel>`: a probability, gamma or lambda in
 #: [0, 1]), applied by the native engine after every gate on the wires it touches (readout: a flip
 #: probability per measured wire). A level of 0 means no channel at all.
-NOISE_CHANNELS = (
-    "depolarizing",
-    "bit_flip",
-    "phase_flip",
-    "amplitude_damping",
-    "phase_damping",
-    "readout",
-)
+NOISE_CHANNELS = CHANNELS
 #: the "noise" PRNG stream's seed when the head runs without one (evaluation, `eval_step`): the
 #: key is `eval_noise_key(angles)`, fold_in(key(EVAL_NOISE_SEED), a hash of the batch's circuit
 #: inputs), the same for every run and seed, so evaluating a noisy or finite-shot head is a
@@ -91,27 +85,18 @@ class CDLHead(nn.Module):
 def circuit_fn(
     ansatz: Ansatz,
     simulator: str = "native",
-    block_size: int = 5,
-    remat: bool = False,
-    chunk_size: int | str | None = "auto",
-    method: str = "auto",
-    max_bond: int | None = None,
+    sim: SimOptions | None = None,
     return_discarded: bool = False,
-    noise: Mapping[str, float] | tuple = (),
-    noisy_encoding: bool = True,
-    trajectories: int = 64,
-    shots: int | None = None,
 ) -> Callable[..., jnp.ndarray]:
     """The circuit as a function (weights, angles f[B, n], key=None) -> <Z> f[B, n] on a simulator.
 
     With return_discarded (native only) it returns (<Z> f[B, n], discarded weight f[B]) (see
-    engine.expvals). With noise (non-zero levels) or finite shots the native engine simulates them
-    (see qcxr.quantum.expvals: noise, noisy_encoding, trajectories, shots, key); `key` feeds its
-    trajectories and shot sampling. Without either the call is the ideal one, unchanged.
+    engine.expvals). With noise or finite shots (`sim.stochastic`) the native engine simulates
+    them and `key` feeds its trajectories and shot sampling; without, the call is the ideal one.
+    `sim` None: SimOptions() (the ideal circuit, method auto).
     """
-    items = noise_items(dict(noise))
-    stochastic = bool(items) or shots is not None
-    if stochastic and simulator != "native":
+    sim = SimOptions() if sim is None else sim
+    if sim.stochastic and simulator != "native":
         raise ValueError(
             f"head.noise and head.shots need simulator=native (got {simulator!r}): set "
             "head.simulator=native or remove the noise"
@@ -119,26 +104,8 @@ def circuit_fn(
     if simulator == "native":
 
         def run(weights, x, key=None):
-            extra = {}
-            if stochastic:
-                extra = {
-                    "noise": dict(items) or None,
-                    "noisy_encoding": bool(noisy_encoding),
-                    "trajectories": int(trajectories),
-                    "shots": shots,
-                    "key": key,
-                }
             return engine.expvals(
-                ansatz,
-                weights,
-                x,
-                block_size=block_size,
-                remat=remat,
-                chunk_size=chunk_size,
-                method=method,
-                max_bond=max_bond,
-                return_discarded=return_discarded,
-                **extra,
+                ansatz, weights, x, sim, key=key, return_discarded=return_discarded
             )
 
         return run
@@ -158,22 +125,15 @@ class DQCHead(nn.Module):
     Parameters: `pre` (classical preprocess), `circuit` (the ansatz weights), `post` (classical
     postprocess): Table I of the paper counts them separately. Noise and shots add none.
 
-    A noisy (`noise`: non-zero (channel, level) pairs) or finite-shot (`shots`) circuit draws its
-    randomness from the "noise" PRNG stream when `apply(..., rngs={"noise": key})` gives one (the
-    train step: fold_in(noise stream, step)), else from eval_noise_key(the batch's angles).
+    `sim` is the one SimOptions value the native engine runs with (dqc_head builds it from the
+    head.* keys). A noisy or finite-shot circuit (`sim.stochastic`) draws its randomness from the
+    "noise" PRNG stream when `apply(..., rngs={"noise": key})` gives one (the train step:
+    fold_in(noise stream, step)), else from eval_noise_key(the batch's angles).
     """
 
     ansatz: Ansatz
     simulator: str = "native"
-    block_size: int = 5
-    remat: bool = False
-    chunk_size: int | str | None = "auto"
-    method: str = "auto"
-    max_bond: int | None = None
-    noise: tuple[tuple[str, float], ...] = ()
-    noisy_encoding: bool = True
-    trajectories: int = 64
-    shots: int | None = None
+    sim: SimOptions = SimOptions()
 
     @nn.compact
     def __call__(self, features: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -188,22 +148,11 @@ class DQCHead(nn.Module):
             # (not during init with a batch of one, issue 11).
             q = jnp.zeros(angles.shape, weights.dtype)
         else:
-            truncating = self.max_bond is not None and self.simulator == "native"
+            truncating = self.sim.max_bond is not None and self.simulator == "native"
             run = circuit_fn(
-                self.ansatz,
-                self.simulator,
-                self.block_size,
-                self.remat,
-                self.chunk_size,
-                self.method,
-                self.max_bond,
-                truncating,
-                self.noise,
-                self.noisy_encoding,
-                self.trajectories,
-                self.shots,
+                self.ansatz, simulator=self.simulator, sim=self.sim, return_discarded=truncating
             )
-            if self.noise or self.shots is not None:
+            if self.sim.stochastic:
                 key = self.make_rng("noise") if self.has_rng("noise") else eval_noise_key(angles)
                 q = run(weights, angles.astype(weights.dtype), key)
             else:
@@ -214,6 +163,15 @@ class DQCHead(nn.Module):
                 q, lost = q
                 self.sow("intermediates", "mps_discarded_weight", jnp.mean(lost))
         return nn.Dense(n, name="post")(q)
+
+    def resolved(self, batch_size: int) -> SimOptions | None:
+        """The SimOptions with the method the native engine runs for this batch (resolve_method,
+        the one place a method is chosen); None for a PennyLane simulator."""
+        if self.simulator != "native":
+            return None
+        return self.sim.replace(
+            method=engine.resolve_method(self.ansatz, batch_size, "float32", self.sim)
+        )
 
 
 class DQCNNHead(nn.Module):
@@ -249,15 +207,16 @@ def dqc_head(
     trajectories: int = 64,
     shots: int | None = None,
 ) -> DQCHead:
-    """Build the DQC head (`conf/head/dqc.yaml`); one qubit per label.
+    """Build the DQC head (`conf/head/dqc.yaml`); one qubit per label. The engine keys become one
+    SimOptions value, here and nowhere else.
 
     Args:
         num_labels: labels of the task; must equal the ansatz's qubits.
         ansatz: the circuit description.
         simulator: one of SIMULATORS.
-        block_size, remat, chunk_size, method, max_bond: native-engine options (see
-            qcxr.quantum.expvals; method: auto, statevector, split, mps, or for noise
-            density_matrix / trajectories; max_bond: the MPS bond limit, None for exact).
+        block_size, remat, chunk_size, method, max_bond: native-engine options (SimOptions;
+            method: auto, statevector, split, mps, or for noise density_matrix / trajectories;
+            max_bond: the MPS bond limit, None for exact).
         noise: channel -> level (NOISE_CHANNELS); zero levels (the default) mean no channel,
             so an all-zero mapping is the ideal circuit.
         noisy_encoding: whether the encoding gates get the channels too (default: every gate).
@@ -275,11 +234,8 @@ def dqc_head(
         )
     if simulator not in SIMULATORS:
         raise ValueError(f"unknown simulator {simulator!r}; choose one of {SIMULATORS}")
-    if method not in engine.METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {engine.METHODS}")
-    from qcxr.quantum.methods.mps import check_max_bond
-
-    max_bond = check_max_bond(max_bond)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     items = noise_items(noise)
     if int(trajectories) < 1:
         raise ValueError(f"head.trajectories={trajectories} must be at least 1")
@@ -290,19 +246,24 @@ def dqc_head(
             f"head.noise and head.shots need simulator=native (got {simulator!r}): set "
             "head.simulator=native or remove the noise"
         )
-    return DQCHead(
-        ansatz,
-        simulator,
-        int(block_size),
-        bool(remat),
-        chunk_size,
-        method,
-        max_bond,
-        items,
-        bool(noisy_encoding),
-        int(trajectories),
-        None if shots is None else int(shots),
+    if method == "trajectories" and not items:
+        raise ValueError(
+            "head.method=trajectories samples noise, but every head.noise level is 0: the "
+            f"{int(trajectories)} trajectories would be one pure state repeated (and "
+            "head.trajectories would not change the result). Fix: set a head.noise level "
+            "(e.g. head.noise.depolarizing=0.001), or head.method=auto for the exact ideal circuit"
+        )
+    sim = SimOptions(
+        method=method,
+        block_size=block_size,
+        remat=remat,
+        chunk_size=chunk_size,
+        max_bond=max_bond,
+        noise=NoiseModel(**dict(items), noisy_encoding=bool(noisy_encoding)),
+        trajectories=trajectories,
+        shots=shots,
     )
+    return DQCHead(ansatz, simulator=simulator, sim=sim)
 
 
 def dqc_nn_head(num_labels: int) -> DQCNNHead:
@@ -426,17 +387,23 @@ def noisy_variant(
     """
     if not isinstance(head, DQCHead):
         raise ValueError(f"only a DQC head can be re-evaluated under noise, got {type(head)}")
+    sim = head.sim
+    method = sim.method if method is None else method
+    if method == "trajectories" and not noise_items(noise):
+        # The ideal row of a grid for a head trained by trajectories: the exact circuit (no
+        # noise to sample; dqc_head refuses noiseless trajectories).
+        method = "auto"
     return dqc_head(
         head.ansatz.num_qubits,
         head.ansatz,
-        head.simulator,
-        head.block_size,
-        head.remat,
-        head.chunk_size,
-        head.method if method is None else method,
-        max_bond=head.max_bond,
+        simulator=head.simulator,
+        block_size=sim.block_size,
+        remat=sim.remat,
+        chunk_size=sim.chunk_size,
+        method=method,
+        max_bond=sim.max_bond,
         noise=dict(noise or {}),
-        noisy_encoding=head.noisy_encoding if noisy_encoding is None else noisy_encoding,
-        trajectories=head.trajectories if trajectories is None else trajectories,
+        noisy_encoding=sim.noise.noisy_encoding if noisy_encoding is None else noisy_encoding,
+        trajectories=sim.trajectories if trajectories is None else trajectories,
         shots=shots,
     )

@@ -21,6 +21,7 @@ from qcxr.report.load import (
     load_histories,
     load_robustness,
     load_runs,
+    load_unreproduced,
     log_report_run,
 )
 from qcxr.report.stats import ALPHA
@@ -307,6 +308,24 @@ def _shots_order(shots: str) -> int:
     return -1 if shots == "exact" else int(shots)
 
 
+def _unreproduced_lines(excluded: pd.DataFrame) -> list[str]:
+    """Markdown naming the runs left out: their ideal re-evaluation missed the logged AUROC."""
+    if excluded.empty:
+        return []
+    lines = [
+        f"Left out: {len(excluded)} run(s) whose ideal re-evaluation (level 0, exact ⟨Z⟩) did not "
+        "reproduce the run's logged test AUROC, so their curves would not describe those runs "
+        "(their robustness runs are FAILED; re-train or find what changed):",
+        "",
+    ]
+    for r in excluded.itertuples(index=False):
+        lines.append(
+            f"- `{r.source_run_id}` ({r.channel}): logged {r.logged:.6f}, re-evaluated "
+            f"{r.reevaluated:.6f} (robustness run `{r.robustness_run_id}`)"
+        )
+    return [*lines, ""]
+
+
 def _robustness_section(
     tracking_uri: str, data: RunData, fig_dir: Path, table_dir: Path, out_dir: Path
 ) -> tuple[list[str], list[Path]]:
@@ -319,9 +338,12 @@ def _robustness_section(
     Returns:
         (markdown lines, figures written); the table goes to tables/robustness.csv.
     """
+    selected = set(data.runs["run_id"])
     frame = load_robustness(tracking_uri, data.experiments)
-    frame = frame[frame["source_run_id"].isin(set(data.runs["run_id"]))]
-    if frame.empty:
+    frame = frame[frame["source_run_id"].isin(selected)]
+    excluded = load_unreproduced(tracking_uri, data.experiments)
+    excluded = excluded[excluded["source_run_id"].isin(selected)]
+    if frame.empty and excluded.empty:
         return [], []
     summary = (
         frame.groupby(["experiment", "channel", "split", "level", "shots"])["auroc"]
@@ -338,6 +360,7 @@ def _robustness_section(
         "level 0 with exact ⟨Z⟩ is the ideal circuit the runs were evaluated with. Mean ± sd "
         "of the macro AUROC over the re-evaluated runs (n per cell).",
         "",
+        *_unreproduced_lines(excluded),
     ]
     figures = []
     for (experiment, channel, split), rows in summary.groupby(["experiment", "channel", "split"]):

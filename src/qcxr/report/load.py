@@ -314,11 +314,58 @@ ROBUSTNESS_KEY = re.compile(
 )
 
 
+def _latest_robustness_runs(client, experiments: Sequence[str]) -> dict[tuple[str, str], tuple]:
+    """The latest robustness run per (training run, channel): FINISHED ones and those FAILED
+    because their ideal point did not reproduce (tag reproduced=false), so a newer failed check
+    is never hidden behind an older finished curve. Values are (experiment name, run)."""
+    selected = _select_experiments(client, list(experiments)) if experiments else {}
+    latest: dict[tuple[str, str], tuple] = {}
+    for name, experiment_id in selected.items():
+        for run in _search_all(client, [experiment_id], "tags.robustness = 'run'"):
+            unreproduced = run.data.tags.get("reproduced") == "false"
+            if run.info.status != FINISHED and not unreproduced:
+                continue
+            source = run.data.tags.get("robustness_of", "")
+            key = (source, run.data.tags.get("channel", ""))
+            if key not in latest or run.info.start_time > latest[key][1].info.start_time:
+                latest[key] = (name, run)
+    return latest
+
+
+def load_unreproduced(tracking_uri: str, experiments: Sequence[str]) -> pd.DataFrame:
+    """Training runs whose latest robustness run failed the reproduction check (its ideal point
+    missed the run's logged test AUROC), which `load_robustness` leaves out.
+
+    Returns:
+        Frame: experiment, source_run_id, channel, robustness_run_id, logged, reevaluated.
+    """
+    rows = []
+    for (source, channel), (name, run) in _latest_robustness_runs(
+        mlflow_client(tracking_uri), experiments
+    ).items():
+        if run.data.tags.get("reproduced") != "false":
+            continue
+        m = run.data.metrics
+        logged = next((v for k, v in m.items() if k.startswith("reproduce/logged_")), None)
+        now = next((v for k, v in m.items() if k.startswith("reproduce/reevaluated_")), None)
+        rows.append((name, source, channel, run.info.run_id, logged, now))
+    columns = [
+        "experiment",
+        "source_run_id",
+        "channel",
+        "robustness_run_id",
+        "logged",
+        "reevaluated",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def load_robustness(tracking_uri: str, experiments: Sequence[str]) -> pd.DataFrame:
     """Macro AUROC of the robustness runs (`python -m qcxr.robustness`) in some experiments.
 
     Only the latest robustness run per (training run, channel) counts, so re-running the CLI
-    replaces rather than duplicates a run's curve.
+    replaces rather than duplicates a run's curve; when that latest run failed the reproduction
+    check, the training run has no rows here (`load_unreproduced` lists it).
 
     Args:
         tracking_uri: the MLflow store.
@@ -339,19 +386,11 @@ def load_robustness(tracking_uri: str, experiments: Sequence[str]) -> pd.DataFra
         "split",
         "auroc",
     ]
-    client = mlflow_client(tracking_uri)
-    selected = _select_experiments(client, list(experiments)) if experiments else {}
-    latest: dict[tuple[str, str], object] = {}
-    for name, experiment_id in selected.items():
-        for run in _search_all(client, [experiment_id], "tags.robustness = 'run'"):
-            if run.info.status != FINISHED:
-                continue
-            source = run.data.tags.get("robustness_of", "")
-            key = (source, run.data.tags.get("channel", ""))
-            if key not in latest or run.info.start_time > latest[key][1].info.start_time:
-                latest[key] = (name, run)
+    latest = _latest_robustness_runs(mlflow_client(tracking_uri), experiments)
     rows = []
     for (source, _), (name, run) in latest.items():
+        if run.info.status != FINISHED:
+            continue
         for key, value in run.data.metrics.items():
             match = ROBUSTNESS_KEY.match(key)
             if match is None:

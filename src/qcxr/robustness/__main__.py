@@ -33,8 +33,8 @@ from qcxr.train.checkpoint import Checkpoints
 log = logging.getLogger("qcxr.robustness")
 
 # For a run trained on the ideal circuit, the re-evaluated ideal point (level 0, exact) must give
-# the run's own test AUROC: the same computation on the same parameters and data. Larger gaps are
-# reported.
+# the run's own test AUROC: the same computation on the same parameters and data. A larger gap
+# fails that run's robustness run (NotReproduced) and leaves it out of the summary and the report.
 REPRODUCE_TOL = 1e-5
 
 
@@ -125,6 +125,44 @@ def _restore_params(rebuilt, checkpoints: Path):
     return restored[0]["params"]
 
 
+class NotReproduced(Exception):
+    """The ideal re-evaluation missed the trained run's logged test AUROC by more than
+    REPRODUCE_TOL: its data, code or checkpoint changed since training, so its noise curve would
+    not describe the run it names."""
+
+    def __init__(self, run_id: str, split: str, logged: float, reevaluated: float):
+        self.run_id, self.logged, self.reevaluated = run_id, logged, reevaluated
+        super().__init__(
+            f"run {run_id}: the ideal re-evaluation gives {split} AUROC {reevaluated:.6f}, the "
+            f"run logged {logged:.6f} (|diff| {abs(reevaluated - logged):.2g} > tolerance "
+            f"{REPRODUCE_TOL:g}): its data, code or checkpoint changed since training; its "
+            "robustness run is FAILED and left out of the summary and the report"
+        )
+
+    def metrics(self, split: str) -> dict[str, float]:
+        """Both numbers, logged on the FAILED child run."""
+        return {
+            f"reproduce/logged_{split}_auroc_macro": self.logged,
+            f"reproduce/reevaluated_{split}_auroc_macro": self.reevaluated,
+        }
+
+
+def _check_reproduced(run, head, ideal: pd.DataFrame, split: str) -> str | NotReproduced:
+    """ "true" when the ideal point reproduces the run's logged macro AUROC, "n/a" when there is
+    nothing to compare with, else the NotReproduced to fail the child run with.
+
+    Only an ideal-trained run was evaluated ideally by its own run; a run trained under noise or
+    shots logged its noisy evaluation, which level 0 does not repeat.
+    """
+    logged = run.metrics.get(f"{split}/auroc_macro")
+    if head.sim.stochastic or ideal.empty or logged is None:
+        return "n/a"
+    reevaluated = float(ideal["auroc"].iloc[0])
+    if abs(reevaluated - float(logged)) > REPRODUCE_TOL:
+        return NotReproduced(run.run_id, split, float(logged), reevaluated)
+    return "true"
+
+
 def _macro(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["label"] == MACRO]
 
@@ -155,12 +193,12 @@ def evaluate_run(args, uri: str, run: load.TrainedRun, grid_bar, levels, shots) 
             "channel": args.channel,
             "levels": ",".join(f"{lv:g}" for lv in levels),
             "shots": ",".join(shots_name(s) for s in shots),
-            "trajectories": args.trajectories or head.trajectories,
-            "method": args.method or head.method,
+            "trajectories": args.trajectories or head.sim.trajectories,
+            "method": args.method or head.sim.method,
             "split": args.split,
             "eval_noise_seed": EVAL_NOISE_SEED,
             "source_run_id": run.run_id,
-            "trained_noise": ",".join(f"{c}={v:g}" for c, v in head.noise) or "none",
+            "trained_noise": ",".join(f"{c}={v:g}" for c, v in head.sim.noise.items) or "none",
         }
         tags = {
             load.PARENT_TAG: run.run_id,
@@ -192,22 +230,7 @@ def evaluate_run(args, uri: str, run: load.TrainedRun, grid_bar, levels, shots) 
             table = result.table.assign(run_id=run.run_id, seed=run.seed)
             ideal = table[(table["level"] == 0) & (table["shots"] == EXACT)]
             ideal = ideal[ideal["label"] == MACRO]
-            logged = run.metrics.get(f"{args.split}/auroc_macro")
-            # Only an ideal-trained run was evaluated ideally by its own run; a run trained under
-            # noise or shots logged its noisy evaluation, which level 0 does not repeat.
-            trained_ideal = not head.noise and head.shots is None
-            if trained_ideal and not ideal.empty and logged is not None:
-                gap = abs(float(ideal["auroc"].iloc[0]) - float(logged))
-                if gap > REPRODUCE_TOL:
-                    log.warning(
-                        "run %s: the ideal re-evaluation gives %s AUROC %.6f, the run logged "
-                        "%.6f (|diff| %.2g): its data or code changed since training",
-                        run.run_id,
-                        args.split,
-                        float(ideal["auroc"].iloc[0]),
-                        float(logged),
-                        gap,
-                    )
+            reproduced = _check_reproduced(run, head, ideal, args.split)
             csv = tmp / "robustness.csv"
             table.to_csv(csv, index=False)
             png = robustness_curve(
@@ -215,7 +238,21 @@ def evaluate_run(args, uri: str, run: load.TrainedRun, grid_bar, levels, shots) 
                 f"{run.run_name}: {args.split} AUROC vs {args.channel} noise",
                 tmp / "robustness.png",
             )
-            load.end_run(uri, child, result.metrics(), [csv, png])
+            if isinstance(reproduced, NotReproduced):
+                load.end_run(
+                    uri,
+                    child,
+                    reproduced.metrics(args.split),
+                    [csv],
+                    status="FAILED",
+                    tags={load.REPRODUCED_TAG: "false", "failure": str(reproduced)},
+                )
+                raise reproduced
+            load.end_run(
+                uri, child, result.metrics(), [csv, png], tags={load.REPRODUCED_TAG: reproduced}
+            )
+        except NotReproduced:
+            raise
         except BaseException:
             load.end_run(uri, child, {}, [], status="FAILED")
             raise
@@ -224,8 +261,14 @@ def evaluate_run(args, uri: str, run: load.TrainedRun, grid_bar, levels, shots) 
 
 
 def log_summary(args, uri: str, selection: load.Selection, tables, levels, shots) -> str:
-    """Log the mean +- sd over runs as the experiment's summary run; returns its id."""
+    """Log the mean +- sd over the evaluated runs as the experiment's summary run; returns its id.
+
+    Runs left out (no table: their ideal point did not reproduce) are named in `left_out`.
+    """
     summary = summarize(tables)
+    done = {str(t["run_id"].iloc[0]) for t in tables}
+    runs = [r for r in selection.runs if r.run_id in done]
+    left_out = [r.run_id for r in selection.runs if r.run_id not in done]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         csv = tmp / "robustness_summary.csv"
@@ -252,15 +295,16 @@ def log_summary(args, uri: str, selection: load.Selection, tables, levels, shots
             {
                 load.ROBUSTNESS_TAG: "summary",
                 "channel": args.channel,
-                "source_runs": ",".join(r.run_id for r in selection.runs),
-                "seeds": ",".join(str(r.seed) for r in selection.runs),
+                "source_runs": ",".join(r.run_id for r in runs),
+                "seeds": ",".join(str(r.seed) for r in runs),
+                "left_out": ",".join(left_out) or "none",
                 "git_commit": git_commit(project_root()),
             },
             {
                 "channel": args.channel,
                 "levels": ",".join(f"{lv:g}" for lv in levels),
                 "shots": ",".join(shots_name(s) for s in shots),
-                "num_runs": len(selection.runs),
+                "num_runs": len(runs),
                 "split": args.split,
                 "filter": args.filter or "none",
             },
@@ -293,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name; None reads sys.argv.
 
     Returns:
-        The exit status: 0 on success, 1 when nothing could be re-evaluated.
+        The exit status: 0 on success; 1 when nothing could be re-evaluated or a run's ideal
+        point did not reproduce its logged AUROC (the others are still evaluated and summarised).
     """
     args = parse_args(argv)
     # No force=True: a handler already on the root logger (pytest's caplog, an embedding app)
@@ -318,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         len(levels),
         len(shots),
     )
-    tables = []
+    tables, failed = [], []
     with tqdm(
         total=len(selection.runs) * len(levels) * len(shots),
         desc="robustness",
@@ -327,9 +372,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in selection.runs:
             try:
                 tables.append(evaluate_run(args, uri, run, bar, levels, shots))
+            except NotReproduced as err:
+                log.error("%s", err)
+                failed.append(err)
             except ValueError as err:
                 log.error("run %s: %s", run.run_id, err)
                 return 1
+    if failed:
+        log.error(
+            "%d of %d run(s) did not reproduce their logged %s AUROC and are left out: %s",
+            len(failed),
+            len(selection.runs),
+            args.split,
+            ", ".join(e.run_id for e in failed),
+        )
+    if not tables:
+        return 1
     summary_id = None
     if selection.experiment is not None:
         summary_id = log_summary(args, uri, selection, tables, levels, shots)
@@ -338,8 +396,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.split} AUROC (macro) vs {args.channel} level x shots, mean ± sd over "
         f"{len(tables)} run(s):\n{_format(summary, shots)}\n"
         + (f"summary run {summary_id} in experiment {selection.experiment}\n" if summary_id else "")
+        + (
+            f"left out {len(failed)} run(s) whose ideal point did not reproduce the logged AUROC: "
+            + ", ".join(
+                f"{e.run_id} (logged {e.logged:.6f}, now {e.reevaluated:.6f})" for e in failed
+            )
+            + "\n"
+            if failed
+            else ""
+        )
     )
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

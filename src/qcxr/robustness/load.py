@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 ROBUSTNESS_TAG = "robustness"  # "run" on a child run, "summary" on an experiment's summary run
 SOURCE_TAG = "robustness_of"  # the trained run's id (child runs)
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests the child under its parent
+# On a child run: "true" when its ideal point reproduced the trained run's logged test AUROC,
+# "false" when it did not (the child is then FAILED and reports exclude it), "n/a" for a run
+# trained under noise or shots (its logged metric came from a noisy evaluation).
+REPRODUCED_TAG = "reproduced"
 CONFIG_ARTIFACT = "config.yaml"
 CHECKPOINT_ARTIFACT = "checkpoint_best"
 QUANTUM_HEADS = ("dqc",)  # heads whose circuit can be re-evaluated under noise
@@ -193,6 +197,34 @@ def select(tracking_uri: str, target: str, filter_string: str = "") -> Selection
     return Selection([_trained(client, run, name)], None, {})
 
 
+def trained_run(tracking_uri: str, run_id: str) -> TrainedRun:
+    """One run of the store by id, whatever its head (backbone.init_from reads its checkpoint).
+
+    Args:
+        tracking_uri: the MLflow store.
+        run_id: the run's id.
+
+    Returns:
+        The TrainedRun.
+
+    Raises:
+        RobustnessError: the store has no run of that id.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = client_for(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        raise RobustnessError(f"{run_id!r} is not a run id in {tracking_uri}") from err
+    return _trained(client, run, client.get_experiment(run.info.experiment_id).name)
+
+
+def has_artifact(tracking_uri: str, run_id: str, path: str) -> bool:
+    """Whether a run logged an artifact at `path` (e.g. checkpoint_best)."""
+    return _has_artifact(client_for(tracking_uri), run_id, path)
+
+
 def fetch_run_files(tracking_uri: str, run: TrainedRun, dest: Path) -> tuple[dict[str, Any], Path]:
     """Download a run's config and best checkpoint.
 
@@ -255,13 +287,16 @@ def end_run(
     metrics: Mapping[str, float],
     artifacts: list[Path],
     status: str = "FINISHED",
+    tags: Mapping[str, str] | None = None,
 ) -> None:
-    """Log metrics (step 0) and artifact files, then close the run with `status`."""
+    """Log metrics (step 0), tags and artifact files, then close the run with `status`."""
     import time
 
     from mlflow.entities import Metric
 
     client = client_for(tracking_uri)
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, str(value))
     now = int(time.time() * 1000)
     items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     for i in range(0, len(items), 1000):

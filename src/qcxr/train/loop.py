@@ -1,8 +1,11 @@
-"""The epoch loop: early stopping on val loss, checkpoints, resume, evaluation, NaN guard.
+"""The epoch loop: early stopping on a monitored val metric, checkpoints, resume, evaluation,
+NaN guard.
 
 Paper, section III-D: mean BCE, early stopping when the val loss has not improved for `patience`
-epochs, at most `max_epochs`, the best model = the checkpoint with the lowest val loss. Everything
-is logged through a Tracker; metric keys follow docs/style.md (split/name[/label]).
+epochs, at most `max_epochs`, the best model = the checkpoint with the lowest val loss (the
+defaults: monitor val/loss, mode min, patience 5). MedMNIST v2 keeps the epoch of the highest val
+AUC and never stops early (monitor val/medmnist_auc, mode max, patience None). Everything is
+logged through a Tracker; metric keys follow docs/style.md (split/name[/label]).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ class Evaluation:
         undefined: labels whose AUROC is undefined (no positives or no negatives).
         probabilities: f32[N, L] in index order.
         labels: bool[N, L] in index order.
-        scores: multiclass tasks: accuracy, balanced_accuracy, f1_macro (else empty).
+        scores: multiclass tasks: accuracy, balanced_accuracy, f1_macro; with the extra metric
+            set "medmnist" (any kind) also medmnist_auc, medmnist_acc (metrics.medmnist_scores).
         confusion: multiclass tasks: int64[C, C] (rows true, columns arg-max), else None.
     """
 
@@ -58,8 +62,9 @@ class Evaluation:
         return M.macro_auroc(self.auroc)
 
     def as_metrics(self, split: str) -> dict[str, float]:
-        """{split/loss, split/auroc_macro, split/auroc/<label>} (undefined labels absent), and for
-        multiclass tasks split/accuracy, split/balanced_accuracy, split/f1_macro."""
+        """{split/loss, split/auroc_macro, split/auroc/<label>} (undefined labels absent), and
+        split/<score> for each of `scores` (multiclass: split/accuracy, split/balanced_accuracy,
+        split/f1_macro; MedMNIST's split/medmnist_auc, split/medmnist_acc)."""
         out = {f"{split}/loss": self.loss}
         out.update({f"{split}/{k}": v for k, v in self.scores.items()})
         if self.auroc:
@@ -74,7 +79,7 @@ class FitResult:
 
     Attributes:
         state: the final (latest) train state.
-        best_epoch: 1-based epoch of the lowest val loss.
+        best_epoch: 1-based epoch of the best monitored val metric.
         epochs_run: epochs trained (including those of an earlier, interrupted attempt).
         history: per-epoch dicts (epoch, train/epoch_loss, val/loss, val/auroc_macro, ...).
         best: the history entry of the best epoch.
@@ -95,12 +100,14 @@ def evaluate(
     label_names: Sequence[str],
     progress: bool = False,
     kind: str = "multilabel",
+    extra_metrics: Sequence[str] = (),
 ) -> Evaluation:
     """Evaluate params on a split.
 
     For a multiclass task the AUROC per class is one-vs-rest (each one-hot column against the
     class's softmax probability), and accuracy, balanced accuracy, macro-F1 and the confusion
-    matrix come from the arg-max class.
+    matrix come from the arg-max class. `extra_metrics=("medmnist",)` adds MedMNIST v2's AUC and
+    ACC, computed as its evaluator does (`metrics.medmnist_scores`).
 
     Args:
         eval_step: (params, batch) -> (probabilities f32[B, L], per-example loss f32[B]).
@@ -110,6 +117,7 @@ def evaluate(
         label_names: the task's labels.
         progress: show a step bar.
         kind: the task's kind, "multilabel" or "multiclass".
+        extra_metrics: metric sets beside the usual ones (metrics.EXTRA_METRICS).
 
     Returns:
         The Evaluation; a warning names each label whose AUROC is undefined.
@@ -142,6 +150,8 @@ def evaluate(
     if kind == "multiclass":
         ev.confusion = M.confusion_matrix(y, probabilities)
         ev.scores = M.multiclass_scores(ev.confusion)
+    if "medmnist" in extra_metrics:
+        ev.scores.update(M.medmnist_scores(y, probabilities, kind))
     return ev
 
 
@@ -175,6 +185,33 @@ def show_progress(setting: bool | str, stream: Any = None) -> bool:
     return text == "true"
 
 
+MONITOR_MODES = ("min", "max")
+
+
+def monitorable(kind: str, label_names: Sequence[str], extra_metrics: Sequence[str] = ()) -> list:
+    """The val metrics a run of this task logs every epoch, i.e. what `fit` can monitor.
+
+    Args:
+        kind: the task's kind.
+        label_names: the task's labels (val/auroc/<label> for each).
+        extra_metrics: the task's extra metric sets.
+
+    Returns:
+        Keys such as "val/loss", "val/auroc_macro", "val/accuracy", "val/medmnist_auc".
+    """
+    names = ["loss", "auroc_macro", *(f"auroc/{n}" for n in label_names)]
+    if kind == "multiclass":
+        names += ["accuracy", "balanced_accuracy", "f1_macro"]
+    if "medmnist" in extra_metrics:
+        names += ["medmnist_auc", "medmnist_acc"]
+    return [f"val/{n}" for n in names]
+
+
+def _improves(value: float, best: float, mode: str) -> bool:
+    """Whether a monitored value beats the best so far (a NaN never does)."""
+    return value < best if mode == "min" else value > best
+
+
 def _device_batch(batch: dict) -> dict:
     # Only what the steps read crosses to the device; "index" stays on the host.
     return {k: v for k, v in batch.items() if k != "index"}
@@ -190,14 +227,18 @@ def fit(
     tracker: Tracker,
     checkpoints: Checkpoints,
     max_epochs: int = 50,
-    patience: int = 5,
+    patience: int | None = 5,
     resume_meta: dict | None = None,
     meta_extra: dict | None = None,
     progress: bool = True,
     kind: str = "multilabel",
     lr_at: Callable[[int], float] | None = None,
+    monitor: str = "val/loss",
+    monitor_mode: str = "min",
+    extra_metrics: Sequence[str] = (),
 ) -> FitResult:
-    """Train with early stopping on the val loss, saving the latest and best checkpoints.
+    """Train with early stopping on a monitored val metric, saving the latest and best
+    checkpoints.
 
     Args:
         state: the train state to start from (restored by the caller when resuming).
@@ -209,45 +250,52 @@ def fit(
         tracker: where metrics go.
         checkpoints: the run's checkpoints.
         max_epochs: epochs at most.
-        patience: stop after this many epochs without a lower val loss.
+        patience: stop after this many epochs without a better monitored value; None never
+            stops early (all max_epochs are trained).
         resume_meta: the latest checkpoint's meta when resuming, else None.
         meta_extra: stored in every checkpoint's meta (e.g. the tracker's run id).
         progress: epoch and step progress bars (`show_progress(trainer.progress)`); either way
             each epoch logs one line (epoch, train loss, val loss, val AUROC, seconds).
         kind: the task's kind (multiclass adds accuracy, balanced accuracy and macro-F1 to the
-            val metrics); early stopping is on the val loss for both kinds.
+            val metrics).
         lr_at: 0-based train step -> the learning rate it applied (optim.step_learning_rates),
             logged as train/lr per step; None logs none.
+        monitor: the val metric that picks the best checkpoint and drives early stopping (one
+            of `monitorable(...)`).
+        monitor_mode: "min" (a lower value is better: val/loss) or "max" (AUC, accuracy).
+        extra_metrics: metric sets added to every evaluation (see `evaluate`).
 
     Returns:
         The FitResult.
 
     Raises:
         NonFiniteLossError: a train step returned a NaN or infinite loss.
+        ValueError: an unknown monitor_mode, or a monitor the val evaluation does not log.
     """
+    if monitor_mode not in MONITOR_MODES:
+        raise ValueError(f"monitor_mode must be one of {MONITOR_MODES}, got {monitor_mode!r}")
     meta = {
         "epoch": 0,
         "best_epoch": 0,
-        "best_val_loss": math.inf,
+        "monitor": monitor,
+        "best_value": math.inf if monitor_mode == "min" else -math.inf,
         "bad_epochs": 0,
         "history": [],
         **(meta_extra or {}),
     }
     if resume_meta is not None:
-        meta.update(
-            {
-                k: resume_meta[k]
-                for k in ("epoch", "best_epoch", "best_val_loss", "bad_epochs", "history")
-            }
-        )
+        meta.update({k: resume_meta[k] for k in ("epoch", "best_epoch", "bad_epochs", "history")})
+        # Checkpoints written before trainer.monitor existed monitored val/loss as best_val_loss.
+        meta["best_value"] = resume_meta.get("best_value", resume_meta.get("best_val_loss"))
         log.info(
-            "resuming after epoch %d (best epoch %d, val loss %.5f)",
+            "resuming after epoch %d (best epoch %d, %s %.5f)",
             meta["epoch"],
             meta["best_epoch"],
-            meta["best_val_loss"],
+            monitor,
+            meta["best_value"],
         )
     steps_per_epoch = source.num_batches("train")
-    stopped = meta["bad_epochs"] >= patience
+    stopped = patience is not None and meta["bad_epochs"] >= patience
     epochs = tqdm(
         range(meta["epoch"] + 1, max_epochs + 1),
         desc="epochs",
@@ -287,7 +335,15 @@ def fit(
                 extra["train/lr"] = lr_at(global_step - 1)
             tracker.log_metrics({"train/loss": loss, **extra}, step=global_step)
             bar.set_postfix(loss=f"{loss:.4f}")
-        val = evaluate(eval_step, state["params"], source, "val", label_names, kind=kind)
+        val = evaluate(
+            eval_step,
+            state["params"],
+            source,
+            "val",
+            label_names,
+            kind=kind,
+            extra_metrics=extra_metrics,
+        )
         epoch_s = time.perf_counter() - start
         entry = {
             "epoch": epoch,
@@ -301,9 +357,15 @@ def fit(
         tracker.log_metrics({k: v for k, v in entry.items() if k != "epoch"}, step=epoch)
         meta["history"].append(entry)
         meta["epoch"] = epoch
-        improved = val.loss < meta["best_val_loss"]
+        if monitor not in entry:
+            raise ValueError(
+                f"trainer.monitor={monitor!r} is not among the val metrics of this run: "
+                f"{sorted(k for k in entry if k.startswith('val/'))}"
+            )
+        value = float(entry[monitor])
+        improved = _improves(value, meta["best_value"], monitor_mode)
         if improved:
-            meta.update(best_epoch=epoch, best_val_loss=val.loss, bad_epochs=0)
+            meta.update(best_epoch=epoch, best_value=value, bad_epochs=0)
         else:
             meta["bad_epochs"] += 1
         # Everything a checkpoint covers must be in the tracker's store before the checkpoint
@@ -322,8 +384,8 @@ def fit(
             epoch_s,
             " (best)" if improved else "",
         )
-        if meta["bad_epochs"] >= patience:
-            log.info("early stopping: val loss has not improved for %d epochs", patience)
+        if patience is not None and meta["bad_epochs"] >= patience:
+            log.info("early stopping: %s has not improved for %d epochs", monitor, patience)
             stopped = True
     epochs.close()
     best = next((h for h in meta["history"] if h["epoch"] == meta["best_epoch"]), {})

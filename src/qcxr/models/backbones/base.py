@@ -32,6 +32,9 @@ class Backbone:
             does not.
         weights_id: "sha256:<hex>" of the checkpoint file, or "random-init" (then the weights
             depend on the init key, which a feature cache must add to its key).
+        init_from: an earlier run (MLflow run id, or its run or checkpoint folder) whose best
+            checkpoint's backbone weights replace these at the start of training, or None. Only
+            stated here: `qcxr.run` loads them (models/ never reads a tracking store).
     """
 
     name: str
@@ -41,6 +44,7 @@ class Backbone:
     preprocessing: Preprocessing
     freeze: bool
     weights_id: str
+    init_from: str | None = None
 
     @property
     def image_size(self) -> int:

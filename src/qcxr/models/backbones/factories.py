@@ -17,6 +17,7 @@ and random weights only ever come from `pretrained=False`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -113,6 +114,7 @@ def resnet(
     repo_id: str | None = None,
     image_size: int = 224,
     resize_size: int | None = None,
+    init_from: str | None = None,
 ) -> Backbone:
     """ResNet-`depth` in the `microsoft/resnet-<depth>` layout, ImageNet-pretrained unless told
     otherwise. `resnet50` and `resnet18` are this factory with the depth bound.
@@ -130,6 +132,8 @@ def resnet(
         repo_id: Hub repository of the checkpoint; None gives microsoft/resnet-<depth>.
         image_size: input side (centre crop).
         resize_size: shortest side before the crop; None gives image_size * 8 // 7 (256 for 224).
+        init_from: an earlier run whose backbone weights this run starts from
+            (`Backbone.init_from`).
 
     Returns:
         The backbone: features f32[B, 2048] (ResNet-50) or f32[B, 512] (ResNet-18).
@@ -144,7 +148,7 @@ def resnet(
     arch, default_repo = RESNET_DEPTHS[depth]
     name = f"resnet{depth}"
     wanted = {**arch, "num_channels": 3, "hidden_act": "relu"}
-    return _hf_backbone(
+    backbone = _hf_backbone(
         name,
         ResNet(**arch),
         Preprocessing(image_size, default_resize(image_size, resize_size)),
@@ -155,6 +159,7 @@ def resnet(
         repo_id if repo_id is not None else default_repo,
         lambda path: _check_hf_config(path, "resnet", wanted, _HF_CONFIG_DEFAULTS, name),
     )
+    return dataclasses.replace(backbone, init_from=init_from)
 
 
 resnet50 = functools.partial(resnet, 50)
@@ -170,6 +175,7 @@ def mobilenet_v2(
     variant: str = "hf",
     image_size: int | None = None,
     resize_size: int | None = None,
+    init_from: str | None = None,
 ) -> Backbone:
     """MobileNetV2 (width 1.0, 1280 features): the Google checkpoint, or the paper's model.
 
@@ -192,6 +198,8 @@ def mobilenet_v2(
         image_size: input side (the crop); None gives 224 ("hf") or 128 ("paper").
         resize_size: resize target before the crop; None gives image_size * 8 // 7 for "hf"
             (256 for 224) and image_size for "paper" (no crop).
+        init_from: an earlier run whose backbone weights this run starts from
+            (`Backbone.init_from`).
 
     Returns:
         The backbone: features f32[B, 1280].
@@ -236,7 +244,7 @@ def mobilenet_v2(
         name = "mobilenet_v2"
     options = MOBILENET_V2_VARIANTS[variant]
     wanted = {**_MOBILENET_V2_CONFIG, **options}
-    return _hf_backbone(
+    backbone = _hf_backbone(
         name,
         MobileNetV2(**options),
         preprocessing,
@@ -249,9 +257,12 @@ def mobilenet_v2(
             path, "mobilenet_v2", wanted, _MOBILENET_V2_CONFIG_DEFAULTS, name
         ),
     )
+    return dataclasses.replace(backbone, init_from=init_from)
 
 
-def tiny(feature_dim: int = 64, image_size: int = 32, freeze: bool = False) -> Backbone:
+def tiny(
+    feature_dim: int = 64, image_size: int = 32, freeze: bool = False, init_from: str | None = None
+) -> Backbone:
     """The tiny CNN backbone (CPU default and tests); always randomly initialised.
 
     Args:
@@ -259,6 +270,8 @@ def tiny(feature_dim: int = 64, image_size: int = 32, freeze: bool = False) -> B
         image_size: input side; images are resized to it directly (resize_size == image_size),
             bicubic, with ImageNet mean/std (what the data pipeline has always given it).
         freeze: keep its weights fixed in training (read by the optimizer).
+        init_from: an earlier run whose backbone weights this run starts from
+            (`Backbone.init_from`).
 
     Returns:
         The backbone: features f32[B, feature_dim], variables from `Backbone.init(key)`.
@@ -271,4 +284,5 @@ def tiny(feature_dim: int = 64, image_size: int = 32, freeze: bool = False) -> B
         preprocessing=Preprocessing(image_size, image_size),
         freeze=freeze,
         weights_id=RANDOM_INIT_ID,
+        init_from=init_from,
     )

@@ -1,8 +1,8 @@
 """The dispatcher: `expvals` runs a circuit by the method that suits it.
 
-Layer 4 of qcxr.quantum: representation (gates.py, circuit.py, ansatz.py) -> kernels (kernels.py)
--> methods (statevector.py, split.py, mps.py, with memory.py's estimates) -> this module. Imports
-run that way only (tests/test_imports.py enforces it).
+dispatch/ is the top folder of qcxr.quantum: representation -> kernels -> methods -> cutting ->
+dispatch (tests/test_imports.py enforces the order). How a call simulates is one SimOptions value
+(options.py); `resolve_method` here is the one place a method is chosen.
 
 A library ansatz (or a Circuit that equals one's build, see ansatz.match_library) runs on the fast
 paths: the statevector engine (kernels.py lists what makes it fast) or the split method (split.py:
@@ -33,15 +33,14 @@ from qcxr.quantum.dispatch.memory import (
     mps_memory,
     state_itemsize,
 )
+from qcxr.quantum.dispatch.options import METHODS, SimOptions
 from qcxr.quantum.kernels.program import Program, compile_ansatz, folded_vectors, layer_mats
 from qcxr.quantum.methods import density, mps, split, statevector
 from qcxr.quantum.methods import trajectories as traj
 from qcxr.quantum.representation.ansatz import ANSATZE, Ansatz, match_library
 from qcxr.quantum.representation.circuit import Circuit
-from qcxr.quantum.representation.noise import make_noise
 
-#: Simulation methods of expvals (density_matrix and trajectories: noisy.py, for noise and shots).
-METHODS = ("auto", "statevector", "split", "mps", "density_matrix", "trajectories")
+__all__ = ["METHODS", "SimOptions", "expvals", "method_bytes", "resolve_method", "run"]
 #: "auto" takes the split method when its estimated cost is this many times below the
 #: statevector's. Measured on the 2-core CPU (batch 32, head-step gradient), statevector / split
 #: time against this cost ratio: 3 layers at 10 / 12 / 14 / 16 qubits: 0.65 / 1.6 / 3.0 / 9.7
@@ -87,23 +86,25 @@ def _ranked(program: Program, block_size: int, max_bond: int | None = None) -> l
     return sorted(costs, key=costs.get)
 
 
+def _options(options: SimOptions | None, keys: dict) -> SimOptions:
+    """The SimOptions of a call: `options`, or one built from flat keys (SimOptions.from_keys)."""
+    if options is None:
+        return SimOptions.from_keys(**keys)
+    if not isinstance(options, SimOptions):
+        raise TypeError(
+            f"options must be a SimOptions, got {options!r}; pass the method as method=..."
+        )
+    if keys:
+        raise TypeError(f"pass either options or the keys {sorted(keys)}, not both")
+    return options
+
+
 def resolve_method(
-    ansatz: Ansatz,
-    batch: int,
-    dtype="float32",
-    method: str = "auto",
-    memory_budget: float | None = None,
-    *,
-    block_size: int = 5,
-    remat: bool = False,
-    max_bond: int | None = None,
-    noise=None,
-    noisy_encoding: bool = True,
-    trajectories: int | None = None,
-    shots: int | None = None,
+    ansatz: Ansatz, batch: int, dtype="float32", options: SimOptions | None = None, **keys
 ) -> str:
-    """The method expvals would run for this ansatz and batch: "statevector", "split" or "mps";
-    with noise or shots, "density_matrix", "trajectories" or "statevector" (noisy.choose_method).
+    """The method expvals runs for this ansatz and batch: "statevector", "split" or "mps"; with
+    noise or shots, "density_matrix", "trajectories" or "statevector" (noisy.choose_method). The
+    one place a method is chosen.
 
     "auto" takes the cheapest by estimated cost (choose_method's margins) among those whose memory
     estimate fits the budget (the statevector counted with its chunking); an explicit method is
@@ -113,43 +114,31 @@ def resolve_method(
         ansatz: the library ansatz.
         batch: samples per call.
         dtype: float dtype of the computation.
-        method: one of METHODS.
-        memory_budget: bytes (default memory.default_budget()).
-        block_size, remat, max_bond: the expvals options that change the estimates.
-        noise, noisy_encoding, trajectories, shots: the noise options of expvals.
+        options: the SimOptions; or, instead, its flat keys (SimOptions.from_keys: method,
+            memory_budget, block_size, remat, max_bond, noise, noisy_encoding, trajectories,
+            shots).
 
     Returns:
         The method name.
     """
-    if noisy.needs_noisy(noise, shots, method, noisy_encoding):
-        budget = default_budget() if memory_budget is None else float(memory_budget)
-        t = noisy.DEFAULT_TRAJECTORIES if trajectories is None else int(trajectories)
-        model = make_noise(noise, noisy_encoding)
-        return noisy.choose_method(ansatz.circuit(), model, method, batch, dtype, t, budget)
+    o = _options(options, keys)
+    if o.noisy:
+        budget = default_budget() if o.memory_budget is None else float(o.memory_budget)
+        circuit = ansatz.circuit()
+        return noisy.choose_method(circuit, o.noise, o.method, batch, dtype, o.trajectories, budget)
     program = compile_ansatz(ansatz)
-    chosen = choose_method(program, method, block_size)
-    if method != "auto" or program.final_rows is None or not program.ops:
+    chosen = choose_method(program, o.method, o.block_size)
+    if o.method != "auto" or program.final_rows is None or not program.ops:
         return chosen
-    for m in _ranked(program, block_size, max_bond):
-        if _fits(ansatz, program, m, batch, dtype, remat, memory_budget, block_size, max_bond):
+    ranked = _ranked(program, o.block_size, o.max_bond)
+    for m in ranked:
+        if _fits(ansatz, program, m, batch, dtype, o):
             return m
-    return _ranked(program, block_size, max_bond)[0]  # nothing fits: expvals raises for it
+    return ranked[0]  # nothing fits: expvals raises for it
 
 
 def method_bytes(
-    ansatz: Ansatz,
-    batch: int,
-    dtype="float32",
-    method: str = "auto",
-    memory_budget: float | None = None,
-    *,
-    block_size: int = 5,
-    remat: bool = False,
-    max_bond: int | None = None,
-    noise=None,
-    noisy_encoding: bool = True,
-    trajectories: int | None = None,
-    shots: int | None = None,
+    ansatz: Ansatz, batch: int, dtype="float32", options: SimOptions | None = None, **keys
 ) -> tuple[str, int]:
     """The method expvals runs (`resolve_method`) and its memory estimate: the one memory model,
     which the guard checks and a SLURM job requests (qcxr.run.job_mem_gb).
@@ -160,17 +149,16 @@ def method_bytes(
         (method name, estimated peak bytes of one forward + backward pass of the batch, with the
         chunking that method would choose within the budget).
     """
-    options = dict(block_size=block_size, remat=remat, max_bond=max_bond, noise=noise)
-    options.update(noisy_encoding=noisy_encoding, trajectories=trajectories, shots=shots)
-    chosen = resolve_method(ansatz, batch, dtype, method, memory_budget, **options)
-    budget = default_budget() if memory_budget is None else float(memory_budget)
+    o = _options(options, keys)
+    chosen = resolve_method(ansatz, batch, dtype, o)
+    budget = default_budget() if o.memory_budget is None else float(o.memory_budget)
     if chosen in ("density_matrix", "trajectories"):
-        circuit, model = ansatz.circuit(), make_noise(noise, noisy_encoding)
+        circuit, model = ansatz.circuit(), o.noise
         if chosen == "density_matrix":
             chunk = noisy.density_chunk(circuit, model, batch, dtype, budget) or 1
             return chosen, density.estimate_bytes(circuit, model, chunk, dtype)
-        t = noisy.DEFAULT_TRAJECTORIES if trajectories is None else int(trajectories)
-        layered = shots is None and traj.layered_applies(circuit, model)
+        t = o.trajectories
+        layered = o.shots is None and traj.layered_applies(circuit, model)
         group = noisy.trajectory_chunk(circuit, t, batch, dtype, budget, layered) or "state"
         size = {"all": t * batch, "batch": batch, "state": 1}[group]
         return chosen, traj.estimate_bytes(circuit, size, dtype, circuit.is_real, layered)
@@ -178,18 +166,20 @@ def method_bytes(
     if chosen == "split":
         return chosen, split.split_bytes(program, batch, state_itemsize(ansatz.is_real, dtype))
     if chosen == "mps":
-        return chosen, mps_memory(ansatz, mps.plan_mps(program), batch, dtype, max_bond, budget)[0]
-    chunk = choose_chunk_size(ansatz, program, batch, dtype, remat, budget, block_size)
-    return chosen, estimate_bytes(ansatz, program, chunk, dtype, remat, block_size, batch)
+        plan = mps.plan_mps(program)
+        return chosen, mps_memory(ansatz, plan, batch, dtype, o.max_bond, budget)[0]
+    chunk = choose_chunk_size(ansatz, program, batch, dtype, o.remat, budget, o.block_size)
+    return chosen, estimate_bytes(ansatz, program, chunk, dtype, o.remat, o.block_size, batch)
 
 
-def _fits(a, program, method, batch, dtype, remat, budget, block_size, max_bond) -> bool:
+def _fits(a, program, method, batch, dtype, o: SimOptions) -> bool:
+    budget = o.memory_budget
     if method == "split":
         return fits_split_memory(a, program, batch, dtype, budget)
     if method == "mps":
-        return mps_memory(a, mps.plan_mps(program), batch, dtype, max_bond, budget)[1]
-    chunk = choose_chunk_size(a, program, batch, dtype, remat, budget, block_size)
-    need = estimate_bytes(a, program, chunk, dtype, remat, block_size, batch)
+        return mps_memory(a, mps.plan_mps(program), batch, dtype, o.max_bond, budget)[1]
+    chunk = choose_chunk_size(a, program, batch, dtype, o.remat, budget, o.block_size)
+    need = estimate_bytes(a, program, chunk, dtype, o.remat, o.block_size, batch)
     return need <= (default_budget() if budget is None else float(budget))
 
 
@@ -211,19 +201,11 @@ def expvals(
     ansatz: Ansatz | Circuit | str,
     weights: jnp.ndarray,
     x: jnp.ndarray,
+    options: SimOptions | None = None,
     *,
-    block_size: int = 5,
-    remat: bool = False,
-    chunk_size: int | str | None = "auto",
-    memory_budget: float | None = None,
-    method: str = "auto",
-    max_bond: int | None = None,
-    return_discarded: bool = False,
-    noise=None,
-    noisy_encoding: bool = True,
-    trajectories: int | None = None,
-    shots: int | None = None,
     key: jax.Array | None = None,
+    return_discarded: bool = False,
+    **keys,
 ) -> jnp.ndarray:
     """<Z_i> on every qubit of an ansatz (or measured wire of a circuit) for a batch of features.
 
@@ -237,68 +219,57 @@ def expvals(
             general statevector path (statevector.run_circuit; the options below do not apply).
         weights: f[layers, qubits] (or the ansatz's weight_shape, e.g. [layers, qubits, 3] for Rot).
         x: f[..., qubits] encoding angles, already scaled.
-        block_size: wires per Kronecker block in rotation layers (a speed knob; 5 was best on a
-            2-core CPU at 19 qubits).
-        remat: rematerialise each layer in the backward pass (jax.checkpoint): less memory, more
-            time.
-        chunk_size: simulate the batch in sequential micro-batches of this size inside the step
-            (each checkpointed, so backprop keeps one micro-batch's intermediates; chunks of one
-            sample use the adjoint method instead). "auto" (the default, memory.choose_chunk_size):
-            on a CPU the whole batch if its states fit the L2 cache, else one sample at a time; on
-            accelerators the largest chunk that fits the budget. None: the whole batch at once.
-        memory_budget: bytes the simulation may use (default: see memory.default_budget()).
-        method: "statevector" (the 2^n state), "split" (an exact sum of products over a cut of
-            the wires, see qcxr.quantum.methods.split: for shallow circuits), "mps" (an exact matrix
-            product state, see methods/mps.py: linear in the qubits, for shallow circuits on
-            many qubits) or "auto" (the default: the cheapest by estimated cost that fits the
-            memory budget, see resolve_method). chunk_size and remat apply to the statevector
-            only.
-            "density_matrix" and "trajectories": the noisy methods (below).
-        max_bond: the MPS method's bond limit (None: exact). Below the circuit's exact bond
-            (mps.plan_mps(...).exact_bond) the state is truncated by SVD after each CNOT network.
-        return_discarded: also return the MPS truncation's discarded weight.
-        noise: None (ideal) or channel -> parameter, e.g. {"depolarizing": 1e-3, "readout":
-            0.01}; channels "depolarizing", "bit_flip", "phase_flip", "amplitude_damping",
-            "phase_damping" (PennyLane's definitions, after every gate on each wire it touches)
-            and "readout" (symmetric flip of each measured bit). See representation/noise.py.
-        noisy_encoding: whether the encoding gates are noisy too (default: every gate).
-        trajectories: T, trajectories per sample for method="trajectories" (default 64).
-        shots: None (exact) or N bitstrings per sample; gradients by the parameter-shift rule
-            with shots (unbiased; qcxr.quantum.methods.shots).
+        options: the SimOptions (options.py); or, instead, its fields as keywords (`noise` may be
+            a mapping, with `noisy_encoding`; SimOptions.from_keys):
+            method: "statevector" (the 2^n state), "split" (an exact sum of products over a
+                cut of the wires, methods/split.py: for shallow circuits), "mps" (an exact
+                matrix product state, methods/mps.py: linear in the qubits, for shallow circuits
+                on many qubits) or "auto" (the default: the cheapest by estimated cost that fits
+                the memory budget, resolve_method); "density_matrix" and "trajectories": the
+                noisy methods (noisy.py).
+            block_size: wires per Kronecker block in rotation layers (a speed knob; 5 was best
+                on a 2-core CPU at 19 qubits).
+            remat: rematerialise each layer in the backward pass (jax.checkpoint): less memory,
+                more time (statevector).
+            chunk_size: simulate the batch in sequential micro-batches of this size inside the
+                step (each checkpointed; chunks of one sample use the adjoint method). "auto"
+                (memory.choose_chunk_size): on a CPU the whole batch if its states fit the L2
+                cache, else one sample at a time; on accelerators the largest chunk that fits.
+                None: the whole batch at once (statevector).
+            max_bond: the MPS method's bond limit (None: exact). Below the circuit's exact bond
+                (mps.plan_mps(...).exact_bond) the state is truncated by SVD after each CNOT
+                network.
+            noise: None (ideal), a NoiseModel, or channel -> parameter, e.g. {"depolarizing":
+                1e-3, "readout": 0.01}: "depolarizing", "bit_flip", "phase_flip",
+                "amplitude_damping", "phase_damping" (PennyLane's definitions, after every gate
+                on each wire it touches) and "readout" (symmetric flip of each measured bit).
+            trajectories: T per sample for method="trajectories" (default 64).
+            shots: None (exact) or N bitstrings per sample; gradients by the parameter-shift
+                rule with shots (unbiased; methods/shots.py).
+            memory_budget: bytes the simulation may use (default memory.default_budget()).
+            With noise, shots or a noisy method the call goes to noisy.py: "auto" then means the
+            density matrix (exact, 4^n) for small n that fits the memory budget, else
+            trajectories (Monte Carlo wavefunction, unbiased values and gradients); block_size,
+            remat and chunk_size do not apply there.
         key: PRNG key for trajectories and shots; None: the fixed jax.random.PRNGKey(0).
             Training passes a fresh key per step.
-            With noise, shots or a noisy method, the call goes to dispatch/noisy.py expvals:
-            "auto" then means the density matrix (exact, 4^n) for small n that fits the memory
-            budget, else trajectories (Monte Carlo wavefunction, unbiased values and gradients);
-            block_size, remat and chunk_size do not apply there.
+        return_discarded: also return the MPS truncation's discarded weight.
 
     Returns:
         f[..., qubits] expectations, the dtype of the promoted inputs; with return_discarded, the
         pair (expectations, f[...] discarded weight per sample: the discarded squared Schmidt
         values summed over bonds and networks, zero for exact methods).
     """
-    if noisy.needs_noisy(noise, shots, method, noisy_encoding):
-        return noisy.expvals(
-            ansatz,
-            weights,
-            x,
-            noise=noise,
-            noisy_encoding=noisy_encoding,
-            method=method,
-            trajectories=trajectories,
-            shots=shots,
-            key=key,
-            memory_budget=memory_budget,
-        )
+    o = _options(options, keys)
+    if o.noisy:
+        return noisy.expvals(ansatz, weights, x, o, key=key)
     x = jnp.asarray(x)
     weights = jnp.asarray(weights)
     n = x.shape[-1]
     if isinstance(ansatz, Circuit):
-        if return_discarded or max_bond is not None:
+        if return_discarded or o.max_bond is not None:
             raise ValueError("max_bond and return_discarded apply to library ansatze only")
-        return _expvals_circuit(
-            ansatz, weights, x, block_size, remat, chunk_size, memory_budget, method
-        )
+        return _expvals_circuit(ansatz, weights, x, o)
     a = resolve_ansatz(ansatz, weights, n)
     if tuple(weights.shape) != a.weight_shape:
         raise ValueError(
@@ -311,17 +282,9 @@ def expvals(
     xf = x.reshape(-1, n)
     batch = xf.shape[0]
     program = compile_ansatz(a)
-    max_bond = mps.check_max_bond(max_bond)
-    chosen = resolve_method(
-        a,
-        batch,
-        dtype,
-        method,
-        memory_budget,
-        block_size=block_size,
-        remat=remat,
-        max_bond=max_bond,
-    )
+    chosen = resolve_method(a, batch, dtype, o)
+    block_size, remat, max_bond, memory_budget = o.block_size, o.remat, o.max_bond, o.memory_budget
+    chunk_size = o.chunk_size
     lost = jnp.zeros(lead, x.real.dtype)
     if chosen == "mps" and program.final_rows is not None and program.ops:
         plan = mps.plan_mps(program)
@@ -370,7 +333,7 @@ def _run(a: Ansatz, program: Program, weights, xf, block_size: int, remat: bool,
     return statevector.simulate(a, program, weights, vec, block_size, remat)
 
 
-def _expvals_circuit(circuit: Circuit, weights, x, block_size, remat, chunk_size, budget, method):
+def _expvals_circuit(circuit: Circuit, weights, x, o: SimOptions):
     if circuit.measurement.kind != "expval_z":
         raise ValueError(
             f"expvals needs a circuit measuring <Z>, got a {circuit.measurement.kind!r} "
@@ -378,17 +341,8 @@ def _expvals_circuit(circuit: Circuit, weights, x, block_size, remat, chunk_size
         )
     a = match_library(circuit)
     if a is not None and x.shape[-1] == a.num_qubits and weights.size == a.num_params:
-        return expvals(
-            a,
-            weights.reshape(a.weight_shape),
-            x,
-            block_size=block_size,
-            remat=remat,
-            chunk_size=chunk_size,
-            memory_budget=budget,
-            method=method,
-        )
-    return run(circuit, weights, x, method=method)
+        return expvals(a, weights.reshape(a.weight_shape), x, o)
+    return run(circuit, weights, x, method=o.method)
 
 
 #: Methods `run` takes for a general circuit.

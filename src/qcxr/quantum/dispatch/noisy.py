@@ -1,7 +1,7 @@
 """Noisy and finite-shot simulation: the part of the dispatcher `expvals` hands noise and shots to.
 
-Layer 5 of qcxr.quantum (below engine.py, which calls `expvals` here when noise, shots or one of
-METHODS is asked for). Methods:
+Part of dispatch/: engine.py calls `expvals` here when noise, shots or a noisy method is asked
+for (SimOptions.noisy). Methods:
     density_matrix  exact, 4^n per sample (density.py)
     trajectories    Monte Carlo wavefunction, T pure states per sample, unbiased (trajectories.py;
                     for Pauli noise on layered circuits such as the paper's, its fast path:
@@ -18,34 +18,25 @@ circuit has no such shortcut (X and Z errors do not commute with the RY layers).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import jax
 import jax.numpy as jnp
 
 from qcxr.quantum.dispatch.memory import MemoryBudgetError, default_budget
+from qcxr.quantum.dispatch.options import DEFAULT_TRAJECTORIES, NOISY_METHODS, SimOptions
 from qcxr.quantum.methods import density, statevector
 from qcxr.quantum.methods import shots as shots_mod
 from qcxr.quantum.methods import trajectories as traj
 from qcxr.quantum.representation.ansatz import ANSATZE, Ansatz
 from qcxr.quantum.representation.circuit import Circuit, probs
-from qcxr.quantum.representation.noise import NoiseModel, make_noise
+from qcxr.quantum.representation.noise import NoiseModel
 
-#: Methods of this module (engine.METHODS lists them too).
-METHODS = ("density_matrix", "trajectories")
+__all__ = ["DEFAULT_TRAJECTORIES", "choose_method", "expvals"]
 #: The key used when the caller passes key=None: jax.random.PRNGKey(DEFAULT_SEED). Fine for
 #: evaluation; training should pass a fresh key per step.
 DEFAULT_SEED = 0
-#: Trajectories per sample when not given.
-DEFAULT_TRAJECTORIES = 64
 #: "auto" with noise takes the density matrix while its cost (4^n per sample) is at most this
 #: many times the trajectories' (T x 2^n), and it fits the memory budget: exact where affordable.
 DENSITY_MARGIN = 4
-
-
-def needs_noisy(noise, shots, method: str, noisy_encoding: bool = True) -> bool:
-    """Whether engine.expvals hands the call to this module."""
-    return method in METHODS or shots is not None or not make_noise(noise, noisy_encoding).is_ideal
 
 
 def _circuit_and_weights(ansatz, weights, n: int) -> tuple[Circuit, jnp.ndarray]:
@@ -94,10 +85,11 @@ def trajectory_chunk(
 
 def choose_method(circuit, model, method, batch, dtype, t, budget) -> str:
     """The method that runs: "density_matrix", "trajectories" or "statevector" (see expvals)."""
-    if method not in (*METHODS, "auto", "statevector"):
+    if method not in (*NOISY_METHODS, "auto", "statevector"):
         raise ValueError(
             f"method {method!r} simulates ideal circuits without shots; with noise or shots "
-            f"choose one of {('auto', *METHODS)} (or 'statevector' for shots on an ideal circuit)"
+            f"choose one of {('auto', *NOISY_METHODS)} (or 'statevector' for shots on an ideal "
+            "circuit)"
         )
     if method == "statevector" and model.gate_channels:
         raise ValueError(
@@ -119,40 +111,31 @@ def expvals(
     ansatz: Ansatz | Circuit | str,
     weights: jnp.ndarray,
     x: jnp.ndarray,
+    options: SimOptions,
     *,
-    noise: Mapping[str, float] | NoiseModel | None = None,
-    noisy_encoding: bool = True,
-    method: str = "auto",
-    trajectories: int | None = None,
-    shots: int | None = None,
     key: jax.Array | None = None,
-    memory_budget: float | None = None,
 ) -> jnp.ndarray:
-    """<Z_i> of a noisy circuit and/or from finite shots (the engine's expvals with noise/shots).
+    """<Z_i> of a noisy circuit and/or from finite shots (engine.expvals hands such calls here).
 
     Args:
         ansatz: an Ansatz, a library name or a Circuit measuring <Z> (as engine.expvals).
         weights: f[*weight_shape] (f[P] flat for a Circuit).
         x: f[..., n] encoding angles (f[..., I] for a Circuit).
-        noise: channel -> parameter, keys from noise.CHANNELS ("depolarizing", "bit_flip",
-            "phase_flip", "amplitude_damping", "phase_damping", "readout"), or a NoiseModel.
-        noisy_encoding: whether the encoding gates are followed by the channels.
-        method: "density_matrix", "trajectories", "statevector" (ideal gates: shots and/or
-            readout error) or "auto": without gate noise the statevector; with it the density
-            matrix while 4^n <= DENSITY_MARGIN * T * 2^n and it fits the memory budget, else
-            trajectories.
-        trajectories: T for the trajectories method (default DEFAULT_TRAJECTORIES).
-        shots: None (exact expectations) or N bitstrings per sample (gradients by the
-            parameter-shift rule with shots, see shots.py).
+        options: the SimOptions; here its noise (NoiseModel), method, trajectories, shots and
+            memory_budget apply. method: "density_matrix", "trajectories", "statevector" (ideal
+            gates: shots and/or readout error) or "auto": without gate noise the statevector;
+            with it the density matrix while 4^n <= DENSITY_MARGIN * T * 2^n and it fits the
+            memory budget, else trajectories. shots: gradients by the parameter-shift rule
+            (methods/shots.py).
         key: PRNG key for trajectories and shots; None means jax.random.PRNGKey(DEFAULT_SEED),
             the same every call. Pass a fresh key per training step.
-        memory_budget: bytes (default memory.default_budget()).
 
     Returns:
         f[..., k] expectations (k measured wires), the promoted dtype of weights and x.
     """
     x, weights = jnp.asarray(x), jnp.asarray(weights)
-    model = make_noise(noise, noisy_encoding)
+    model, method, t, shots = options.noise, options.method, options.trajectories, options.shots
+    memory_budget = options.memory_budget
     circuit, wflat = _circuit_and_weights(ansatz, weights, x.shape[-1])
     if isinstance(ansatz, Circuit) and (
         wflat.shape[0] < circuit.num_weights or x.shape[-1] < circuit.num_inputs
@@ -161,11 +144,6 @@ def expvals(
             f"the circuit reads {circuit.num_weights} weights and {circuit.num_inputs} inputs, "
             f"got {wflat.shape[0]} weights and x of shape {tuple(x.shape)}"
         )
-    t = DEFAULT_TRAJECTORIES if trajectories is None else int(trajectories)
-    if t < 1:
-        raise ValueError(f"trajectories must be a positive integer, got {trajectories}")
-    if shots is not None and int(shots) < 1:
-        raise ValueError(f"shots must be None or a positive integer, got {shots}")
     dtype = jnp.result_type(weights.dtype, x.dtype, jnp.float32)
     wflat, x = wflat.astype(dtype), x.astype(dtype)
     lead = x.shape[:-1]

@@ -72,6 +72,11 @@ class NoiseModel:
         return tuple((c, float(getattr(self, c))) for c in GATE_CHANNELS if getattr(self, c) > 0)
 
     @property
+    def items(self) -> tuple[tuple[str, float], ...]:
+        """(name, parameter) of every channel that is on, readout included, in CHANNELS order."""
+        return tuple((c, float(getattr(self, c))) for c in CHANNELS if getattr(self, c) > 0)
+
+    @property
     def is_ideal(self) -> bool:
         """No channel is on (readout included)."""
         return not self.gate_channels and self.readout == 0
