@@ -58,6 +58,9 @@ TIERS = {
         "test_mlflow_server.py::",  # a real MLflow server
         "test_smoke.py::",  # whole training runs, end to end
         "test_robustness.py::",  # whole training runs, then the robustness CLI
+        "test_predict.py::",  # a training run on real X-rays, then qcxr.predict and pyfunc
+        "test_demo_log.py::",  # train.py writing its log to a file
+        "test_evaluate.py::",  # a training run, then qcxr.evaluate on other data
         "test_sweeps.py::test_toy_",  # Optuna sweeps of the toy app in subprocesses
         "test_sweeps.py::test_real_study",  # a real study through train.py
         "unit/test_train_run.py::",  # whole training runs: NaN, memory guard, resume
@@ -79,6 +82,11 @@ TIERS = {
         "unit/test_train_steps.py::test_mps_head_step_returns_discarded_weight",
         # 7 s; the split method's tables, choice and guards stay in unit/test_split.py
         "unit/test_split.py::test_split_reaches_qubit_counts_the_statevector_cannot",
+        # 15 s: `mlflow models predict` in a subprocess; the pyfunc model it loads is compared
+        # in process by test_predict.py's other tests
+        "test_predict.py::test_mlflow_models_predict_offline",
+        # 20 s: `mlflow models serve` started, asked once over REST on 127.0.0.1, stopped
+        "test_predict.py::test_mlflow_models_serve_answers_a_rest_request",
     ),
 }
 

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from qcxr.data.labels import resolve_labels
 from qcxr.metrics import EXTRA_METRICS
 from qcxr.models.classifier import Classifier
 from qcxr.models.heads import DQCHead
+from qcxr.predict.export import log_run_model
 from qcxr.quantum import MemoryBudgetError
 from qcxr.tracking import TrackerUnavailable
 from qcxr.train import artifacts, features, loop, optim, steps
@@ -217,6 +218,10 @@ def validate_config(cfg: DictConfig) -> None:
                 f" which has {len(names)} labels: set task.num_labels={len(names)} "
                 "or choose another label set"
             )
+    try:
+        loop.show_progress(cfg.trainer.progress)
+    except ValueError as err:
+        problems.append(str(err))
     head_labels = cfg.head.get("num_labels") if "head" in cfg else None
     if head_labels is not None and int(head_labels) != num_labels:
         problems.append(
@@ -1109,11 +1114,12 @@ def _train_and_evaluate(
             )
         log_init_lineage(tracker, init_source)
 
+    progress = loop.show_progress(trainer.progress)  # auto: bars on a terminal only
     start = time.perf_counter()
     if use_features:
         # The cache key (inputs, backbone, weights, preprocessing) is built in train/features.py.
         feats = features.cached_features(
-            data, classifier, state["params"], constants, cache_dir, progress=bool(trainer.progress)
+            data, classifier, state["params"], constants, cache_dir, progress=progress
         )
         source = features.FeatureBatches(data, feats)
 
@@ -1159,7 +1165,7 @@ def _train_and_evaluate(
         patience=None if trainer.get("patience") is None else int(trainer.patience),
         resume_meta=resume_meta,
         meta_extra={"run_id": run_id},
-        progress=bool(trainer.progress),
+        progress=progress,
         kind=kind,
         lr_at=lr_at,
         monitor=monitor,
@@ -1233,6 +1239,20 @@ def _train_and_evaluate(
             tracker.log_artifact(path)
         if checkpoints.best_path is not None:
             tracker.log_artifact(checkpoints.best_path, "checkpoint_best")
+    # The MLflow model `model` (runs:/<id>/model) and the run folder's model/ (qcxr.predict).
+    log_run_model(
+        tracker,
+        out_dir=out_dir,
+        config=resolved,
+        state=best[0],
+        constants=constants,
+        backbone=backbone,
+        label_names=label_names,
+        kind=kind,
+        run_id=run_id,
+        best_epoch=result.best_epoch,
+        metrics_step=result.epochs_run,
+    )
 
     log.info(
         "best epoch %d of %d; %s",
@@ -1296,8 +1316,107 @@ class Rebuilt:
         return features.FeatureBatches(self.data, feats)
 
 
+@dataclasses.dataclass
+class RebuiltModel:
+    """A finished run's model, rebuilt from its logged config without its data.
+
+    Attributes:
+        classifier: backbone + head as the run built them.
+        constants: the backbone's non-trainable collections (from the run's init stream).
+        state_template: a train state of the run's tree structure, to restore a checkpoint into.
+        label_names: the task's labels, in logit order (qcxr.data.labels, from task.labels).
+        kind: the task's kind (multilabel or multiclass).
+    """
+
+    classifier: Classifier
+    constants: Any
+    state_template: Any
+    label_names: list[str]
+    kind: str
+
+
+def rebuild_model(config: Mapping[str, Any]) -> RebuiltModel:
+    """Rebuild a finished run's classifier from its logged, resolved config; no data is read.
+
+    The backbone is built by its factory as in the run: pretrained weights are looked up where
+    the config says (backbone.weights, else the Hugging Face cache; the Hub only when the config
+    allows downloads). The optimizer state's tree in `state_template` does not depend on the
+    number of steps (a schedule is a function of the step count), so one step per epoch is given.
+
+    Args:
+        config: the resolved config as a nested mapping (the run's config.yaml).
+
+    Returns:
+        The RebuiltModel; parameters come from the run's checkpoint, not from here.
+
+    Raises:
+        ConfigError: the config cannot make a run (see `validate_config`).
+    """
+    cfg = OmegaConf.create(dict(config))
+    cfg.pop("hydra", None)
+    validate_config(cfg)
+    backbone = build(cfg.backbone)
+    head = build(cfg.head)
+    classifier = Classifier(backbone, head, str(cfg.trainer.compute_dtype))
+    root_key = jax.random.key(int(cfg.seed))
+    params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
+    trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
+    tx, _ = build_optimizer(cfg, 1, trainable)
+    return RebuiltModel(
+        classifier=classifier,
+        constants=constants,
+        state_template=steps.init_state(params, tx),
+        label_names=list(resolve_labels(str(cfg.task.labels))),
+        kind=str(cfg.task.kind),
+    )
+
+
+EVALUATION_GROUPS = ("data", "task")  # what `qcxr.evaluate` may change in a trained run's config
+
+
+def evaluation_config(config: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A trained run's config with its data (and task) replaced by what `overrides` compose.
+
+    The overrides are composed with the project's config (conf/) as on the training command
+    line (`data=mimic_cxr_lt`, `data.image_dir=...`, `task=cxr19`); the data and task nodes of
+    that compose, resolved, replace the run's. Everything else (backbone, head, trainer, seed)
+    stays the run's.
+
+    Args:
+        config: the run's resolved config (nested).
+        overrides: Hydra overrides of the `data` and `task` groups and their keys only.
+
+    Returns:
+        The new resolved config (nested).
+
+    Raises:
+        ConfigError: an override of another group or key, or one Hydra cannot compose.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    others = [o for o in overrides if o.split("=", 1)[0].split(".", 1)[0] not in EVALUATION_GROUPS]
+    if others:
+        raise ConfigError(
+            f"only data and task can change for an evaluation, got {others}: the model is the "
+            "run's (give e.g. data=mimic_cxr_lt data.image_dir=... task=cxr19)"
+        )
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(project_root() / "conf"), version_base=None):
+            cfg = compose("config", overrides=list(overrides))
+    except HydraException as err:
+        raise ConfigError(f"cannot compose {list(overrides)}: {err}") from err
+    out = {k: v for k, v in dict(config).items() if k != "hydra"}
+    changed = {o.split("=", 1)[0].split(".", 1)[0] for o in overrides}
+    for group in EVALUATION_GROUPS:
+        if group in changed:
+            out[group] = OmegaConf.to_container(cfg[group], resolve=True)
+    return out
+
+
 def rebuild_for_evaluation(config: Mapping[str, Any], cache_dir: str | None = None) -> Rebuilt:
-    """Rebuild a finished run's classifier and data from its logged, resolved config.
+    """Rebuild a finished run's classifier (`rebuild_model`) and data from its logged config.
 
     The run's `config.yaml` artifact is the config `run` logged. A key a later version added
     (for instance head.noise) is absent from an older run's config: the schemas give no default
@@ -1315,27 +1434,21 @@ def rebuild_for_evaluation(config: Mapping[str, Any], cache_dir: str | None = No
     Raises:
         ConfigError: the config cannot make a run (see `validate_config`).
     """
+    model = rebuild_model(config)
     cfg = OmegaConf.create(dict(config))
     cfg.pop("hydra", None)
-    validate_config(cfg)
     cache = Path(cache_dir if cache_dir is not None else cfg.paths.cache_dir)
-    backbone = build(cfg.backbone)
-    head = build(cfg.head)
+    backbone = model.classifier.backbone
     use_features = bool(backbone.freeze and cfg.trainer.cache_features)
     data = build(cfg.data)(**_data_kwargs(cfg, backbone, use_features, cache))
     data.prepare()
-    classifier = Classifier(backbone, head, str(cfg.trainer.compute_dtype))
-    root_key = jax.random.key(int(cfg.seed))
-    params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
-    trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
-    tx, _ = build_optimizer(cfg, data.num_batches("train"), trainable)
     return Rebuilt(
-        classifier=classifier,
-        constants=constants,
-        state_template=steps.init_state(params, tx),
+        classifier=model.classifier,
+        constants=model.constants,
+        state_template=model.state_template,
         data=data,
         use_features=use_features,
         label_names=list(data.label_names),
-        kind=str(cfg.task.kind),
+        kind=model.kind,
         cache_dir=cache,
     )

@@ -278,7 +278,7 @@ class TrainerSchema:
     compute_dtype: str = MISSING
     cache_features: bool = MISSING
     compilation_cache: bool = MISSING
-    progress: bool = MISSING
+    progress: str = MISSING  # auto | true | false (qcxr.train.loop.show_progress)
 
 
 @dataclass

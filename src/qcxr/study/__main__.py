@@ -1,6 +1,7 @@
 """`python -m qcxr.study summarize|best|list`: read Optuna studies back (docs/sweeps.md).
 
 python -m qcxr.study summarize dqc_tuning     # summary files + a summary run in MLflow
+python -m qcxr.study summarize dqc_tuning --register dqc  # + the best trial's model registered
 python -m qcxr.study best dqc_tuning          # the best trial's overrides, for train.py
 python -m qcxr.study list                     # studies in a storage, with trial counts
 """
@@ -63,6 +64,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, help="folder for the files (default: <repo>/reports/studies/<study>)"
     )
     s.add_argument("--no-mlflow", action="store_true", help="write the files only")
+    s.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register the best trial's model as a new version of NAME (models:/NAME/<version>)",
+    )
 
     b = sub.add_parser("best", help="print the best trial's overrides (one line, shell-quoted)")
     b.add_argument("study")
@@ -71,6 +77,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ls = sub.add_parser("list", help="studies in a storage")
     ls.add_argument("--storage", help="Optuna storage URL (default: $QCXR_STUDY_STORAGE)")
     return parser.parse_args(argv)
+
+
+def register_best(summary, name: str, tracking_uri: str) -> str:
+    """Register the best trial's model (its run's `model`) as a new version of `name`.
+
+    Returns:
+        The version.
+
+    Raises:
+        ValueError: the best trial has no recorded MLflow run, or that run has no model.
+    """
+    from qcxr.tracking.mlflow import register_run_model
+
+    if not summary.best_run_id:
+        raise ValueError(
+            f"the best trial ({summary.best_trial}) has no recorded MLflow run id, so it has "
+            "no model to register; its run was not tracked (tracker=none?)"
+        )
+    version = register_run_model(tracking_uri, summary.best_run_id, name)
+    sys.stdout.write(f"registered models:/{name}/{version} (run {summary.best_run_id})\n")
+    return version
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_id = log_summary(study, summary, files, uri, storage, args.experiment)
             log.info("summary run %s in %s", run_id, uri)
         sys.stdout.write((out / "summary.md").read_text())
+        if args.register:
+            register_best(summary, args.register, resolve_tracking_uri(args.tracking_uri))
         return 0
     except (FileNotFoundError, KeyError, ValueError) as err:
         log.error("%s", err.args[0] if err.args else err)

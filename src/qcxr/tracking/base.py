@@ -42,6 +42,18 @@ class Tracker(Protocol):
     ) -> None:
         """Record a dataset the run reads (one per split), identified by its content digest."""
 
+    def log_model(
+        self,
+        python_model: object,
+        artifacts: Mapping[str, str],
+        input_example: object,
+        signature: object = None,
+        pip_requirements: list[str] | None = None,
+        name: str = "model",
+        step: int = 0,
+    ) -> str | None:
+        """Log a model that serves predictions (MLflow: a pyfunc model); return its URI."""
+
     def flush(self) -> None:
         """Make everything logged so far durable (called before every checkpoint is written)."""
 
@@ -50,13 +62,15 @@ class Tracker(Protocol):
 
 
 class NullTracker:
-    """A Tracker that keeps the last value of every metric in memory and writes nothing."""
+    """A Tracker that keeps the last value of every metric (and the artifacts of each logged
+    model) in memory and writes nothing."""
 
     def __init__(self) -> None:
         self.params: dict[str, object] = {}
         self.metrics: dict[str, float] = {}
         self.history: list[tuple[str, float, int]] = []
         self.datasets: list[dict[str, object]] = []
+        self.models: dict[str, dict[str, str]] = {}  # name -> the artifacts of a logged model
         self.status: str | None = None
         self.run_id = "null"
 
@@ -93,6 +107,19 @@ class NullTracker:
                 "profile": dict(profile or {}),
             }
         )
+
+    def log_model(
+        self,
+        python_model: object,
+        artifacts: Mapping[str, str],
+        input_example: object,
+        signature: object = None,
+        pip_requirements: list[str] | None = None,
+        name: str = "model",
+        step: int = 0,
+    ) -> str | None:
+        self.models[name] = dict(artifacts)
+        return None
 
     def flush(self) -> None:
         return None

@@ -359,6 +359,79 @@ class MLflowTracker:
         else:
             self._call(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
+    def log_model(
+        self,
+        python_model: object,
+        artifacts: Mapping[str, str],
+        input_example: object,
+        signature: object = None,
+        pip_requirements: list[str] | None = None,
+        name: str = "model",
+        step: int = 0,
+    ) -> str:
+        """Log a pyfunc model (`mlflow.pyfunc.PythonModel` with artifacts) from this run.
+
+        The model is MLflow 3's LoggedModel named `name`, with this run as its source, so
+        `runs:/<run id>/<name>` loads it; the run's metrics at `step` (flushed first) are linked
+        to it, as the UI's model page shows them. The write runs under the store's lock, like
+        every other.
+
+        Args:
+            python_model: the `mlflow.pyfunc.PythonModel` instance.
+            artifacts: artifact name -> local path, copied into the model.
+            input_example: a model input (MLflow stores it and checks that the model serves it).
+            signature: an `mlflow.models.ModelSignature`, or None to infer it from the example.
+            pip_requirements: the model's requirements; given, MLflow does not infer them (which
+                loads the model in a subprocess).
+            name: the model's name in the run.
+            step: the step whose metrics describe the model (the run's final evaluation).
+
+        Returns:
+            The model's URI (`models:/<model id>`).
+        """
+        from mlflow.models import Model
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        self.flush()
+
+        def log() -> str:
+            # Model.log would create the LoggedModel in the active (default) experiment: created
+            # here, in the run's own, with the run's params (MLflow's own default).
+            run = self.client.get_run(self.run_id)
+            model = self.client.create_logged_model(
+                run.info.experiment_id,
+                name=name,
+                source_run_id=self.run_id,
+                params=dict(run.data.params),
+            )
+            # Model.log writes to the global tracking URI; this tracker's is set for the call.
+            # MLflow's artifact bars would be carriage-return walls in a run's log file; its
+            # warning that a PythonModel instance is cloudpickled is muted (the class is
+            # pickled by reference to its installed module).
+            pyfunc_log = logging.getLogger("mlflow.pyfunc")
+            level = pyfunc_log.level
+            pyfunc_log.setLevel(logging.ERROR)
+            try:
+                with _use_tracking_uri(self.tracking_uri), artifact_bars(False):
+                    info = Model.log(
+                        artifact_path=None,
+                        name=name,
+                        flavor=mlflow.pyfunc,
+                        run_id=self.run_id,
+                        model_id=model.model_id,
+                        python_model=python_model,
+                        artifacts=dict(artifacts),
+                        signature=signature,
+                        input_example=input_example,
+                        pip_requirements=pip_requirements,
+                        step=int(step),
+                    )
+            finally:
+                pyfunc_log.setLevel(level)
+            return info.model_uri
+
+        return self._call(log)
+
     def end(self, status: str = "FINISHED") -> None:
         """Flush and close the run with `status` (FINISHED, FAILED or KILLED)."""
         if self.run_id is None:
@@ -378,6 +451,22 @@ class MLflowTracker:
         finally:
             RunStatus.from_string(status)  # validates the name
             self._call(lambda: self.client.set_terminated(self.run_id, status=status))
+
+
+@contextlib.contextmanager
+def artifact_bars(enabled: bool):
+    """MLflow's artifact upload/download progress bars on or off for the block (its
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR variable, restored afterwards)."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(name)
+    os.environ[name] = str(bool(enabled)).lower()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 def source_tags(tags: Mapping[str, str]) -> dict[str, str]:
@@ -409,3 +498,45 @@ def _make_client(uri: str) -> MlflowClient:
     client = MlflowClient(tracking_uri=uri)
     client.search_experiments(max_results=1)  # forces the store (and its schema) into being
     return client
+
+
+def register_run_model(tracking_uri: str, run_id: str, name: str, model_name: str = "model") -> str:
+    """Register a run's logged model in the model registry as a new version of `name`.
+
+    Args:
+        tracking_uri: the MLflow store (its registry is the same URI).
+        run_id: the run whose model to register.
+        name: the registered model's name (created when new).
+        model_name: the logged model's name in the run (qcxr runs log `model`).
+
+    Returns:
+        The new version (as MLflow gives it, e.g. "1"): `models:/<name>/<version>` loads it.
+
+    Raises:
+        ValueError: the run logged no model of that name (it did not finish, or predates model
+            logging).
+    """
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    client = _make_client(tracking_uri)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models, token = [], None
+    while True:
+        page = client.search_logged_models(
+            experiment_ids=[experiment_id],
+            filter_string=f"name = '{model_name}'",
+            page_token=token,
+        )
+        models.extend(m for m in page if m.source_run_id == run_id)
+        token = page.token
+        if not token:
+            break
+    if not models:
+        raise ValueError(
+            f"run {run_id} has no logged model {model_name!r} in {tracking_uri}: only finished "
+            "runs log one. Fix: register a finished run (or train it again with this qcxr)"
+        )
+    with _use_tracking_uri(tracking_uri), artifact_bars(False):
+        version = mlflow.register_model(f"models:/{models[0].model_id}", name)
+    log.info("registered %s as models:/%s/%s", run_id, name, version.version)
+    return str(version.version)

@@ -1,4 +1,5 @@
-"""Run artifacts: test predictions (CSV), per-label AUROC table (CSV), learning curves (PNG)."""
+"""Run artifacts: test predictions (CSV), per-label AUROC table (CSV), learning curves, ROC curves
+and confusion matrices (PNG)."""
 
 from __future__ import annotations
 
@@ -169,3 +170,47 @@ def write_confusion(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path, csv_path
+
+
+def plot_roc_curves(
+    path: Path,
+    label_names: Sequence[str],
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    title: str,
+) -> Path:
+    """ROC curve of every label with positives and negatives (AUROC in the legend).
+
+    Args:
+        path: the PNG to write.
+        label_names: L names.
+        labels: bool[N, L] (multiclass: one-hot, one-vs-rest curves).
+        probabilities: f[N, L].
+        title: figure title.
+
+    Returns:
+        path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    labels = np.asarray(labels, bool)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for j, name in enumerate(label_names):
+        column = labels[:, j]
+        if column.all() or not column.any():
+            continue
+        fpr, tpr, _ = roc_curve(column, probabilities[:, j])
+        ax.plot(fpr, tpr, lw=1, label=f"{name} ({roc_auc_score(column, probabilities[:, j]):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

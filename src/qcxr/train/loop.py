@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -154,6 +155,36 @@ def evaluate(
     return ev
 
 
+PROGRESS_SETTINGS = ("auto", "true", "false")
+
+
+def show_progress(setting: bool | str, stream: Any = None) -> bool:
+    """Whether `trainer.progress` draws progress bars.
+
+    `auto` draws them when the bars' stream (stderr) is a terminal; elsewhere (a file, a SLURM
+    log, CI) a bar is a wall of carriage-return updates, and `fit` logs one line per epoch instead.
+
+    Args:
+        setting: "auto", or true/false (a bool, or its name in any case) to force it.
+        stream: the stream the bars would go to; default sys.stderr.
+
+    Returns:
+        True to draw bars.
+
+    Raises:
+        ValueError: any other setting.
+    """
+    text = str(setting).lower()
+    if text not in PROGRESS_SETTINGS:
+        raise ValueError(
+            f"trainer.progress={setting!r}: use auto (bars on a terminal only), true or false"
+        )
+    if text == "auto":
+        stream = sys.stderr if stream is None else stream
+        return bool(getattr(stream, "isatty", lambda: False)())
+    return text == "true"
+
+
 MONITOR_MODES = ("min", "max")
 
 
@@ -223,7 +254,8 @@ def fit(
             stops early (all max_epochs are trained).
         resume_meta: the latest checkpoint's meta when resuming, else None.
         meta_extra: stored in every checkpoint's meta (e.g. the tracker's run id).
-        progress: epoch and step progress bars.
+        progress: epoch and step progress bars (`show_progress(trainer.progress)`); either way
+            each epoch logs one line (epoch, train loss, val loss, val AUROC, seconds).
         kind: the task's kind (multiclass adds accuracy, balanced accuracy and macro-F1 to the
             val metrics).
         lr_at: 0-based train step -> the learning rate it applied (optim.step_learning_rates),
