@@ -73,8 +73,8 @@ def store(tmp_path_factory):
 
 
 def test_robustness_section_has_the_figure_and_the_mean_sd_table(store):
-    from qcxr.report.build import _robustness_section
     from qcxr.report.load import load_runs
+    from qcxr.report.markdown import robustness_section as _robustness_section
 
     out = store["root"] / "report"
     md, figures = _robustness_section(

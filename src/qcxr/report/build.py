@@ -5,7 +5,6 @@ All MLflow access goes through `qcxr.report.load`."""
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,10 +18,20 @@ from qcxr.report import analysis, plots
 from qcxr.report.load import (
     RunData,
     load_histories,
-    load_robustness,
     load_runs,
-    load_unreproduced,
     log_report_run,
+)
+from qcxr.report.markdown import (
+    auroc_table,
+    method_section,
+    rel_path,
+    robustness_section,
+    run_section,
+    score_table,
+    seeds_text,
+    slug,
+    timing_table,
+    training_table,
 )
 from qcxr.report.stats import ALPHA
 
@@ -58,227 +67,6 @@ class Report:
     seconds: float = 0.0
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
-
-
-def _f(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
-
-
-def _ms(mean: float, sd: float, digits: int = 3) -> str:
-    if mean is None or not np.isfinite(mean):
-        return "n/a"
-    return f"{mean:.{digits}f} ± {_f(sd, digits)}"
-
-
-def _p(p: float) -> str:
-    if p is None or not np.isfinite(p):
-        return "n/a"
-    return f"{p:.2e}" if p < 0.001 else f"{p:.4f}"
-
-
-def _pct(x: float) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:+.2f}%"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    def cell(v: object) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _seeds(values) -> str:
-    return ", ".join(str(int(s)) for s in sorted(values)) or "none"
-
-
-def _run_section(data: RunData, sel: analysis.Selection, heads: Sequence[str]) -> list[str]:
-    a, b = heads
-    out = ["## Runs", ""]
-    rows = []
-    for task in sorted(set(sel.chosen["task"])):
-        for head in heads:
-            sub = sel.chosen[(sel.chosen["task"] == task) & (sel.chosen["head"] == head)]
-            paired = sel.pairs[sel.pairs["task"] == task]["seed"]
-            rows.append([task, head, len(sub), _seeds(sub["seed"]), _seeds(paired)])
-    out += [_table(["task", "head", "runs used", "seeds", "paired seeds"], rows), ""]
-
-    out += ["### Missing partners", ""]
-    if sel.unpaired.empty:
-        out += [f"None: every seed has a finished `{a}` and a finished `{b}` run.", ""]
-    else:
-        out += [
-            "Runs whose (task, seed) has no finished run of the other head. They appear in the "
-            "training and timing tables but not in any t-test.",
-            "",
-            _table(
-                ["task", "seed", "has", "missing", "run id"],
-                sel.unpaired[["task", "seed", "head", "missing_head", "run_id"]].values.tolist(),
-            ),
-            "",
-        ]
-
-    out += ["### Re-runs", ""]
-    if sel.superseded.empty:
-        out += ["None: no (task, head, seed) has more than one finished run.", ""]
-    else:
-        out += [
-            "Several finished runs of one (task, head, seed): the most recent is used and these "
-            "older ones are not.",
-            "",
-            _table(
-                ["task", "head", "seed", "older run (not used)", "run used"],
-                sel.superseded[["task", "head", "seed", "run_id", "kept_run_id"]].values.tolist(),
-            ),
-            "",
-        ]
-
-    out += ["### Excluded runs", ""]
-    if sel.excluded.empty:
-        out += ["None: every matching run finished with an integer seed.", ""]
-    else:
-        counts = sel.excluded.groupby(["task", "reason"]).size().reset_index(name="count")
-        out += [
-            _table(["task", "reason", "count"], counts.values.tolist()),
-            "",
-            _table(
-                ["task", "head", "seed tag", "status", "run id"],
-                sel.excluded[["task", "head", "seed_tag", "status", "run_id"]]
-                .fillna("")
-                .values.tolist(),
-            ),
-            "",
-        ]
-    if not sel.other_heads.empty:
-        out += [
-            f"Finished runs of heads not compared (`--heads {a} {b}`): "
-            + ", ".join(f"{t}/{h}: {c}" for t, h, c in sel.other_heads.itertuples(index=False))
-            + ".",
-            "",
-        ]
-    out += [
-        f"Ignored {data.ignored} run(s) that are not training runs (tagged `report=true` or "
-        "without a `head` tag).",
-        "",
-    ]
-    return out
-
-
-def _auroc_table(rows: pd.DataFrame, heads: Sequence[str], with_label: bool) -> str:
-    a, b = (h.upper() for h in heads)
-    header = (["label", "train positives"] if with_label else ["test set"]) + [
-        "n pairs",
-        f"{a} AUROC",
-        f"{b} AUROC",
-        f"% diff ({a} vs {b})",
-        "p (paired t)",
-        "sig",
-    ]
-    body = []
-    for r in rows.itertuples(index=False):
-        first = (
-            [r.label, "n/a" if not np.isfinite(r.positives) else f"{r.positives:.0f}"]
-            if with_label
-            else [plots.SPLIT_TITLES[r.split]]
-        )
-        n = f"{r.n}" + (f" ({r.n_missing} missing)" if r.n_missing else "")
-        body.append(
-            first
-            + [n, _ms(r.mean_a, r.sd_a), _ms(r.mean_b, r.sd_b), _pct(r.pct_diff), _p(r.p), r.stars]
-        )
-    return _table(header, body)
-
-
-def _score_table(rows: pd.DataFrame, heads: Sequence[str]) -> str:
-    a, b = (h.upper() for h in heads)
-    header = ["test set", "score", "n pairs", a, b, f"% diff ({a} vs {b})", "p (paired t)", "sig"]
-    body = []
-    for r in rows.itertuples(index=False):
-        n = f"{r.n}" + (f" ({r.n_missing} missing)" if r.n_missing else "")
-        body.append(
-            [
-                plots.SPLIT_TITLES[r.split],
-                r.score.replace("_", " "),
-                n,
-                _ms(r.mean_a, r.sd_a),
-                _ms(r.mean_b, r.sd_b),
-                _pct(r.pct_diff),
-                _p(r.p),
-                r.stars,
-            ]
-        )
-    return _table(header, body)
-
-
-def _method_section(heads: Sequence[str]) -> list[str]:
-    a, b = (h.upper() for h in heads)
-    return [
-        "## How to read this report",
-        "",
-        f"- {a} is head `{heads[0]}`, {b} is head `{heads[1]}`. Runs are paired by (task, seed); "
-        "for each (task, head, seed) the most recent FINISHED run is used.",
-        "- AUROC columns: mean ± sample sd (ddof = 1) over the paired seeds that logged the "
-        "metric; `n pairs` counts them, and `missing` counts pairs where a run lacks it (a label "
-        "with no positives in a test split has no per-label AUROC).",
-        "- p: two-sided paired t-test over those seeds (`scipy.stats.ttest_rel`); n/a with fewer "
-        "than 2 pairs or when all differences are zero. sig: ns p ≥ 0.05, * p < 0.05, "
-        "** p < 0.01, *** p < 0.001 (the paper's figure captions).",
-        f"- % diff: the paper's equation (4) on the means, 100 · 2 · ({a} − {b}) / ({a} + {b}); "
-        f"positive means {a} is better.",
-        "- internal test set: metrics `test/*`; external test set (MIMIC-CXR-LT for the real "
-        "tasks): metrics `external/*`.",
-        "- Labels are sorted by training-set frequency (`data/train_positives/<label>`), most "
-        "frequent first, as in the paper's Figures 6–11.",
-        "- Training and timing tables use every run used for a head, paired or not.",
-        "",
-    ]
-
-
-def _training_table(summary: pd.DataFrame) -> str:
-    def rng(r, c: str) -> str:
-        lo, hi = getattr(r, f"{c}_min"), getattr(r, f"{c}_max")
-        return "" if not np.isfinite(lo) else f" ({lo:.0f}–{hi:.0f})"
-
-    rows = [
-        [
-            r.head,
-            r.n,
-            _ms(r.epochs_run_mean, r.epochs_run_sd, 1) + rng(r, "epochs_run"),
-            _ms(r.best_epoch_mean, r.best_epoch_sd, 1) + rng(r, "best_epoch"),
-            _ms(r.best_val_loss_mean, r.best_val_loss_sd, 4),
-        ]
-        for r in summary.itertuples(index=False)
-    ]
-    return _table(
-        ["head", "runs", "epochs run (min–max)", "best epoch (min–max)", "best val loss"], rows
-    )
-
-
-def _timing_table(summary: pd.DataFrame) -> str:
-    rows = [
-        [
-            r.head,
-            r.n,
-            _ms(r.step_s_mean, r.step_s_sd, 4),
-            _ms(r.epoch_s_mean, r.epoch_s_sd, 2),
-            _ms(r.first_epoch_s_mean, r.first_epoch_s_sd, 2),
-            _ms(r.total_s_mean, r.total_s_sd, 1),
-        ]
-        for r in summary.itertuples(index=False)
-    ]
-    return _table(
-        ["head", "runs", "step s", "epoch s", "first epoch s", "total train s (sum of epochs)"],
-        rows,
-    )
-
-
-def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
-
-
 def infer_heads(run_heads: Sequence[str]) -> tuple[str, str]:
     """The two heads to compare when none were named.
 
@@ -302,99 +90,6 @@ def infer_heads(run_heads: Sequence[str]) -> tuple[str, str]:
         if found
         else "the runs carry no head tag"
     )
-
-
-def _shots_order(shots: str) -> int:
-    return -1 if shots == "exact" else int(shots)
-
-
-def _unreproduced_lines(excluded: pd.DataFrame) -> list[str]:
-    """Markdown naming the runs left out: their ideal re-evaluation missed the logged AUROC."""
-    if excluded.empty:
-        return []
-    lines = [
-        f"Left out: {len(excluded)} run(s) whose ideal re-evaluation (level 0, exact ⟨Z⟩) did not "
-        "reproduce the run's logged test AUROC, so their curves would not describe those runs "
-        "(their robustness runs are FAILED; re-train or find what changed):",
-        "",
-    ]
-    for r in excluded.itertuples(index=False):
-        lines.append(
-            f"- `{r.source_run_id}` ({r.channel}): logged {r.logged:.6f}, re-evaluated "
-            f"{r.reevaluated:.6f} (robustness run `{r.robustness_run_id}`)"
-        )
-    return [*lines, ""]
-
-
-def _robustness_section(
-    tracking_uri: str, data: RunData, fig_dir: Path, table_dir: Path, out_dir: Path
-) -> tuple[list[str], list[Path]]:
-    """The robustness section (issue 16): test AUROC of trained DQC runs re-evaluated under noise
-    by `python -m qcxr.robustness`; nothing when the experiments hold no such runs.
-
-    Only robustness runs of training runs that the report selected (its experiments, filter and
-    tasks) count.
-
-    Returns:
-        (markdown lines, figures written); the table goes to tables/robustness.csv.
-    """
-    selected = set(data.runs["run_id"])
-    frame = load_robustness(tracking_uri, data.experiments)
-    frame = frame[frame["source_run_id"].isin(selected)]
-    excluded = load_unreproduced(tracking_uri, data.experiments)
-    excluded = excluded[excluded["source_run_id"].isin(selected)]
-    if frame.empty and excluded.empty:
-        return [], []
-    summary = (
-        frame.groupby(["experiment", "channel", "split", "level", "shots"])["auroc"]
-        .agg(mean="mean", sd="std", n="count")
-        .reset_index()
-    )
-    table_dir.mkdir(parents=True, exist_ok=True)
-    summary.to_csv(table_dir / "robustness.csv", index=False)
-    md = [
-        "## Robustness to noise and finite shots",
-        "",
-        "Trained DQC runs (best checkpoints) re-evaluated by `python -m qcxr.robustness` with the "
-        "channel after every gate and each ⟨Z⟩ exact or estimated from N sampled bitstrings; "
-        "level 0 with exact ⟨Z⟩ is the ideal circuit the runs were evaluated with. Mean ± sd "
-        "of the macro AUROC over the re-evaluated runs (n per cell).",
-        "",
-        *_unreproduced_lines(excluded),
-    ]
-    figures = []
-    for (experiment, channel, split), rows in summary.groupby(["experiment", "channel", "split"]):
-        path = plots.robustness_curve(
-            rows,
-            f"{experiment}: {split} AUROC vs {channel} noise",
-            fig_dir / f"robustness_{_slug(experiment)}_{_slug(channel)}_{split}.png",
-        )
-        figures.append(path)
-        shots = sorted(set(rows["shots"]), key=_shots_order)
-        header = [
-            f"{channel} level",
-            *("exact ⟨Z⟩" if s == "exact" else f"{s} shots" for s in shots),
-        ]
-        table = []
-        for level, by_level in rows.groupby("level", sort=True):
-            cells = []
-            for s in shots:
-                cell = by_level[by_level["shots"] == s]
-                if cell.empty:
-                    cells.append("")
-                else:
-                    r = cell.iloc[0]
-                    cells.append(f"{_ms(r['mean'], r['sd'], 4)} (n={int(r['n'])})")
-            table.append([f"{level:g}", *cells])
-        md += [
-            f"### `{experiment}`, {channel}, {plots.SPLIT_TITLES.get(split, split)}",
-            "",
-            f"![robustness {experiment} {channel}]({_rel(path, out_dir)})",
-            "",
-            _table(header, table),
-            "",
-        ]
-    return md, figures
 
 
 _SUMMARY_COLUMNS = [
@@ -437,7 +132,7 @@ class _Sections:
     def figure(self, path: Path, alt: str) -> None:
         """Records a written figure and links it from the markdown."""
         self.figures.append(path)
-        self.md += [f"![{alt}]({_rel(path, self.out_dir)})", ""]
+        self.md += [f"![{alt}]({rel_path(path, self.out_dir)})", ""]
 
 
 def _check_arguments(heads: Sequence[str] | None, out_dir: Path) -> tuple[str, str] | None:
@@ -504,8 +199,8 @@ def _write_header(
         + f"; heads: `{heads[0]}` vs `{heads[1]}`.",
         "",
     ]
-    out.md += _method_section(heads)
-    out.md += _run_section(an.data, an.sel, heads)
+    out.md += method_section(heads)
+    out.md += run_section(an.data, an.sel, heads)
 
 
 def _plot_macro(out: _Sections, an: _Analysis) -> None:
@@ -534,12 +229,12 @@ def _plot_task_aurocs(out: _Sections, an: _Analysis, task: str) -> None:
     out.md += [
         "### Mean AUROC",
         "",
-        _auroc_table(rows[rows["label"] == analysis.MACRO], heads, with_label=False),
+        auroc_table(rows[rows["label"] == analysis.MACRO], heads, with_label=False),
         "",
     ]
     task_scores = an.scores[an.scores["task"] == task]
     if not task_scores.empty:  # multiclass tasks (accuracy etc. are logged for them)
-        table = _score_table(task_scores, heads)
+        table = score_table(task_scores, heads)
         out.md += ["### Multiclass scores (arg-max class)", "", table, ""]
     for split in analysis.SPLITS:
         per_label = rows[(rows["split"] == split) & (rows["label"] != analysis.MACRO)]
@@ -557,7 +252,7 @@ def _plot_task_aurocs(out: _Sections, an: _Analysis, task: str) -> None:
                 if by_frequency
                 else "labels in alphabetical order (no training counts logged)"
             ),
-            out.fig_dir / f"auroc_{_slug(task)}_{split}.png",
+            out.fig_dir / f"auroc_{slug(task)}_{split}.png",
         )
         if not by_frequency:
             out.md += [
@@ -566,7 +261,7 @@ def _plot_task_aurocs(out: _Sections, an: _Analysis, task: str) -> None:
                 "",
             ]
         out.figure(path, f"per-label AUROC {task} {split}")
-        out.md += [_auroc_table(per_label.sort_values("order"), heads, with_label=True), ""]
+        out.md += [auroc_table(per_label.sort_values("order"), heads, with_label=True), ""]
 
 
 def _plot_task_training(out: _Sections, an: _Analysis, task: str) -> None:
@@ -575,7 +270,7 @@ def _plot_task_training(out: _Sections, an: _Analysis, task: str) -> None:
         an.bands[an.bands["task"] == task],
         an.heads,
         f"{task}: loss per epoch",
-        out.fig_dir / f"loss_{_slug(task)}.png",
+        out.fig_dir / f"loss_{slug(task)}.png",
     )
     out.md += [
         "Mean over seeds per epoch; the band spans the minimum to the maximum over seeds. "
@@ -585,14 +280,14 @@ def _plot_task_training(out: _Sections, an: _Analysis, task: str) -> None:
     out.figure(path, f"loss curves {task}")
     summary = an.summary[an.summary["task"] == task]
     out.md += [
-        _training_table(summary),
+        training_table(summary),
         "",
         "### Timing",
         "",
         "Per run, step and epoch times are averaged over epochs 2 onward (epoch 1 includes "
         "JIT compilation and is shown apart); the table gives mean ± sd over runs.",
         "",
-        _timing_table(summary),
+        timing_table(summary),
         "",
     ]
 
@@ -657,17 +352,17 @@ def _write_tables(out: _Sections, an: _Analysis, tracking_uri: str) -> None:
     """The robustness section, the CSV tables and the Files section that lists them."""
     table_dir = out.out_dir / "tables"
     table_dir.mkdir(parents=True, exist_ok=True)
-    robust_md, robust_figures = _robustness_section(
+    robust_md, robust_figures = robustness_section(
         tracking_uri, an.data, out.fig_dir, table_dir, out.out_dir
     )
     out.md += robust_md
     out.figures += robust_figures
     comparisons, scores = an.comparisons, an.scores
-    comparisons.assign(seeds=comparisons["seeds"].map(_seeds)).to_csv(
+    comparisons.assign(seeds=comparisons["seeds"].map(seeds_text)).to_csv(
         table_dir / "auroc_comparisons.csv", index=False
     )
     if not scores.empty:
-        scores.assign(seeds=scores["seeds"].map(_seeds)).to_csv(
+        scores.assign(seeds=scores["seeds"].map(seeds_text)).to_csv(
             table_dir / "score_comparisons.csv", index=False
         )
     an.training.to_csv(table_dir / "training_per_run.csv", index=False)
