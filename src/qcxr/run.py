@@ -729,7 +729,7 @@ def _train_and_evaluate(
     label_names = list(data.label_names)
     classifier = Classifier(backbone, head, str(trainer.compute_dtype))
     root_key = jax.random.key(int(cfg.seed))
-    params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
+    params, model_state = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
     trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
     total_steps = int(trainer.max_epochs) * data.num_batches("train")
     tx = build(cfg.optimizer)(total_steps=total_steps, trainable=trainable)
@@ -741,7 +741,7 @@ def _train_and_evaluate(
         total_steps=total_steps,
         accumulation_steps=int(opt.accumulation_steps),
     )
-    state = steps.init_state(params, tx)
+    state = steps.init_state(params, tx, model_state)
     resume_meta = None
     if trainer.resume:
         restored = checkpoints.restore_latest(state)
@@ -779,8 +779,14 @@ def _train_and_evaluate(
     start = time.perf_counter()
     if use_features:
         # The cache key (inputs, backbone, weights, preprocessing) is built in train/features.py.
+        # A frozen backbone: eval-mode batch norm on the state's (initial) running statistics.
         feats = features.cached_features(
-            data, classifier, state["params"], constants, cache_dir, progress=bool(trainer.progress)
+            data,
+            classifier,
+            state["params"],
+            state["model_state"],
+            cache_dir,
+            progress=bool(trainer.progress),
         )
         source = features.FeatureBatches(data, feats)
 
@@ -789,8 +795,15 @@ def _train_and_evaluate(
     else:
         source = data
 
-        def apply(params, batch, dropout_key=None, noise_key=None, aux=False):
-            return classifier.logits(params, constants, batch["image"], dropout_key, noise_key, aux)
+        # Stateful: train steps run the batch norm of a backbone that trains on batch statistics
+        # and update the running ones in the train state; evaluation reads them.
+        def apply(
+            params, batch, dropout_key=None, noise_key=None, aux=False, *, model_state, train=False
+        ):
+            images = batch["image"]
+            return classifier.logits(
+                params, model_state, images, dropout_key, noise_key, aux, train=train
+            )
 
     features_s = time.perf_counter() - start
 
@@ -801,10 +814,11 @@ def _train_and_evaluate(
     dropout_key = jax.random.fold_in(root_key, DROPOUT_STREAM)
     noise_key = jax.random.fold_in(root_key, NOISE_STREAM)  # used by noisy/finite-shot DQCs only
     # A head that sows diagnostics (MPS truncation) has them logged per step (loop.fit).
+    stateful = not use_features
     train_step = steps.make_train_step(
-        apply, tx, kind, weights, dropout_key, noise_key, aux=classifier.sows
+        apply, tx, kind, weights, dropout_key, noise_key, aux=classifier.sows, stateful=stateful
     )
-    eval_step = steps.make_eval_step(apply, kind, weights)
+    eval_step = steps.make_eval_step(apply, kind, weights, stateful=stateful)
     first = next(iter(source.batches("val", 0)))
     compiled, compile_s = loop.compile_step(train_step, state, first)
     log.info(
@@ -836,7 +850,7 @@ def _train_and_evaluate(
     best = checkpoints.restore_best(result.state)
     if best is None:
         raise RunError("no best checkpoint was saved (no epoch finished)")
-    best_params = best[0]["params"]
+    best_params, best_model_state = best[0]["params"], best[0]["model_state"]
 
     final: dict[str, float] = {k: v for k, v in result.best.items() if k.startswith("val/")}
     evaluations = {}
@@ -845,7 +859,15 @@ def _train_and_evaluate(
         for split in ("val", "test", "external"):
             if split not in data.splits:
                 continue
-            ev = loop.evaluate(eval_step, best_params, source, split, label_names, kind=kind)
+            ev = loop.evaluate(
+                eval_step,
+                best_params,
+                source,
+                split,
+                label_names,
+                kind=kind,
+                model_state=best_model_state,
+            )
             evaluations[split] = ev
             if split != "val":
                 final.update(ev.as_metrics(split))
@@ -911,7 +933,8 @@ class Rebuilt:
 
     Attributes:
         classifier: backbone + head as the run built them.
-        constants: the backbone's non-trainable collections (from the run's init stream).
+        model_state: the backbone's non-trainable collections from the run's init stream (the
+            initial batch-norm statistics); evaluate with the checkpoint's own `model_state`.
         state_template: a train state of the run's tree structure, to restore a checkpoint into.
         data: the run's data module, prepared (same seed, splits and batch size).
         use_features: whether the run trained the head on cached backbone features.
@@ -921,7 +944,7 @@ class Rebuilt:
     """
 
     classifier: Classifier
-    constants: Any
+    model_state: Any
     state_template: Any
     data: Any
     use_features: bool
@@ -929,13 +952,15 @@ class Rebuilt:
     kind: str
     cache_dir: Path
 
-    def batch_source(self, params: Any, progress: bool = False) -> Any:
+    def batch_source(self, params: Any, progress: bool = False, model_state: Any = None) -> Any:
         """Batches for evaluation: the data, or its cached features (computed once, then read
         from the feature cache) when the run trained on features.
 
         Args:
             params: the restored parameter tree (the backbone's part computes the features).
             progress: show a progress bar while features are computed.
+            model_state: the restored model state; None gives the init's (`model_state`), which
+                is what a frozen backbone's features were computed with.
 
         Returns:
             An object with batches(split, epoch) and num_batches(split).
@@ -943,7 +968,12 @@ class Rebuilt:
         if not self.use_features:
             return self.data
         feats = features.cached_features(
-            self.data, self.classifier, params, self.constants, self.cache_dir, progress=progress
+            self.data,
+            self.classifier,
+            params,
+            self.model_state if model_state is None else model_state,
+            self.cache_dir,
+            progress=progress,
         )
         return features.FeatureBatches(self.data, feats)
 
@@ -978,15 +1008,15 @@ def rebuild_for_evaluation(config: Mapping[str, Any], cache_dir: str | None = No
     data.prepare()
     classifier = Classifier(backbone, head, str(cfg.trainer.compute_dtype))
     root_key = jax.random.key(int(cfg.seed))
-    params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
+    params, model_state = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
     trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
     tx = build(cfg.optimizer)(
         total_steps=int(cfg.trainer.max_epochs) * data.num_batches("train"), trainable=trainable
     )
     return Rebuilt(
         classifier=classifier,
-        constants=constants,
-        state_template=steps.init_state(params, tx),
+        model_state=model_state,
+        state_template=steps.init_state(params, tx, model_state),
         data=data,
         use_features=use_features,
         label_names=list(data.label_names),

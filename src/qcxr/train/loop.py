@@ -94,6 +94,7 @@ def evaluate(
     label_names: Sequence[str],
     progress: bool = False,
     kind: str = "multilabel",
+    model_state: Any = None,
 ) -> Evaluation:
     """Evaluate params on a split.
 
@@ -102,13 +103,15 @@ def evaluate(
     matrix come from the arg-max class.
 
     Args:
-        eval_step: (params, batch) -> (probabilities f32[B, L], per-example loss f32[B]).
+        eval_step: (params, batch, model_state) -> (probabilities f32[B, L], per-example loss
+            f32[B]) (steps.make_eval_step).
         params: the parameter tree.
         source: batches(split, epoch) and num_batches(split) (data module or cached features).
         split: the split.
         label_names: the task's labels.
         progress: show a step bar.
         kind: the task's kind, "multilabel" or "multiclass".
+        model_state: the train state's model state (batch-norm running statistics), or None.
 
     Returns:
         The Evaluation; a warning names each label whose AUROC is undefined.
@@ -121,7 +124,7 @@ def evaluate(
         desc=split,
         disable=not progress,
     ):
-        p, loss = eval_step(params, _device_batch(batch))
+        p, loss = eval_step(params, _device_batch(batch), model_state)
         mask = np.asarray(batch["mask"])
         probs.append(np.asarray(p)[mask])
         losses.append(np.asarray(loss)[mask])
@@ -172,7 +175,8 @@ def fit(
         state: the train state to start from (restored by the caller when resuming).
         train_step: (state, batch) -> (state, loss) or (state, loss, {name: f32[]}) (logged as
             train/<name> per step), jitted and compiled once.
-        eval_step: (params, batch) -> (probabilities, per-example loss).
+        eval_step: (params, batch, model_state) -> (probabilities, per-example loss); it gets
+            the state's model state (the running statistics the train steps updated).
         source: batches(split, epoch), num_batches(split); splits "train" and "val".
         label_names: the task's labels.
         tracker: where metrics go.
@@ -255,7 +259,15 @@ def fit(
                 extra["train/lr"] = lr_at(global_step - 1)
             tracker.log_metrics({"train/loss": loss, **extra}, step=global_step)
             bar.set_postfix(loss=f"{loss:.4f}")
-        val = evaluate(eval_step, state["params"], source, "val", label_names, kind=kind)
+        val = evaluate(
+            eval_step,
+            state["params"],
+            source,
+            "val",
+            label_names,
+            kind=kind,
+            model_state=state.get("model_state"),
+        )
         epoch_s = time.perf_counter() - start
         entry = {
             "epoch": epoch,

@@ -71,7 +71,7 @@ class _InvertedResidual(nn.Module):
     stem_features: int = 0
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         conv = functools.partial(
             ConvLayer,
             activation=nn.relu6,
@@ -80,13 +80,13 @@ class _InvertedResidual(nn.Module):
             kernel_init=self.kernel_init,
         )
         if self.stem_features:
-            x = conv(self.stem_features, kernel_size=3, stride=2, name="first_conv")(x)
+            x = conv(self.stem_features, kernel_size=3, stride=2, name="first_conv")(x, train)
         expanded = x.shape[-1] * self.expansion
         h = x
         if self.expansion != 1:
-            h = conv(expanded, kernel_size=1, name="expand_1x1")(h)
-        h = conv(expanded, stride=self.stride, groups=expanded, name="conv_3x3")(h)
-        h = conv(self.features, kernel_size=1, activation=None, name="reduce_1x1")(h)
+            h = conv(expanded, kernel_size=1, name="expand_1x1")(h, train)
+        h = conv(expanded, stride=self.stride, groups=expanded, name="conv_3x3")(h, train)
+        h = conv(self.features, kernel_size=1, activation=None, name="reduce_1x1")(h, train)
         if self.stride == 1 and x.shape[-1] == self.features and not self.stem_features:
             return x + h
         return h
@@ -101,8 +101,9 @@ class MobileNetV2(nn.Module):
     blocks' last, then a global average pool. 2,223,872 parameters (`params`), plus the batch-norm
     statistics (`batch_stats`).
 
-    Batch norm always runs in inference mode on the `batch_stats`, which are never updated (as in
-    `ResNet`).
+    Batch norm runs on the running statistics (`batch_stats`) by default, and on the batch's
+    statistics, updating the running ones, with `train=True` and `mutable=["batch_stats"]` (as
+    in `ResNet`; `layers.BatchNorm`).
 
     Attributes:
         tf_padding: TensorFlow "SAME" padding (google/mobilenet_v2_1.0_224); False pads
@@ -120,12 +121,13 @@ class MobileNetV2(nn.Module):
         return _MOBILENET_V2_FEATURES
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         """Pooled features of a batch of images.
 
         Args:
             images: f32[B, H, W, 3], normalised as the weights expect (H, W >= 1; five stride-2
                 steps, so 32 px gives a 1×1 final map).
+            train: batch norm on the batch's statistics (apply with mutable=["batch_stats"]).
 
         Returns:
             f32[B, 1280]: the global average of the last 1×1 conv's activations, equal to
@@ -141,15 +143,15 @@ class MobileNetV2(nn.Module):
         (_, stem_out, _, _), *blocks = _MOBILENET_V2_BLOCKS
         x = _InvertedResidual(
             stem_out, 1, 1, stem_features=_MOBILENET_V2_STEM, name="conv_stem", **options
-        )(images.astype(jnp.float32))
+        )(images.astype(jnp.float32), train)
         index = 0
         for expansion, features, repeats, stride in blocks:
             for i in range(repeats):
                 x = _InvertedResidual(
                     features, expansion, stride if i == 0 else 1, name=f"layer_{index}", **options
-                )(x)
+                )(x, train)
                 index += 1
         x = ConvLayer(
             _MOBILENET_V2_FEATURES, kernel_size=1, activation=nn.relu6, name="conv_1x1", **options
-        )(x)
+        )(x, train)
         return jnp.mean(x, axis=(1, 2))
