@@ -48,13 +48,20 @@ class Checkpoints:
                 "these characters (e.g. hydra.run.dir / hydra.sweep.subdir)"
             )
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-        names = ("state", "meta")
-        self._latest = ocp.CheckpointManager(
-            self.directory / "latest", options=options, item_names=names
-        )
-        self._best = ocp.CheckpointManager(
-            self.directory / "best", options=options, item_names=names
-        )
+
+        def manager(folder: str) -> ocp.CheckpointManager:
+            # Handlers named up front, so a fresh process can read a saved state's tree
+            # (item_metadata) before restoring it.
+            handlers = {
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            }
+            return ocp.CheckpointManager(
+                self.directory / folder, options=options, item_handlers=handlers
+            )
+
+        self._latest = manager("latest")
+        self._best = manager("best")
 
     @staticmethod
     def _save(manager, epoch: int, state: Any, meta: dict) -> None:

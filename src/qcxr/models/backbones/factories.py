@@ -178,7 +178,7 @@ def resnet18_28(
     features; torch.nn.Conv2d's default init and BatchNorm2d's (eps 1e-5, momentum 0.1), as their
     code (which never re-initialises). Input: 1 channel (their default `as_rgb=False` for
     PneumoniaMNIST); the pipeline's grey-as-RGB images are averaged back to grey, which is exact.
-    11,168,832 parameters with 1 input channel (11,170,560 with 3), the torch model's count less
+    11,167,680 parameters with 1 input channel (11,168,832 with 3), the torch model's count less
     its Linear classifier. Preprocessing: their `Normalize(mean=[.5], std=[.5])` on [0, 1] images,
     no resize at 28 px (a square bilinear resize to `resize_size` otherwise), no crop.
 
