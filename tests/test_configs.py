@@ -109,7 +109,10 @@ def test_option_composes_complete_and_with_its_yaml_values(tmp_path, group, opti
     ],
 )
 def test_backbone_builds_and_its_features_have_the_configured_size(tmp_path, option):
-    cfg = compose_run(tmp_path, [f"backbone={option}", "backbone.image_size=32"], tiny=False)
+    size = ["backbone.image_size=32"]
+    if option == "resnet18_28":  # no crop: its resize size is its image size
+        size.append("backbone.resize_size=32")
+    cfg = compose_run(tmp_path, [f"backbone={option}", *size], tiny=False)
     built = build(_no_weights(cfg.backbone))
     assert isinstance(built, Backbone) and built.name == option
     assert built.image_size == 32 and built.freeze is cfg.backbone.freeze
@@ -120,9 +123,11 @@ def test_backbone_builds_and_its_features_have_the_configured_size(tmp_path, opt
         assert built.feature_dim == _yaml("backbone", "tiny")["feature_dim"]
     else:
         dims = {"resnet18": 512, "resnet50": 2048, "mobilenet_v2": 1280, "mobilenet_v2_paper": 1280}
+        dims["resnet18_28"] = 512
         assert built.feature_dim == dims[option]
         assert built.resize_size == cfg.backbone.resize_size
-        assert built.resize_size == _yaml("backbone", option)["resize_size"]
+        if option != "resnet18_28":
+            assert built.resize_size == _yaml("backbone", option)["resize_size"]
 
 
 # Only dqc.yaml pulls the ansatz in: the dqc head is built with every ansatz; each other head,
