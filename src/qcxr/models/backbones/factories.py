@@ -29,6 +29,8 @@ from qcxr.models.backbones.layers import TORCH_CONV_INIT
 from qcxr.models.backbones.mobilenet_v2_model import (
     _MOBILENET_V2_CONFIG,
     _MOBILENET_V2_CONFIG_DEFAULTS,
+    MOBILENET_V2_CONV_INIT_FAN_IN,
+    MOBILENET_V2_CONV_INIT_FAN_OUT,
     MOBILENET_V2_REPO,
     MOBILENET_V2_VARIANTS,
     MobileNetV2,
@@ -299,9 +301,14 @@ def mobilenet_v2(
         name = "mobilenet_v2"
     options = MOBILENET_V2_VARIANTS[variant]
     wanted = {**_MOBILENET_V2_CONFIG, **options}
+    # The paper's code initialises as torchvision does (fan_out), which train-mode batch norm
+    # makes work (mobilenet_v2_model.py).
+    paper_init = variant == "paper"
+    init = MOBILENET_V2_CONV_INIT_FAN_OUT if paper_init else MOBILENET_V2_CONV_INIT_FAN_IN
+    module = MobileNetV2(**options, kernel_init=init)
     return _hf_backbone(
         name,
-        MobileNetV2(**options),
+        module,
         preprocessing,
         freeze,
         pretrained,

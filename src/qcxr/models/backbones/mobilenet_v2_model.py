@@ -48,11 +48,16 @@ _MOBILENET_V2_BLOCKS = (
 )
 _MOBILENET_V2_STEM = 32
 _MOBILENET_V2_FEATURES = 1280
-# MobileNetV2 draws He (fan_in) instead of torchvision's and the paper code's fan_out: a depthwise
-# 3×3's fan_out is 9·C, so fan_out shrinks the signal by ~sqrt(C) per block, which train-mode
-# batch norm undoes in PyTorch but our batch norm, on fixed statistics, does not. Measured at
-# 128 px: pooled features ~1e-9 with fan_out (a dead network), ~1.5 with fan_in.
-_MOBILENET_V2_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+# The convolutions' init. The paper's variant starts as torchvision's MobileNetV2 and the paper's
+# code: He normal, fan_out. A depthwise 3×3's fan_out is 9·C, so fan_out shrinks the signal by
+# ~sqrt(C) per block before batch norm; train-mode batch norm (what a backbone that trains runs)
+# renormalises it, exactly as in PyTorch: at 64 px the random network's pooled features in train
+# mode are ~0.41 with fan_out and with fan_in alike. On the initial statistics (eval mode: a
+# frozen random backbone, or the fixed statistics of the trainer before issue 22) fan_out leaves
+# them ~1e-9, fan_in ~1.3, so the "hf" variant's random init (only ever a stand-in for its
+# pretrained weights) stays fan_in.
+MOBILENET_V2_CONV_INIT_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+MOBILENET_V2_CONV_INIT_FAN_IN = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
 class _InvertedResidual(nn.Module):
@@ -110,10 +115,13 @@ class MobileNetV2(nn.Module):
             symmetrically as PyTorch (torchvision, the paper's code).
         layer_norm_eps: batch-norm epsilon (transformers' name): 1e-3 for the Google checkpoint,
             1e-5 (BatchNorm2d's default) for torchvision's model.
+        kernel_init: the convolutions' random init: He fan_in (default) or fan_out
+            (`MOBILENET_V2_CONV_INIT_FAN_OUT`: torchvision's, the paper variant's).
     """
 
     tf_padding: bool = True
     layer_norm_eps: float = 1e-3
+    kernel_init: Callable[..., jax.Array] = MOBILENET_V2_CONV_INIT_FAN_IN
 
     @property
     def feature_dim(self) -> int:
@@ -138,7 +146,7 @@ class MobileNetV2(nn.Module):
         options = {
             "tf_padding": self.tf_padding,
             "epsilon": self.layer_norm_eps,
-            "kernel_init": _MOBILENET_V2_CONV_INIT,
+            "kernel_init": self.kernel_init,
         }
         (_, stem_out, _, _), *blocks = _MOBILENET_V2_BLOCKS
         x = _InvertedResidual(
