@@ -121,3 +121,49 @@ def test_ideal_dqc_params_say_trajectories_unused(tmp_path):
     _, (r,) = _runs(tmp_path)
     assert r.data.params["head.trajectories"] == "unused"
     assert r.data.params["head.method_resolved"] == "statevector"
+
+
+def test_trained_batch_norm_statistics_are_checkpointed_and_evaluated(tmp_path):
+    # Issue 22 item 1, end to end: a backbone that trains updates its running statistics in the
+    # train state, the best checkpoint holds them, and the logged test metrics are computed with
+    # them (not with the initial statistics, which the fixed-statistics trainer used).
+    import jax
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from qcxr.train import loop, steps
+    from tests.train_helpers import TINY
+
+    overrides = [o for o in TINY if not o.startswith("backbone.")]
+    overrides += ["backbone=resnet18_28", "backbone.image_size=8", "backbone.resize_size=8"]
+    overrides += ["head=cdl", "trainer.max_epochs=1"]
+    cfg = compose_run(tmp_path, overrides, tiny=False)
+    run_module.run(cfg)
+    _, (r,) = _runs(tmp_path)
+    rebuilt = run_module.rebuild_for_evaluation(OmegaConf.to_container(cfg, resolve=True))
+    ckpt = Checkpoints(tmp_path / "run" / "checkpoints")
+    best, _ = ckpt.restore_best(rebuilt.state_template)
+    ckpt.close()
+    trained = jax.tree.map(np.asarray, best["model_state"])
+    initial = jax.tree.map(np.asarray, rebuilt.model_state)
+    assert not jax.tree.all(jax.tree.map(np.array_equal, trained, initial))
+
+    def apply(p, batch, *, model_state, train=False):
+        return rebuilt.classifier.logits(p, model_state, batch["image"], train=train)
+
+    eval_step = steps.make_eval_step(apply, rebuilt.kind, stateful=True)
+
+    def test_loss(model_state):
+        ev = loop.evaluate(
+            eval_step,
+            best["params"],
+            rebuilt.data,
+            "test",
+            rebuilt.label_names,
+            kind=rebuilt.kind,
+            model_state=model_state,
+        )
+        return ev.loss
+
+    assert test_loss(best["model_state"]) == pytest.approx(r.data.metrics["test/loss"], rel=1e-5)
+    assert test_loss(rebuilt.model_state) != pytest.approx(r.data.metrics["test/loss"], rel=1e-3)
