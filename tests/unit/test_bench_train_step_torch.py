@@ -27,7 +27,8 @@ def test_train_step_torch_checks_agreement_then_times_both(tmp_path, capfd):
 def test_batch_norm_ab_trains_both_arms(tmp_path, capfd, shared_data):
     out = tmp_path / "bn.json"
     npz = shared_data / "medmnist" / "pneumoniamnist.npz"
-    argv = ["batch-norm", "--npz", str(npz), "--limit", "8", "--batch", "4", "--epochs", "1"]
+    argv = ["batch-norm", "--npz", str(npz), "--limit", "8", "--eval-limit", "16", "--batch", "4"]
+    argv += ["--epochs", "1"]
     assert main([*argv, "--out", str(out)]) == 0
     assert "| batch norm | final train loss |" in capfd.readouterr().out
     rows = json.loads(out.read_text())["rows"]

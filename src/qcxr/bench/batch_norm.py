@@ -2,7 +2,7 @@
 PneumoniaMNIST, the same code, seed and batches, only the batch-norm mode differs.
 
 `python -m qcxr.bench batch-norm --npz ../shared/data/medmnist/pneumoniamnist.npz [--epochs 2]
-[--batch 128] [--lr 1e-3] [--limit N] [--out bench_results/batch_norm.json]`
+[--batch 128] [--lr 1e-3] [--limit N] [--eval-limit N] [--out bench_results/batch_norm.json]`
 
 Both arms build `backbone=resnet18_28` + CDL (Dense 512 -> 2) from one init key and train with
 Adam and softmax cross-entropy on the same shuffled batches (MedMNIST's protocol, shortened:
@@ -37,11 +37,20 @@ log = logging.getLogger("qcxr.bench.batch_norm")
 ARMS = ("train-mode", "fixed")
 
 
-def load_split(npz, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A PneumoniaMNIST split: images f32[N, 28, 28, 1] in [-1, 1], labels int64[N]."""
-    images = npz[f"{split}_images"][:limit].astype(np.float32) / 255.0
-    labels = npz[f"{split}_labels"][:limit].reshape(-1).astype(np.int64)
-    return ((images - 0.5) / 0.5)[..., None], labels
+def load_split(
+    npz, split: str, limit: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A PneumoniaMNIST split: images f32[N, 28, 28, 1] in [-1, 1], labels int64[N].
+
+    With `limit`, a random subset of that many images (seeded), in file order: the file's train
+    split is sorted by class (its first 1,024 images are all pneumonia), so a prefix would not do.
+    """
+    labels = npz[f"{split}_labels"].reshape(-1).astype(np.int64)
+    keep = np.arange(len(labels))
+    if limit is not None and limit < len(labels):
+        keep = np.sort(np.random.default_rng([seed, 22]).choice(len(labels), limit, replace=False))
+    images = npz[f"{split}_images"][keep].astype(np.float32) / 255.0
+    return ((images - 0.5) / 0.5)[..., None], labels[keep]
 
 
 def _batches(images, labels, batch: int, order: np.ndarray):
@@ -124,14 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=int, default=None, help="first N images of each split")
+    p.add_argument("--limit", type=int, default=None, help="a random N of the train images")
+    p.add_argument("--eval-limit", type=int, default=None, help="a random N of val and test")
     p.add_argument("--arms", default=",".join(ARMS))
     p.add_argument("--out", default="bench_results/batch_norm.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)
     with np.load(args.npz) as npz:
-        data = {s: load_split(npz, s, args.limit) for s in ("train", "val", "test")}
+        data = {"train": load_split(npz, "train", args.limit, args.seed)}
+        data.update({s: load_split(npz, s, args.eval_limit, args.seed) for s in ("val", "test")})
     rows = [train_arm(arm, data, args) for arm in args.arms.split(",")]
     lines = [
         f"resnet18_28 + CDL from scratch on PneumoniaMNIST ({len(data['train'][1])} train "
