@@ -45,6 +45,8 @@ TIERS = {
         "unit/test_heads.py::test_pennylane_simulator_gives_the_same_head",  # vs PennyLane
         "unit/test_data_preprocess.py::test_matches_transformers_processor",  # vs transformers
         "unit/test_data_preprocess.py::test_cached_form_then_center_crop_is_the_processor_crop",
+        # resnet18_28 vs MedMNIST's torch ResNet-18, eval and train mode: 30 s
+        "unit/test_resnet18_28.py::test_features_equal_torch_in_eval_and_train_mode",
         # estimators vs the exact value, statistically: trajectories 9 s + 7 s, shots 3 s + 1 s
         "unit/test_noise.py::test_trajectories_converge_as_inverse_sqrt_t_with_unbiased_gradients",
         "unit/test_noise.py::test_shot_gradients_are_unbiased_parameter_shift",
@@ -80,6 +82,9 @@ TIERS = {
         "unit/test_train_steps.py::test_qcnn_train_step_applies_dropout[image]",
         # 5 s; the MPS head's step and its sown weight also run in test_smoke.py (integration)
         "unit/test_train_steps.py::test_mps_head_step_returns_discarded_weight",
+        # 60-80 s each (ResNet-18 (28) train steps compiled and run at 28 px); the batch-norm
+        # step and the torch agreement stay in unit/test_batch_norm.py, unit/test_resnet18_28.py
+        "unit/test_bench_train_step_torch.py::",
         # 7 s; the split method's tables, choice and guards stay in unit/test_split.py
         "unit/test_split.py::test_split_reaches_qubit_counts_the_statevector_cannot",
         # 15 s: `mlflow models predict` in a subprocess; the pyfunc model it loads is compared

@@ -109,7 +109,10 @@ def test_option_composes_complete_and_with_its_yaml_values(tmp_path, group, opti
     ],
 )
 def test_backbone_builds_and_its_features_have_the_configured_size(tmp_path, option):
-    cfg = compose_run(tmp_path, [f"backbone={option}", "backbone.image_size=32"], tiny=False)
+    size = ["backbone.image_size=32"]
+    if option == "resnet18_28":  # no crop: its resize size is its image size
+        size.append("backbone.resize_size=32")
+    cfg = compose_run(tmp_path, [f"backbone={option}", *size], tiny=False)
     built = build(_no_weights(cfg.backbone))
     assert isinstance(built, Backbone) and built.name == option
     assert built.image_size == 32 and built.freeze is cfg.backbone.freeze
@@ -120,9 +123,11 @@ def test_backbone_builds_and_its_features_have_the_configured_size(tmp_path, opt
         assert built.feature_dim == _yaml("backbone", "tiny")["feature_dim"]
     else:
         dims = {"resnet18": 512, "resnet50": 2048, "mobilenet_v2": 1280, "mobilenet_v2_paper": 1280}
+        dims["resnet18_28"] = 512
         assert built.feature_dim == dims[option]
         assert built.resize_size == cfg.backbone.resize_size
-        assert built.resize_size == _yaml("backbone", option)["resize_size"]
+        if option != "resnet18_28":
+            assert built.resize_size == _yaml("backbone", option)["resize_size"]
 
 
 # Only dqc.yaml pulls the ansatz in: the dqc head is built with every ansatz; each other head,
@@ -268,8 +273,6 @@ def test_preset_composes_and_builds(tmp_path, preset):
 def test_multiclass_preset_composes_and_builds(tmp_path, preset):
     """The second paper's presets (issue 13): a multiclass task, its source, a built backbone
     whose preprocessing is stated, a head with one output per class, a stated command."""
-    if preset == "medmnist_pneumonia" and not (CONF / "backbone" / "resnet18_28.yaml").is_file():
-        pytest.skip("backbone=resnet18_28 (issue 22 item 2's network) is not in this checkout")
     cfg = compose_run(tmp_path, [f"experiment={preset}", "ansatz.num_layers=1"], tiny=False)
     assert cfg.task.kind == "multiclass"
     assert cfg.task.num_labels == len(LABEL_SETS[cfg.task.labels])

@@ -1074,11 +1074,12 @@ def _train_and_evaluate(
     label_names = list(data.label_names)
     classifier = Classifier(backbone, head, str(trainer.compute_dtype))
     root_key = jax.random.key(int(cfg.seed))
-    params, constants = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
-    params, constants = apply_init_source(params, constants, init_source)  # backbone.init_from
+    params, model_state = classifier.init(jax.random.fold_in(root_key, INIT_STREAM))
+    # backbone.init_from: the source's backbone params and model state (batch-norm statistics)
+    params, model_state = apply_init_source(params, model_state, init_source)
     trainable = optim.freeze_labels(params, {"backbone": backbone.freeze})
     tx, lr_at = build_optimizer(cfg, data.num_batches("train"), trainable)
-    state = steps.init_state(params, tx)
+    state = steps.init_state(params, tx, model_state)
     resume_meta = None
     if trainer.resume:
         restored = checkpoints.restore_latest(state)
@@ -1118,8 +1119,9 @@ def _train_and_evaluate(
     start = time.perf_counter()
     if use_features:
         # The cache key (inputs, backbone, weights, preprocessing) is built in train/features.py.
+        # A frozen backbone: eval-mode batch norm on the state's (initial) running statistics.
         feats = features.cached_features(
-            data, classifier, state["params"], constants, cache_dir, progress=progress
+            data, classifier, state["params"], state["model_state"], cache_dir, progress=progress
         )
         source = features.FeatureBatches(data, feats)
 
@@ -1128,8 +1130,15 @@ def _train_and_evaluate(
     else:
         source = data
 
-        def apply(params, batch, dropout_key=None, noise_key=None, aux=False):
-            return classifier.logits(params, constants, batch["image"], dropout_key, noise_key, aux)
+        # Stateful: train steps run the batch norm of a backbone that trains on batch statistics
+        # and update the running ones in the train state; evaluation reads them.
+        def apply(
+            params, batch, dropout_key=None, noise_key=None, aux=False, *, model_state, train=False
+        ):
+            images = batch["image"]
+            return classifier.logits(
+                params, model_state, images, dropout_key, noise_key, aux, train=train
+            )
 
     features_s = time.perf_counter() - start
 
@@ -1140,10 +1149,11 @@ def _train_and_evaluate(
     dropout_key = jax.random.fold_in(root_key, DROPOUT_STREAM)
     noise_key = jax.random.fold_in(root_key, NOISE_STREAM)  # used by noisy/finite-shot DQCs only
     # A head that sows diagnostics (MPS truncation) has them logged per step (loop.fit).
+    stateful = not use_features
     train_step = steps.make_train_step(
-        apply, tx, kind, weights, dropout_key, noise_key, aux=classifier.sows
+        apply, tx, kind, weights, dropout_key, noise_key, aux=classifier.sows, stateful=stateful
     )
-    eval_step = steps.make_eval_step(apply, kind, weights)
+    eval_step = steps.make_eval_step(apply, kind, weights, stateful=stateful)
     monitor, monitor_mode = monitor_of(trainer)
     extra_metrics = extra_metrics_of(cfg.task)
     first = next(iter(source.batches("val", 0)))
@@ -1182,7 +1192,7 @@ def _train_and_evaluate(
         raise RunError(
             f"no best checkpoint was saved: no epoch finished, or {monitor} was never a number"
         )
-    best_params = best[0]["params"]
+    best_params, best_model_state = best[0]["params"], best[0]["model_state"]
 
     final: dict[str, float] = {k: v for k, v in result.best.items() if k.startswith("val/")}
     evaluations = {}
@@ -1199,6 +1209,7 @@ def _train_and_evaluate(
                 label_names,
                 kind=kind,
                 extra_metrics=extra_metrics,
+                model_state=best_model_state,
             )
             evaluations[split] = ev
             if split != "val":
@@ -1245,7 +1256,7 @@ def _train_and_evaluate(
         out_dir=out_dir,
         config=resolved,
         state=best[0],
-        constants=constants,
+        constants=best_model_state,
         backbone=backbone,
         label_names=label_names,
         kind=kind,
@@ -1279,7 +1290,8 @@ class Rebuilt:
 
     Attributes:
         classifier: backbone + head as the run built them.
-        constants: the backbone's non-trainable collections (from the run's init stream).
+        model_state: the backbone's non-trainable collections from the run's init stream (the
+            initial batch-norm statistics); evaluate with the checkpoint's own `model_state`.
         state_template: a train state of the run's tree structure, to restore a checkpoint into.
         data: the run's data module, prepared (same seed, splits and batch size).
         use_features: whether the run trained the head on cached backbone features.
@@ -1289,7 +1301,7 @@ class Rebuilt:
     """
 
     classifier: Classifier
-    constants: Any
+    model_state: Any
     state_template: Any
     data: Any
     use_features: bool
@@ -1297,13 +1309,15 @@ class Rebuilt:
     kind: str
     cache_dir: Path
 
-    def batch_source(self, params: Any, progress: bool = False) -> Any:
+    def batch_source(self, params: Any, progress: bool = False, model_state: Any = None) -> Any:
         """Batches for evaluation: the data, or its cached features (computed once, then read
         from the feature cache) when the run trained on features.
 
         Args:
             params: the restored parameter tree (the backbone's part computes the features).
             progress: show a progress bar while features are computed.
+            model_state: the restored model state; None gives the init's (`model_state`), which
+                is what a frozen backbone's features were computed with.
 
         Returns:
             An object with batches(split, epoch) and num_batches(split).
@@ -1311,7 +1325,12 @@ class Rebuilt:
         if not self.use_features:
             return self.data
         feats = features.cached_features(
-            self.data, self.classifier, params, self.constants, self.cache_dir, progress=progress
+            self.data,
+            self.classifier,
+            params,
+            self.model_state if model_state is None else model_state,
+            self.cache_dir,
+            progress=progress,
         )
         return features.FeatureBatches(self.data, feats)
 
@@ -1365,7 +1384,7 @@ def rebuild_model(config: Mapping[str, Any]) -> RebuiltModel:
     return RebuiltModel(
         classifier=classifier,
         constants=constants,
-        state_template=steps.init_state(params, tx),
+        state_template=steps.init_state(params, tx, constants),
         label_names=list(resolve_labels(str(cfg.task.labels))),
         kind=str(cfg.task.kind),
     )
@@ -1444,7 +1463,7 @@ def rebuild_for_evaluation(config: Mapping[str, Any], cache_dir: str | None = No
     data.prepare()
     return Rebuilt(
         classifier=model.classifier,
-        constants=model.constants,
+        model_state=model.constants,
         state_template=model.state_template,
         data=data,
         use_features=use_features,

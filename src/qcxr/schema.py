@@ -106,6 +106,17 @@ class ResNetSchema:
 
 
 @dataclass
+class ResNet28Schema:
+    _target_: str = MISSING
+    pretrained: bool = MISSING
+    freeze: bool = MISSING
+    image_size: int = MISSING
+    resize_size: int | None = MISSING  # type: ignore[assignment]
+    num_channels: int = MISSING
+    init_from: str | None = MISSING  # type: ignore[assignment]  # a run id or folder
+
+
+@dataclass
 class MobileNetV2Schema:
     _target_: str = MISSING
     pretrained: bool = MISSING
@@ -338,7 +349,12 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "dqc_nn": DQCNNHeadSchema,
         "qcnn": QCNNHeadSchema,
     },
-    "backbone": {"resnet": ResNetSchema, "mobilenet_v2": MobileNetV2Schema, "tiny": TinySchema},
+    "backbone": {
+        "resnet": ResNetSchema,
+        "resnet18_28": ResNet28Schema,
+        "mobilenet_v2": MobileNetV2Schema,
+        "tiny": TinySchema,
+    },
     "optimizer": {
         "adam": AdamSchema,
         "adamw": AdamWSchema,

@@ -118,12 +118,21 @@ def test_full_size_matches_transformers(tmp_path):
 
 
 def test_random_init_gives_image_dependent_features():
-    """Training from scratch (the paper's variant) starts from features of order 1 that depend on
-    the image: with fixed batch-norm statistics, torchvision's fan_out init would leave them ~1e-9.
+    """Training from scratch (the paper's variant) starts from torchvision's fan_out init, whose
+    features in train mode (batch statistics, what a trained backbone's steps run) are of order 1
+    and depend on the image; on the initial statistics (eval mode) they would be ~1e-9.
     """
     backbone = backbones.mobilenet_v2(pretrained=False, variant="paper")
     variables = backbone.init(jax.random.key(0))
+    kernel = np.asarray(variables["params"]["conv_1x1"]["convolution"]["kernel"])  # 1x1, 320->1280
+    np.testing.assert_allclose(kernel.std(), np.sqrt(2 / 1280), rtol=0.05)  # He fan_out
     images = _images(64)
-    features = np.asarray(jax.jit(backbone.module.apply)(variables, images))
+
+    def train_mode(v, x):
+        return backbone.module.apply(v, x, train=True, mutable=["batch_stats"])[0]
+
+    features = np.asarray(jax.jit(train_mode)(variables, images))
     assert 0.1 < np.abs(features).mean() < 6
     assert np.abs(features[0] - features[1]).mean() > 0.01 * np.abs(features).mean()
+    frozen = np.asarray(jax.jit(backbone.module.apply)(variables, images))
+    assert np.abs(frozen).mean() < 1e-6

@@ -198,9 +198,9 @@ def test_init_from_a_run_id_or_its_folder_starts_from_its_best_backbone(tmp_path
     rebuilt = run_module.rebuild_for_evaluation(yaml.safe_load(open(path)))
     fresh, _ = rebuilt.classifier.init(jax.random.key(0))
     keys = features.feature_keys(
-        rebuilt.data, rebuilt.classifier, {"backbone": trained}, rebuilt.constants
+        rebuilt.data, rebuilt.classifier, {"backbone": trained}, rebuilt.model_state
     )
-    other = features.feature_keys(rebuilt.data, rebuilt.classifier, fresh, rebuilt.constants)
+    other = features.feature_keys(rebuilt.data, rebuilt.classifier, fresh, rebuilt.model_state)
     cached = {p.stem for p in (tmp_path / "cache" / "features").iterdir()}
     assert set(keys.values()) <= cached and not set(other.values()) & cached
     # Another architecture is refused before any tracker run, naming both backbones.
@@ -244,3 +244,49 @@ def test_medmnist_preset_end_to_end_on_the_real_npz(tmp_path, shared_data):
     lr = client.get_metric_history(r.info.run_id, "train/lr")
     assert len(lr) == 31  # ceil(3,882 / 128) steps
     assert all(x.value == pytest.approx(1e-3) for x in lr)
+
+
+def test_trained_batch_norm_statistics_are_checkpointed_and_evaluated(tmp_path):
+    # Issue 22 item 1, end to end: a backbone that trains updates its running statistics in the
+    # train state, the best checkpoint holds them, and the logged test metrics are computed with
+    # them (not with the initial statistics, which the fixed-statistics trainer used).
+    import jax
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from qcxr.train import loop, steps
+    from tests.train_helpers import TINY
+
+    overrides = [o for o in TINY if not o.startswith("backbone.")]
+    overrides += ["backbone=resnet18_28", "backbone.image_size=8", "backbone.resize_size=8"]
+    overrides += ["head=cdl", "trainer.max_epochs=1"]
+    cfg = compose_run(tmp_path, overrides, tiny=False)
+    run_module.run(cfg)
+    _, (r,) = _runs(tmp_path)
+    rebuilt = run_module.rebuild_for_evaluation(OmegaConf.to_container(cfg, resolve=True))
+    ckpt = Checkpoints(tmp_path / "run" / "checkpoints")
+    best, _ = ckpt.restore_best(rebuilt.state_template)
+    ckpt.close()
+    trained = jax.tree.map(np.asarray, best["model_state"])
+    initial = jax.tree.map(np.asarray, rebuilt.model_state)
+    assert not jax.tree.all(jax.tree.map(np.array_equal, trained, initial))
+
+    def apply(p, batch, *, model_state, train=False):
+        return rebuilt.classifier.logits(p, model_state, batch["image"], train=train)
+
+    eval_step = steps.make_eval_step(apply, rebuilt.kind, stateful=True)
+
+    def test_loss(model_state):
+        ev = loop.evaluate(
+            eval_step,
+            best["params"],
+            rebuilt.data,
+            "test",
+            rebuilt.label_names,
+            kind=rebuilt.kind,
+            model_state=model_state,
+        )
+        return ev.loss
+
+    assert test_loss(best["model_state"]) == pytest.approx(r.data.metrics["test/loss"], rel=1e-5)
+    assert test_loss(rebuilt.model_state) != pytest.approx(r.data.metrics["test/loss"], rel=1e-3)

@@ -8,7 +8,9 @@ import sys
 SUBCOMMANDS = {
     "loader": "qcxr.bench.loader",
     "heads": "qcxr.bench.heads",
-    "train-step": "qcxr.bench.train_step",
+    "train-step": "qcxr.bench.train_step",  # the paper's Table III protocol (CDL vs DQC)
+    "train-step-torch": "qcxr.bench.train_step_torch",  # ResNet-18 (28) step vs PyTorch
+    "batch-norm": "qcxr.bench.batch_norm",  # train-mode vs fixed-statistics BN, PneumoniaMNIST
     "qcnn": "qcxr.bench.qcnn",
     "noise": "qcxr.bench.noise",
 }

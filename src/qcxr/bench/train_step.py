@@ -58,14 +58,19 @@ def time_step(backbone, head, batch: int, warmup: int, timed: int) -> dict:
     params, consts = model.init(jax.random.key(0))
     labels = optim.freeze_labels(params, {"backbone": backbone.freeze})
     tx = optim.adam(1e-4, total_steps=warmup + timed, trainable=labels)
-    state = steps.init_state(params, tx)
+    state = steps.init_state(params, tx, consts)
     size = backbone.image_size
     data = {
         "image": jnp.zeros((batch, size, size, 3), jnp.float32),
         "labels": jnp.zeros((batch, head_labels(head)), bool),
         "mask": jnp.ones((batch,), bool),
     }
-    step = steps.make_train_step(lambda p, b: model.logits(p, consts, b["image"]), tx)
+    # Batch norm of a trained backbone in train mode, as the paper's PyTorch step runs it.
+    step = steps.make_train_step(
+        lambda p, b, **kw: model.logits(p, kw.pop("model_state"), b["image"], **kw),
+        tx,
+        stateful=True,
+    )
     start = time.perf_counter()
     state, loss = step(state, data)
     jax.block_until_ready(loss)

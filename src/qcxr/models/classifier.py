@@ -1,8 +1,10 @@
 """Classifier = backbone + head, as pure apply functions over one parameter tree.
 
-Parameters are `{"backbone": ..., "head": ...}`; the backbone's non-trainable collections (batch
-statistics) are held apart as constants. Whether the backbone trains is not the model's business:
-the optimizer's freeze mask decides (docs/style.md).
+Parameters are `{"backbone": ..., "head": ...}`; the backbone's non-trainable collections (its
+batch-norm running statistics) are held apart as the model state `{"backbone": {"batch_stats":
+...}}` (`{"backbone": {}}` for a backbone without batch norm), which the train state carries.
+Whether the backbone's weights train is the optimizer's business (its freeze mask, docs/style.md);
+the classifier reads `backbone.freeze` only to keep a frozen backbone's batch norm in eval mode.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class Classifier:
             )
 
     def init(self, key: jax.Array) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Initial parameters and backbone constants.
+        """Initial parameters and model state.
 
         The backbone and the head draw from different sub-keys (fold_in 0 and 1), so two runs
         with the same key and different heads start from the same random backbone.
@@ -51,33 +53,55 @@ class Classifier:
             key: the init stream's key.
 
         Returns:
-            (params {"backbone", "head"}, constants {"backbone": non-param collections}).
+            (params {"backbone", "head"}, model state {"backbone": non-param collections}).
         """
         variables = self.backbone.init(jax.random.fold_in(key, 0))
         features = jnp.zeros((1, self.backbone.feature_dim), jnp.float32)
         # One compiled program for the head's init: eagerly, every shape compiles its own kernel.
         head_vars = jax.jit(self.head.init)(jax.random.fold_in(key, 1), features)
         params = {"backbone": variables["params"], "head": head_vars["params"]}
-        constants = {"backbone": {k: v for k, v in variables.items() if k != "params"}}
-        return params, constants
+        model_state = {"backbone": {k: v for k, v in variables.items() if k != "params"}}
+        return params, model_state
 
-    def features(self, params: dict, constants: dict, images: jax.Array) -> jax.Array:
+    @property
+    def trains_batch_norm(self) -> bool:
+        """Whether a train step runs the backbone's batch norm on batch statistics: the backbone
+        trains (not frozen). A frozen backbone stays in eval mode, its statistics unchanged."""
+        return not self.backbone.freeze
+
+    def features(
+        self, params: dict, model_state: dict, images: jax.Array, train: bool = False
+    ) -> jax.Array | tuple[jax.Array, dict]:
         """Backbone features.
 
         Args:
             params: the parameter tree (only "backbone" is read).
-            constants: the constants of `init`.
+            model_state: the model state of `init` (or of the train state).
             images: f32[B, S, S, 3].
+            train: a train step's call: batch norm of a backbone that trains normalises by the
+                batch's statistics and updates the running ones (`trains_batch_norm`).
 
         Returns:
-            f32[B, D].
+            f32[B, D]; with train, (f32[B, D], the new model state), whose leaves keep their
+            dtypes (a frozen backbone's, or one without batch norm, is `model_state` itself).
         """
         backbone = params["backbone"]
         if self.compute_dtype == "bfloat16":
             backbone = jax.tree.map(lambda x: x.astype(jnp.bfloat16), backbone)
             images = images.astype(jnp.bfloat16)
-        variables = {"params": backbone, **constants["backbone"]}
-        return self.backbone.module.apply(variables, images).astype(jnp.float32)
+        variables = {"params": backbone, **model_state["backbone"]}
+        module = self.backbone.module
+        if not train:
+            return module.apply(variables, images).astype(jnp.float32)
+        if not (self.trains_batch_norm and model_state["backbone"]):
+            return module.apply(variables, images).astype(jnp.float32), model_state
+        out, updated = module.apply(
+            variables, images, train=True, mutable=list(model_state["backbone"])
+        )
+        new = jax.tree.map(
+            lambda new, old: new.astype(old.dtype), dict(updated), model_state["backbone"]
+        )
+        return out.astype(jnp.float32), {**model_state, "backbone": new}
 
     @property
     def sows(self) -> bool:
@@ -133,12 +157,20 @@ class Classifier:
     def logits(
         self,
         params: dict,
-        constants: dict,
+        model_state: dict,
         images: jax.Array,
         dropout_key: jax.Array | None = None,
         noise_key: jax.Array | None = None,
         aux: bool = False,
+        train: bool = False,
     ):
-        """Logits f32[B, L] of images f32[B, S, S, 3]; the keys and `aux` as in `head_logits`."""
-        feats = self.features(params, constants, images)
-        return self.head_logits(params, feats, dropout_key, noise_key, aux)
+        """Logits f32[B, L] of images f32[B, S, S, 3]; the keys and `aux` as in `head_logits`.
+
+        With train (a train step), returns (what `head_logits` returns, the new model state):
+        see `features`.
+        """
+        if not train:
+            feats = self.features(params, model_state, images)
+            return self.head_logits(params, feats, dropout_key, noise_key, aux)
+        feats, new_state = self.features(params, model_state, images, train=True)
+        return self.head_logits(params, feats, dropout_key, noise_key, aux), new_state

@@ -122,7 +122,7 @@ def _restore_params(rebuilt, checkpoints: Path):
         ckpt.close()
     if restored is None:
         raise load.RobustnessError(f"no checkpoint under {checkpoints / 'best'}")
-    return restored[0]["params"]
+    return restored[0]["params"], restored[0]["model_state"]
 
 
 class NotReproduced(Exception):
@@ -187,7 +187,7 @@ def evaluate_run(args, uri: str, run: load.TrainedRun, grid_bar, levels, shots) 
                 return pd.read_csv(found, dtype={"shots": str})
         config, checkpoints = load.fetch_run_files(uri, run, tmp / "download")
         rebuilt = rebuild_for_evaluation(config, cache_dir=args.cache_dir)
-        params = _restore_params(rebuilt, checkpoints)
+        params, model_state = _restore_params(rebuilt, checkpoints)
         head = rebuilt.classifier.head
         params_logged = {
             "channel": args.channel,
@@ -226,6 +226,7 @@ def evaluate_run(args, uri: str, run: load.TrainedRun, grid_bar, levels, shots) 
                 split=args.split,
                 progress=not args.no_progress,
                 bar=grid_bar,
+                model_state=model_state,
             )
             table = result.table.assign(run_id=run.run_id, seed=run.seed)
             ideal = table[(table["level"] == 0) & (table["shots"] == EXACT)]

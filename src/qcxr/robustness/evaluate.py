@@ -133,6 +133,7 @@ def evaluate_grid(
     split: str = "test",
     progress: bool = True,
     bar: Any = None,
+    model_state: Any = None,
 ) -> GridResult:
     """Evaluate one trained run at every (level, shots) of the grid.
 
@@ -148,6 +149,8 @@ def evaluate_grid(
         split: the split to evaluate.
         progress: show a progress bar over the grid (unless `bar` is given).
         bar: an outer tqdm bar to advance once per grid point instead.
+        model_state: the restored model state (batch-norm running statistics of the same
+            checkpoint); None gives the run's initial one (`rebuilt.model_state`).
 
     Returns:
         The GridResult.
@@ -159,7 +162,8 @@ def evaluate_grid(
         raise ValueError(f"unknown noise channel {channel!r}; choose one of {NOISE_CHANNELS}")
     if split not in rebuilt.data.splits:
         raise ValueError(f"the run's data has no {split!r} split (splits: {rebuilt.data.splits})")
-    source = rebuilt.batch_source(params, progress=progress)
+    model_state = rebuilt.model_state if model_state is None else model_state
+    source = rebuilt.batch_source(params, progress=progress, model_state=model_state)
     grid = [(lv, sh) for lv in levels for sh in shots]
     own_bar = None
     if bar is None:
@@ -182,7 +186,7 @@ def evaluate_grid(
             else:
 
                 def apply(p, batch, clf=classifier):
-                    return clf.logits(p, rebuilt.constants, batch["image"])
+                    return clf.logits(p, model_state, batch["image"])
 
             start = time.perf_counter()
             ev = loop.evaluate(

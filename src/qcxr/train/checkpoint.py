@@ -1,9 +1,14 @@
 """Orbax checkpoints of a run: the latest state (for resume) and the best one (lowest val loss).
 
 Layout under the run's checkpoint folder: `latest/<epoch>/{state,meta}` and
-`best/<epoch>/{state,meta}`, one step kept in each. `meta` is JSON: the loop's bookkeeping
-(epoch, best epoch and loss, epochs without improvement, global step, history, tracker run id),
-so a restarted run continues exactly where the latest checkpoint left it.
+`best/<epoch>/{state,meta}`, one step kept in each. `state` is the whole train state: params,
+model state (the batch-norm running statistics), optimizer state and step. `meta` is JSON: the
+loop's bookkeeping (epoch, best epoch and loss, epochs without improvement, global step, history,
+tracker run id), so a restarted run continues exactly where the latest checkpoint left it.
+
+A checkpoint written before the train state held a model state (before train-mode batch norm)
+has none: its model always ran on the initial statistics, which the template (built from the same
+seed and weights) holds, so they are taken from the template, with a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ log = logging.getLogger(__name__)
 # path holds one of them gets its arrays written elsewhere: saving "works", restoring fails
 # (issue 11: Hydra escapes ":" in job folder names as "\\:").
 UNSAFE_PATH_CHARS = "\\[]"
+# The train state's key of the model's non-trainable variables (steps.init_state).
+MODEL_STATE = "model_state"
 
 
 class Checkpoints:
@@ -41,13 +48,20 @@ class Checkpoints:
                 "these characters (e.g. hydra.run.dir / hydra.sweep.subdir)"
             )
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-        names = ("state", "meta")
-        self._latest = ocp.CheckpointManager(
-            self.directory / "latest", options=options, item_names=names
-        )
-        self._best = ocp.CheckpointManager(
-            self.directory / "best", options=options, item_names=names
-        )
+
+        def manager(folder: str) -> ocp.CheckpointManager:
+            # Handlers named up front, so a fresh process can read a saved state's tree
+            # (item_metadata) before restoring it.
+            handlers = {
+                "state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler(),
+            }
+            return ocp.CheckpointManager(
+                self.directory / folder, options=options, item_handlers=handlers
+            )
+
+        self._latest = manager("latest")
+        self._best = manager("best")
 
     @staticmethod
     def _save(manager, epoch: int, state: Any, meta: dict) -> None:
@@ -71,6 +85,20 @@ class Checkpoints:
         step = manager.latest_step()
         if step is None:
             return None
+        kept = {}
+        if isinstance(template, dict) and MODEL_STATE in template:
+            saved = manager.item_metadata(step)["state"]
+            if MODEL_STATE not in getattr(saved, "tree", saved):
+                log.warning(
+                    "checkpoint %s/%d has no %s (written before train-mode batch norm): its model "
+                    "ran on the initial batch-norm statistics, which are taken from this run's "
+                    "init; a resumed run trains batch norm in train mode from them",
+                    manager.directory,
+                    step,
+                    MODEL_STATE,
+                )
+                kept = {MODEL_STATE: template[MODEL_STATE]}
+                template = {k: v for k, v in template.items() if k != MODEL_STATE}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         out = manager.restore(
             step,
@@ -78,7 +106,7 @@ class Checkpoints:
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
             ),
         )
-        return out["state"], dict(out["meta"])
+        return {**out["state"], **kept}, dict(out["meta"])
 
     def save_latest(self, epoch: int, state: Any, meta: dict) -> None:
         """Save the state after `epoch` (1-based) as the latest."""

@@ -101,6 +101,7 @@ def evaluate(
     progress: bool = False,
     kind: str = "multilabel",
     extra_metrics: Sequence[str] = (),
+    model_state: Any = None,
 ) -> Evaluation:
     """Evaluate params on a split.
 
@@ -110,7 +111,8 @@ def evaluate(
     ACC, computed as its evaluator does (`metrics.medmnist_scores`).
 
     Args:
-        eval_step: (params, batch) -> (probabilities f32[B, L], per-example loss f32[B]).
+        eval_step: (params, batch, model_state) -> (probabilities f32[B, L], per-example loss
+            f32[B]) (steps.make_eval_step).
         params: the parameter tree.
         source: batches(split, epoch) and num_batches(split) (data module or cached features).
         split: the split.
@@ -118,6 +120,7 @@ def evaluate(
         progress: show a step bar.
         kind: the task's kind, "multilabel" or "multiclass".
         extra_metrics: metric sets beside the usual ones (metrics.EXTRA_METRICS).
+        model_state: the train state's model state (batch-norm running statistics), or None.
 
     Returns:
         The Evaluation; a warning names each label whose AUROC is undefined.
@@ -130,7 +133,7 @@ def evaluate(
         desc=split,
         disable=not progress,
     ):
-        p, loss = eval_step(params, _device_batch(batch))
+        p, loss = eval_step(params, _device_batch(batch), model_state)
         mask = np.asarray(batch["mask"])
         probs.append(np.asarray(p)[mask])
         losses.append(np.asarray(loss)[mask])
@@ -244,7 +247,8 @@ def fit(
         state: the train state to start from (restored by the caller when resuming).
         train_step: (state, batch) -> (state, loss) or (state, loss, {name: f32[]}) (logged as
             train/<name> per step), jitted and compiled once.
-        eval_step: (params, batch) -> (probabilities, per-example loss).
+        eval_step: (params, batch, model_state) -> (probabilities, per-example loss); it gets
+            the state's model state (the running statistics the train steps updated).
         source: batches(split, epoch), num_batches(split); splits "train" and "val".
         label_names: the task's labels.
         tracker: where metrics go.
@@ -343,6 +347,7 @@ def fit(
             label_names,
             kind=kind,
             extra_metrics=extra_metrics,
+            model_state=state.get("model_state"),
         )
         epoch_s = time.perf_counter() - start
         entry = {

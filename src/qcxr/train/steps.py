@@ -4,6 +4,12 @@ The trainer sees the model only as `apply(params, batch[, dropout_key]) -> logit
 image path (backbone + head) and the cached-feature path (head only) are two apply functions,
 nothing more. Only the train step passes a dropout key (one per step); evaluation never does, so it
 is deterministic.
+
+A model with state (batch-norm running statistics) has a *stateful* apply: it also takes
+`model_state=` and, in a train step (`train=True`), returns `(logits, new model state)`; the train
+state carries the model state, train steps update it, and evaluation reads it (`stateful=True` in
+`make_train_step` and `make_eval_step`). Under gradient accumulation every micro-step updates the
+running statistics, as every forward pass of a PyTorch model in train mode does.
 The loss follows the task's kind (multilabel: BCE; multiclass: softmax cross-entropy), never the
 head.
 """
@@ -20,7 +26,9 @@ import optax
 from qcxr import metrics
 
 ApplyFn = Callable[..., jax.Array]  # (params, batch[, dropout_key]) -> logits
-TrainState = dict  # {"params": pytree, "opt_state": pytree, "step": int32[]}
+# {"params": pytree, "model_state": pytree ({} or {"backbone": {"batch_stats": ...}}),
+#  "opt_state": pytree, "step": int32[]}
+TrainState = dict
 KINDS = ("multilabel", "multiclass")
 
 
@@ -56,18 +64,24 @@ def task_loss(kind: str, class_weights=None) -> tuple[Callable, Callable, Callab
     return loss, per_example, lambda z: jax.nn.softmax(z, axis=-1)
 
 
-def init_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
+def init_state(
+    params: Any, tx: optax.GradientTransformation, model_state: Any = None
+) -> TrainState:
     """A fresh train state.
 
     Args:
         params: the model's parameter tree.
         tx: the optimizer.
+        model_state: the model's non-trainable variables (Classifier.init's second value: the
+            backbone's batch-norm running statistics), or None for a model without any.
 
     Returns:
-        {"params", "opt_state", "step" (int32 0)}; the optimizer state is built in one jit.
+        {"params", "model_state" ({} for None), "opt_state", "step" (int32 0)}; the optimizer
+        state is built in one jit.
     """
     return {
         "params": params,
+        "model_state": {} if model_state is None else model_state,
         "opt_state": jax.jit(tx.init)(params),
         "step": jnp.zeros((), jnp.int32),
     }
@@ -81,6 +95,7 @@ def make_train_step(
     dropout_key: jax.Array | None = None,
     noise_key: jax.Array | None = None,
     aux: bool = False,
+    stateful: bool = False,
 ):
     """One optimizer step (or micro-step under gradient accumulation), jitted.
 
@@ -100,50 +115,65 @@ def make_train_step(
             gets it (the head's evaluation key, heads.eval_noise_key).
         aux: apply takes `aux=True` and returns (logits, {name: f32[]}), the model's diagnostics
             of the batch (e.g. the MPS head's `mps_discarded_weight`); the step returns them too.
+        stateful: apply is called with `model_state=state["model_state"], train=True` and returns
+            (what it returns otherwise, the new model state), which replaces the state's: the
+            batch-norm running statistics of a backbone that trains.
 
     Returns:
         step(state, batch) -> (state, loss f32[]): the task's masked mean loss before the update;
-        with aux, (state, loss, {name: f32[]}).
+        with aux, (state, loss, {name: f32[]}). State keys other than params, opt_state, step
+        (and model_state when stateful) pass through unchanged.
     """
     masked_loss = task_loss(kind, class_weights)[0]
 
-    def loss_fn(params, batch, key, nkey):
+    def loss_fn(params, model_state, batch, key, nkey):
         kwargs = {"aux": True} if aux else {}
         if nkey is not None:
             kwargs["noise_key"] = nkey
+        if stateful:
+            kwargs.update(model_state=model_state, train=True)
         out = apply(params, batch, **kwargs) if key is None else apply(params, batch, key, **kwargs)
+        out, new_model_state = out if stateful else (out, model_state)
         logits, metrics = out if aux else (out, {})
-        return masked_loss(logits, batch["labels"], batch["mask"]), metrics
+        return masked_loss(logits, batch["labels"], batch["mask"]), (metrics, new_model_state)
 
     def step(state, batch):
         key = None if dropout_key is None else jax.random.fold_in(dropout_key, state["step"])
         nkey = None if noise_key is None else jax.random.fold_in(noise_key, state["step"])
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], batch, key, nkey
+        model_state = state.get("model_state", {})
+        (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], model_state, batch, key, nkey
         )
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
+        new = {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}
+        if stateful:
+            new["model_state"] = model_state
         return (new, loss, metrics) if aux else (new, loss)
 
     return jax.jit(step, donate_argnums=0)
 
 
-def make_eval_step(apply: ApplyFn, kind: str = "multilabel", class_weights=None):
+def make_eval_step(
+    apply: ApplyFn, kind: str = "multilabel", class_weights=None, stateful: bool = False
+):
     """Probabilities and per-example loss of a batch, jitted.
 
     Args:
-        apply: (params, batch) -> logits f32[B, L].
+        apply: (params, batch) -> logits f32[B, L]; with stateful, (params, batch,
+            model_state=...) -> logits (batch norm on the running statistics it is given).
         kind: the task's kind (see `task_loss`): sigmoid or softmax probabilities.
         class_weights: optional C class weights (multiclass).
+        stateful: pass the model state to apply.
 
     Returns:
-        step(params, batch) -> (probabilities f32[B, L], per-example loss f32[B]).
+        step(params, batch, model_state=None) -> (probabilities f32[B, L], per-example loss
+        f32[B]); model_state is the train state's (read only when stateful).
     """
     _, per_example, link = task_loss(kind, class_weights)
 
-    def step(params, batch):
-        logits = apply(params, batch)
+    def step(params, batch, model_state=None):
+        logits = apply(params, batch, model_state=model_state) if stateful else apply(params, batch)
         return link(logits), per_example(logits, batch["labels"])
 
     return jax.jit(step)

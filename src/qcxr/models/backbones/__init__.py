@@ -3,12 +3,21 @@
 One module per concern: `resnet_model`, `mobilenet_v2_model` and `tiny_model` (the Flax modules),
 `layers` (what the first two share), `weights` (the Hugging Face state dict <-> Flax variables
 mapping, finding and downloading checkpoints), `preprocessing` (how images are prepared), `base`
-(the `Backbone` value) and `factories` (`resnet`, `resnet50`, `resnet18`, `mobilenet_v2`, `tiny`:
-the Hydra targets of `conf/backbone/*.yaml`). The public names are re-exported here.
+(the `Backbone` value) and `factories` (`resnet`, `resnet50`, `resnet18`, `resnet18_28`,
+`mobilenet_v2`, `tiny`: the Hydra targets of `conf/backbone/*.yaml`). The public names are
+re-exported here.
 """
 
 from qcxr.models.backbones.base import INIT_IMAGE_SIZE, RANDOM_INIT_ID, Backbone
-from qcxr.models.backbones.factories import mobilenet_v2, resnet, resnet18, resnet50, tiny
+from qcxr.models.backbones.factories import (
+    mobilenet_v2,
+    resnet,
+    resnet18,
+    resnet18_28,
+    resnet50,
+    tiny,
+)
+from qcxr.models.backbones.layers import BN_EPSILON, BN_MOMENTUM, BatchNorm
 from qcxr.models.backbones.mobilenet_v2_model import (
     MOBILENET_V2_REPO,
     MOBILENET_V2_VARIANTS,
@@ -48,6 +57,8 @@ from qcxr.models.backbones.weights import (
 
 __all__ = [
     "BICUBIC",
+    "BN_EPSILON",
+    "BN_MOMENTUM",
     "BILINEAR",
     "CONFIG_NAME",
     "IMAGENET_MEAN",
@@ -66,6 +77,7 @@ __all__ = [
     "RESNET_DEPTHS",
     "WEIGHTS_NAME",
     "Backbone",
+    "BatchNorm",
     "CheckpointFiles",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
@@ -79,6 +91,7 @@ __all__ = [
     "mobilenet_v2",
     "resnet",
     "resnet18",
+    "resnet18_28",
     "resnet50",
     "resnet_variables_to_hf",
     "tiny",

@@ -26,9 +26,12 @@ from pathlib import Path
 from safetensors.numpy import load_file
 
 from qcxr.models.backbones.base import RANDOM_INIT_ID, Backbone
+from qcxr.models.backbones.layers import TORCH_CONV_INIT
 from qcxr.models.backbones.mobilenet_v2_model import (
     _MOBILENET_V2_CONFIG,
     _MOBILENET_V2_CONFIG_DEFAULTS,
+    MOBILENET_V2_CONV_INIT_FAN_IN,
+    MOBILENET_V2_CONV_INIT_FAN_OUT,
     MOBILENET_V2_REPO,
     MOBILENET_V2_VARIANTS,
     MobileNetV2,
@@ -42,6 +45,7 @@ from qcxr.models.backbones.preprocessing import (
 )
 from qcxr.models.backbones.resnet_model import (
     _HF_CONFIG_DEFAULTS,
+    RESNET18_ARCH,
     RESNET_DEPTHS,
     ResNet,
 )
@@ -166,6 +170,71 @@ resnet50 = functools.partial(resnet, 50)
 resnet18 = functools.partial(resnet, 18)
 
 
+def resnet18_28(
+    pretrained: bool = False,
+    freeze: bool = False,
+    image_size: int = 28,
+    resize_size: int | None = None,
+    num_channels: int = 1,
+    init_from: str | None = None,
+) -> Backbone:
+    """MedMNIST v2's ResNet-18 (28) (Yang et al. 2023; their MedMNIST2D/models.py, adapted from
+    kuangliu/pytorch-cifar), trained from scratch.
+
+    A CIFAR-style ResNet-18: 3×3 stride-1 conv stem to 64 channels, no max-pool, BasicBlocks
+    [2, 2, 2, 2] at 64/128/256/512 channels (strides 1, 2, 2, 2), global average pool, 512
+    features; torch.nn.Conv2d's default init and BatchNorm2d's (eps 1e-5, momentum 0.1), as their
+    code (which never re-initialises). Input: 1 channel (their default `as_rgb=False` for
+    PneumoniaMNIST); the pipeline's grey-as-RGB images are averaged back to grey, which is exact.
+    11,167,680 parameters with 1 input channel (11,168,832 with 3), the torch model's count less
+    its Linear classifier. Preprocessing: their `Normalize(mean=[.5], std=[.5])` on [0, 1] images,
+    no resize at 28 px (a square bilinear resize to `resize_size` otherwise), no crop.
+
+    Args:
+        pretrained: must be False: there are no published weights for it.
+        freeze: keep its weights fixed in training (read by the optimizer); False trains it, batch
+            norm in train mode.
+        image_size: input side.
+        resize_size: square resize target before the crop; None gives image_size (no crop).
+        num_channels: 1 (grey, MedMNIST's default) or 3 (their `as_rgb=True`).
+        init_from: an earlier run whose backbone weights this run starts from
+            (`Backbone.init_from`).
+
+    Returns:
+        The backbone: features f32[B, 512], variables from `Backbone.init(key)`.
+
+    Raises:
+        ValueError: pretrained=True, or num_channels not 1 or 3.
+    """
+    if pretrained:
+        raise ValueError(
+            "backbone=resnet18_28 is trained from scratch (MedMNIST v2's protocol); there are no "
+            "pretrained weights for it: set backbone.pretrained=false"
+        )
+    if num_channels not in (1, 3):
+        raise ValueError(f"backbone.num_channels must be 1 or 3, got {num_channels}")
+    module = ResNet(
+        **RESNET18_ARCH, stem="cifar", num_channels=num_channels, kernel_init=TORCH_CONV_INIT
+    )
+    return Backbone(
+        name="resnet18_28",
+        module=module,
+        variables=None,
+        feature_dim=module.feature_dim,
+        preprocessing=Preprocessing(
+            image_size,
+            image_size if resize_size is None else resize_size,
+            mean=IMAGENET_STANDARD_MEAN,
+            std=IMAGENET_STANDARD_STD,
+            resample=BILINEAR,
+            resize_mode="square",
+        ),
+        freeze=freeze,
+        weights_id=RANDOM_INIT_ID,
+        init_from=init_from,
+    )
+
+
 def mobilenet_v2(
     pretrained: bool = True,
     weights: str | None = None,
@@ -244,9 +313,14 @@ def mobilenet_v2(
         name = "mobilenet_v2"
     options = MOBILENET_V2_VARIANTS[variant]
     wanted = {**_MOBILENET_V2_CONFIG, **options}
+    # The paper's code initialises as torchvision does (fan_out), which train-mode batch norm
+    # makes work (mobilenet_v2_model.py).
+    paper_init = variant == "paper"
+    init = MOBILENET_V2_CONV_INIT_FAN_OUT if paper_init else MOBILENET_V2_CONV_INIT_FAN_IN
+    module = MobileNetV2(**options, kernel_init=init)
     backbone = _hf_backbone(
         name,
-        MobileNetV2(**options),
+        module,
         preprocessing,
         freeze,
         pretrained,

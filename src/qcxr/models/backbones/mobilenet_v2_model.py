@@ -48,11 +48,16 @@ _MOBILENET_V2_BLOCKS = (
 )
 _MOBILENET_V2_STEM = 32
 _MOBILENET_V2_FEATURES = 1280
-# MobileNetV2 draws He (fan_in) instead of torchvision's and the paper code's fan_out: a depthwise
-# 3×3's fan_out is 9·C, so fan_out shrinks the signal by ~sqrt(C) per block, which train-mode
-# batch norm undoes in PyTorch but our batch norm, on fixed statistics, does not. Measured at
-# 128 px: pooled features ~1e-9 with fan_out (a dead network), ~1.5 with fan_in.
-_MOBILENET_V2_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+# The convolutions' init. The paper's variant starts as torchvision's MobileNetV2 and the paper's
+# code: He normal, fan_out. A depthwise 3×3's fan_out is 9·C, so fan_out shrinks the signal by
+# ~sqrt(C) per block before batch norm; train-mode batch norm (what a backbone that trains runs)
+# renormalises it, exactly as in PyTorch: at 64 px the random network's pooled features in train
+# mode are ~0.41 with fan_out and with fan_in alike. On the initial statistics (eval mode: a
+# frozen random backbone, or the fixed statistics of the trainer before issue 22) fan_out leaves
+# them ~1e-9, fan_in ~1.3, so the "hf" variant's random init (only ever a stand-in for its
+# pretrained weights) stays fan_in.
+MOBILENET_V2_CONV_INIT_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+MOBILENET_V2_CONV_INIT_FAN_IN = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
 class _InvertedResidual(nn.Module):
@@ -71,7 +76,7 @@ class _InvertedResidual(nn.Module):
     stem_features: int = 0
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         conv = functools.partial(
             ConvLayer,
             activation=nn.relu6,
@@ -80,13 +85,13 @@ class _InvertedResidual(nn.Module):
             kernel_init=self.kernel_init,
         )
         if self.stem_features:
-            x = conv(self.stem_features, kernel_size=3, stride=2, name="first_conv")(x)
+            x = conv(self.stem_features, kernel_size=3, stride=2, name="first_conv")(x, train)
         expanded = x.shape[-1] * self.expansion
         h = x
         if self.expansion != 1:
-            h = conv(expanded, kernel_size=1, name="expand_1x1")(h)
-        h = conv(expanded, stride=self.stride, groups=expanded, name="conv_3x3")(h)
-        h = conv(self.features, kernel_size=1, activation=None, name="reduce_1x1")(h)
+            h = conv(expanded, kernel_size=1, name="expand_1x1")(h, train)
+        h = conv(expanded, stride=self.stride, groups=expanded, name="conv_3x3")(h, train)
+        h = conv(self.features, kernel_size=1, activation=None, name="reduce_1x1")(h, train)
         if self.stride == 1 and x.shape[-1] == self.features and not self.stem_features:
             return x + h
         return h
@@ -101,18 +106,22 @@ class MobileNetV2(nn.Module):
     blocks' last, then a global average pool. 2,223,872 parameters (`params`), plus the batch-norm
     statistics (`batch_stats`).
 
-    Batch norm always runs in inference mode on the `batch_stats`, which are never updated (as in
-    `ResNet`).
+    Batch norm runs on the running statistics (`batch_stats`) by default, and on the batch's
+    statistics, updating the running ones, with `train=True` and `mutable=["batch_stats"]` (as
+    in `ResNet`; `layers.BatchNorm`).
 
     Attributes:
         tf_padding: TensorFlow "SAME" padding (google/mobilenet_v2_1.0_224); False pads
             symmetrically as PyTorch (torchvision, the paper's code).
         layer_norm_eps: batch-norm epsilon (transformers' name): 1e-3 for the Google checkpoint,
             1e-5 (BatchNorm2d's default) for torchvision's model.
+        kernel_init: the convolutions' random init: He fan_in (default) or fan_out
+            (`MOBILENET_V2_CONV_INIT_FAN_OUT`: torchvision's, the paper variant's).
     """
 
     tf_padding: bool = True
     layer_norm_eps: float = 1e-3
+    kernel_init: Callable[..., jax.Array] = MOBILENET_V2_CONV_INIT_FAN_IN
 
     @property
     def feature_dim(self) -> int:
@@ -120,12 +129,13 @@ class MobileNetV2(nn.Module):
         return _MOBILENET_V2_FEATURES
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         """Pooled features of a batch of images.
 
         Args:
             images: f32[B, H, W, 3], normalised as the weights expect (H, W >= 1; five stride-2
                 steps, so 32 px gives a 1×1 final map).
+            train: batch norm on the batch's statistics (apply with mutable=["batch_stats"]).
 
         Returns:
             f32[B, 1280]: the global average of the last 1×1 conv's activations, equal to
@@ -136,20 +146,20 @@ class MobileNetV2(nn.Module):
         options = {
             "tf_padding": self.tf_padding,
             "epsilon": self.layer_norm_eps,
-            "kernel_init": _MOBILENET_V2_CONV_INIT,
+            "kernel_init": self.kernel_init,
         }
         (_, stem_out, _, _), *blocks = _MOBILENET_V2_BLOCKS
         x = _InvertedResidual(
             stem_out, 1, 1, stem_features=_MOBILENET_V2_STEM, name="conv_stem", **options
-        )(images.astype(jnp.float32))
+        )(images.astype(jnp.float32), train)
         index = 0
         for expansion, features, repeats, stride in blocks:
             for i in range(repeats):
                 x = _InvertedResidual(
                     features, expansion, stride if i == 0 else 1, name=f"layer_{index}", **options
-                )(x)
+                )(x, train)
                 index += 1
         x = ConvLayer(
             _MOBILENET_V2_FEATURES, kernel_size=1, activation=nn.relu6, name="conv_1x1", **options
-        )(x)
+        )(x, train)
         return jnp.mean(x, axis=(1, 2))

@@ -12,7 +12,7 @@ class TinyCNN(nn.Module):
 
     The first conv keeps the resolution and each later one halves it ("SAME" padding), so any
     image size works; 8 px is the smallest the tests use. No batch norm, so its only collection
-    is `params`.
+    is `params`, and `train` (the backbones' common signature) changes nothing.
 
     Attributes:
         feature_dim: channels of the last conv, i.e. the feature size.
@@ -23,11 +23,12 @@ class TinyCNN(nn.Module):
     widths: tuple[int, ...] = (16, 32)
 
     @nn.compact
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         """Pooled features of a batch of images.
 
         Args:
             images: f32[B, H, W, C].
+            train: unused (no batch norm).
 
         Returns:
             f32[B, feature_dim].
