@@ -109,6 +109,7 @@ class Row:
 
 _NO_SLURM = r'Could not detect "srun"|slurm\.conf|sbatch: error'  # no cluster here
 _NO_CXR_LT_2024 = r"'cxr_lt_2024' needs image_dir: .*MIMIC_CXR_LT_IMAGES"
+_NO_RESNET50 = r"no pretrained weights for microsoft/resnet-50: backbone\.weights is not set"
 _NO_EXPERIMENT = r"experiment\(s\) \['{}'\] not found in the store"
 _BENCH_HEADS = "--qubits 4 --batch 4 --repeats 1 --warmup 0 --min-time 0 --pennylane-max-qubits 4"
 _BENCH_NOISE = (
@@ -211,15 +212,15 @@ ROWS = [
         "for s in dqc_tuning cdl_tuning; do python train.py -m sweep=$s "
         "hydra.sweeper.n_trials=50; done",
         quick="for s in dqc_tuning cdl_tuning; do python train.py -m sweep=$s "
-        "hydra.sweeper.n_trials=2 {tiny} hydra.sweep.dir={tmp}/multirun/$s; done",
-        expect=jobs(4),
+        "hydra.sweeper.n_trials=1 {tiny} hydra.sweep.dir={tmp}/multirun/$s; done",
+        expect=jobs(2),
         slow=True,
         makes="studies",
     ),
     Row(
         "python -m qcxr.study summarize dqc_tuning",
         quick="{cmd} --out {tmp}/summary",
-        expect=r"best",
+        expect=r"study dqc_tuning \(sqlite:.*\): \{'COMPLETE': 1\}; best \d",
         slow=True,
         store="studies",
     ),
@@ -276,8 +277,8 @@ ROWS = [
     ),
     Row(
         "python -m qcxr.robustness synthetic",
-        quick="{cmd} --levels 0,0.01 --shots none,100 --no-progress",
-        expect=r"robustness",
+        quick="{cmd} --levels 0,0.01 --shots none --no-progress",
+        expect=r"re-evaluating 2 DQC run\(s\)(?s:.*)^summary run \w+ in experiment synthetic",
         slow=True,
         store="runs",
     ),
@@ -373,7 +374,7 @@ ROWS = [
         "python train.py -m experiment=cxr_lt_2024_task1 head=cdl,dqc seed=0-4",
         quick="python train.py -m experiment=cxr_lt_2024_task1 head=cdl,dqc seed=0 {run}",
         code=1,
-        expect=_NO_CXR_LT_2024,
+        expect=_NO_RESNET50,  # the preset's backbone is built before its data
     ),
     Row(
         "python train.py data=ham10000 data.root=/data/HAM10000 task=ham10000 head=cdl",
@@ -391,7 +392,7 @@ ROWS = [
         "python train.py -m experiment=paper_cxr8 head=cdl,dqc seed=0-4",
         quick="python train.py -m experiment=paper_cxr8 head=cdl,dqc seed=0 {run}",
         code=1,
-        expect=r"no pretrained weights for microsoft/resnet-50: backbone\.weights is not set",
+        expect=_NO_RESNET50,
     ),
     # ---- SLURM: composes and reaches submitit, which finds no cluster --------------------------
     Row(
