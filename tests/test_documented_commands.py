@@ -278,7 +278,8 @@ ROWS = [
     Row(
         "python -m qcxr.robustness synthetic",
         quick="{cmd} --levels 0,0.01 --shots none --no-progress",
-        expect=r"re-evaluating 2 DQC run\(s\)(?s:.*)^summary run \w+ in experiment synthetic",
+        expect=r"^test AUROC \(macro\) vs depolarizing(?s:.*)"
+        r"^summary run \w+ in experiment synthetic",
         slow=True,
         store="runs",
     ),
