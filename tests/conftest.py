@@ -214,11 +214,12 @@ def _mlflow_store_template(tmp_path_factory):
     migrated once per session (MLflow runs its ~60 Alembic migrations for each new database:
     seconds per test). The copy holds the tables and no experiment: MLflow then creates the
     default experiment with the store's own artifact root, as for a new database. Stores made by
-    subprocesses (train.py, mlflow server) are not affected."""
+    subprocesses (train.py, mlflow server) are not affected; `mlflow_db_template` hands them the
+    file to start from. Yields the function that makes the template (None without MLflow)."""
     try:
         from mlflow.store.tracking import sqlalchemy_store
     except ImportError:  # without MLflow nothing to copy
-        yield
+        yield None
         return
     store_class = sqlalchemy_store.SqlAlchemyStore
     original = store_class.__init__
@@ -240,11 +241,26 @@ def _mlflow_store_template(tmp_path_factory):
             shutil.copyfile(template, path)
         original(self, db_uri, default_artifact_root, *args, **kwargs)
 
+    def ensure_template() -> Path:
+        if not template.exists():
+            make_template()
+        return template
+
     store_class.__init__ = init_from_template
     try:
-        yield
+        yield ensure_template
     finally:
         store_class.__init__ = original
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(_mlflow_store_template) -> Path:
+    """The migrated MLflow database (tables, no experiment) that new in-process stores copy: a
+    test copies it to `<store>/mlflow.db` before a subprocess opens `sqlite:///<store>/mlflow.db`,
+    which then skips MLflow's migrations (seconds per store) as in-process stores do."""
+    if _mlflow_store_template is None:
+        pytest.skip("mlflow is not installed")
+    return _mlflow_store_template()
 
 
 def _sqlite_file(db_uri: str) -> Path | None:

@@ -534,6 +534,31 @@ def end_abandoned_run(
     return run_id
 
 
+# The data factories' location arguments. Hydra runs a job inside its output folder
+# (hydra.job.chdir), so a relative location given on the command line or in the environment
+# (`data.root=../shared/data/ham10000-sample`) is taken relative to the folder train.py was
+# started from (paths.root_dir, Hydra's original working directory), not to the run folder.
+DATA_LOCATIONS = (
+    "image_dir",
+    "label_dir",
+    "root",
+    "npz",
+    "metadata_file",
+    "external_image_dir",
+    "external_label_dir",
+)
+
+
+def _launch_relative_locations(cfg: DictConfig) -> dict[str, str]:
+    """The data locations given as relative paths, made absolute against `paths.root_dir`."""
+    found = {}
+    for key in DATA_LOCATIONS:
+        value = cfg.data.get(key)
+        if value is not None and not Path(str(value)).is_absolute():
+            found[key] = str(Path(cfg.paths.root_dir) / str(value))
+    return found
+
+
 # ---- backbone.init_from: an earlier run's backbone as this run's --------------------------------
 INIT_FROM_TAG = "qcxr.init_from"  # tag: the source run's id (its folder when it has none)
 INIT_FROM_CONTEXT = "backbone"  # the lineage entry's context (an MLflow dataset input)
@@ -782,7 +807,8 @@ def log_init_lineage(tracker: Any, source: InitSource | None) -> None:
 
 
 def _data_kwargs(cfg: DictConfig, backbone, use_features: bool, cache_dir: Path) -> dict[str, Any]:
-    """The data factory's run-time arguments (`conf/data/*.yaml` is `_partial_`)."""
+    """The data factory's run-time arguments (`conf/data/*.yaml` is `_partial_`), with relative
+    data locations made absolute (`DATA_LOCATIONS`)."""
     kwargs: dict[str, Any] = {
         "task": str(cfg.task.labels),
         "batch_size": int(cfg.trainer.batch_size),
@@ -797,6 +823,7 @@ def _data_kwargs(cfg: DictConfig, backbone, use_features: bool, cache_dir: Path)
         kwargs["cache_dir"] = str(cache_dir / "images")
     if use_features:
         kwargs["augment"] = False
+    kwargs.update(_launch_relative_locations(cfg))
     return kwargs
 
 
