@@ -68,7 +68,7 @@ def test_evaluate_adds_the_medmnist_scores_only_when_asked():
                 mask = rows >= 0
                 yield {"x": rows, "labels": y[rows] & mask[:, None], "mask": mask, "index": rows}
 
-    def eval_step(params, batch):
+    def eval_step(params, batch, model_state=None):
         rows = np.where(batch["mask"], batch["x"], 0)
         return np.stack([1 - p1[rows], p1[rows]], 1), np.zeros(len(rows), np.float32)
 
@@ -193,7 +193,7 @@ class _History:
         y = np.array([[True], [False], [True], [False]])
         yield {"x": np.zeros(4), "labels": y, "mask": np.ones(4, bool), "index": np.arange(4)}
 
-    def eval_step(self, params, batch):
+    def eval_step(self, params, batch, model_state=None):
         # Scores whose AUROC is aucs[epoch]: 1.0 ranks both positives first, 0.5 ties, 0.0 last.
         a = self.aucs[self.epoch - 1]
         scores = np.array([[a], [0.5], [a], [0.5]], np.float32)

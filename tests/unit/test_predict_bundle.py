@@ -138,6 +138,7 @@ def test_trained_backbone_is_copied_with_its_constants(tmp_path):
     state, model = _trained_state(config)
     # Statistics other than the checkpoint file's (as a backbone.init_from source gives them).
     constants = jax.tree.map(lambda x: np.asarray(x) * 2.0 + 0.5, model.constants)
+    state["model_state"] = constants  # trained statistics: what the run evaluated with
     folder = write_bundle(
         tmp_path / "model",
         config,
@@ -149,7 +150,7 @@ def test_trained_backbone_is_copied_with_its_constants(tmp_path):
     )
     stored = load_file(str(folder / "variables.safetensors"))
     assert any(k.startswith("params/backbone/") for k in stored)
-    assert any(k.startswith("constants/backbone/batch_stats/") for k in stored)
+    assert any(k.startswith("model_state/backbone/batch_stats/") for k in stored)
     assert json.loads((folder / "model.json").read_text())["backbone"]["referenced"] is False
     _random_checkpoint(tmp_path / "resnet18", seed=5)  # not read for the weights: still loads
     loaded = load_bundle(folder)

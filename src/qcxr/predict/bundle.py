@@ -54,6 +54,9 @@ OPTIMIZER_KEYS = ("opt_state", "step")  # train-state entries a prediction never
 BACKBONE_PARAMS = "params/backbone/"
 CONSTANTS = "constants"  # the backbone's non-trainable collections the run evaluated with
 MODEL_STATE = "model_state"  # the train state's non-trainable variables (qcxr.run.MODEL_STATE_KEY)
+# What a referenced backbone's bundle leaves out (rebuilt from its checkpoint file on load): its
+# parameters and its batch-norm statistics.
+REFERENCED = (BACKBONE_PARAMS, f"{MODEL_STATE}/backbone/")
 
 
 class BundleError(ValueError):
@@ -105,8 +108,9 @@ def write_bundle(
         config: the run's resolved config (nested).
         state: the best checkpoint's train state.
         constants: the backbone's non-trainable collections the run evaluated with
-            ({"backbone": {...}}); kept unless the backbone is referenced (then they are its
-            checkpoint file's, rebuilt on load).
+            ({"backbone": {...}}), stored for a state without a model_state (older checkpoints);
+            a state's own model_state is what the run evaluated with and is stored instead.
+            Neither is kept for a referenced backbone (its checkpoint file's, rebuilt on load).
         backbone: the run's `Backbone` (its pretrained/freeze flags and weights_id are read).
         label_names: the task's labels, in logit order.
         kind: "multilabel" or "multiclass".
@@ -119,8 +123,8 @@ def write_bundle(
     variables = inference_variables(state)
     referenced = references_backbone(backbone)
     if referenced:
-        variables = {k: v for k, v in variables.items() if not k.startswith(BACKBONE_PARAMS)}
-    else:
+        variables = {k: v for k, v in variables.items() if not k.startswith(REFERENCED)}
+    elif MODEL_STATE not in state:
         variables.update(_flat(constants, f"{CONSTANTS}/"))
     save_file(variables, str(folder / VARIABLES_FILE))
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(_plain(config), sort_keys=False))
@@ -249,14 +253,18 @@ def load_bundle(folder: str | os.PathLike) -> LoadedModel:
         )
     referenced = bool(meta["backbone"]["referenced"])
     template = inference_variables(model.state_template)
-    if not referenced:
-        template.update(_flat(model.constants, f"{CONSTANTS}/"))
     stored = load_file(str(folder / VARIABLES_FILE))
-    flat = _restore(template, stored, BACKBONE_PARAMS if referenced else None, folder)
+    if not any(k.startswith(f"{MODEL_STATE}/") for k in stored):
+        # A state without a model_state (older runs, or a referenced backbone's): the constants
+        # stored beside the parameters, or the rebuilt ones.
+        template = {k: v for k, v in template.items() if not k.startswith(f"{MODEL_STATE}/")}
+        if not referenced:
+            template.update(_flat(model.constants, f"{CONSTANTS}/"))
+    flat = _restore(template, stored, REFERENCED if referenced else None, folder)
     variables = traverse_util.unflatten_dict(flat, sep="/")
-    constants = variables.pop(CONSTANTS, None) or model.constants
-    if MODEL_STATE in variables:  # batch norm trained in train mode: its running statistics
-        constants = variables[MODEL_STATE]
+    # What the run evaluated with: the state's model state (batch-norm running statistics; a
+    # referenced backbone's rebuilt from its checkpoint), else the stored or rebuilt constants.
+    constants = variables.pop(CONSTANTS, None) or variables.get(MODEL_STATE) or model.constants
     labels = list(meta["labels"])
     if labels != model.label_names:
         raise BundleError(
@@ -278,11 +286,11 @@ def load_bundle(folder: str | os.PathLike) -> LoadedModel:
 def _restore(
     template: Mapping[str, np.ndarray],
     stored: Mapping[str, np.ndarray],
-    referenced: str | None,
+    referenced: tuple[str, ...] | None,
     folder: Path,
 ) -> dict[tuple[str, ...] | str, Any]:
     """The template's leaves replaced by the stored ones, checked name by name and shape by shape
-    (leaves under `referenced` keep the rebuilt, referenced weights)."""
+    (leaves under the `referenced` prefixes keep the rebuilt, referenced weights)."""
     needed = {k for k in template if referenced is None or not k.startswith(referenced)}
     missing = sorted(needed - set(stored))
     unexpected = sorted(set(stored) - set(template))
