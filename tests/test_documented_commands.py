@@ -557,6 +557,109 @@ ROWS = [
         expect=r"DQC/CDL",
         slow=True,
     ),
+    # ---- run in a quick form by the named test (they need a trained run, a server or the
+    # real npz for minutes; that test runs the same code path on a tiny run) ----
+    Row(
+        "python -m qcxr.predict <run id> scans/ --out preds.csv",
+        skip=(
+            "quick form in tests/test_predict.py::test_cli_pyfunc_and_logged_test_predictions_agree"
+        ),
+    ),
+    Row(
+        "python -m qcxr.predict outputs/synthetic/2026-12-07_14-14-22 a.png b.png",
+        skip=(
+            "quick form in tests/test_predict.py::test_run_folder_and_model_id_load_the_same_model"
+        ),
+    ),
+    Row(
+        "python -m qcxr.predict models:/<name>/<version> scans/ --on-bad skip --batch-size 64",
+        skip="quick form in tests/test_predict.py::test_unreadable_images_are_named_or_skipped",
+    ),
+    Row(
+        "python -m qcxr.predict models:/cxr8-cdl/1 scans/ --out preds.csv",
+        skip=(
+            "quick form in "
+            "tests/test_predict.py::test_registered_best_trial_loads_as_models_name_version"
+        ),
+    ),
+    Row(
+        "python -m qcxr.study summarize cdl_tuning --register cxr8-cdl",
+        skip=(
+            "quick form in "
+            "tests/test_predict.py::test_registered_best_trial_loads_as_models_name_version"
+        ),
+    ),
+    Row(
+        "mlflow models predict -m runs:/<run id>/model -i in.csv -t csv --env-manager local",
+        skip="quick form in tests/test_predict.py::test_mlflow_models_predict_offline",
+    ),
+    Row(
+        "mlflow models serve -m runs:/<run id>/model --env-manager local -h 127.0.0.1 -p 5001",
+        skip="quick form in tests/test_predict.py::test_mlflow_models_serve_answers_a_rest_request",
+    ),
+    Row(
+        (
+            "curl -s 127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d "
+            '\'{"dataframe_split": {"columns": ["image"], "data": [["a.png"]]}}\''
+        ),
+        skip="quick form in tests/test_predict.py::test_mlflow_models_serve_answers_a_rest_request",
+    ),
+    Row(
+        "python -m qcxr.evaluate <run id> data=mimic_cxr_lt",
+        skip="quick form in tests/test_evaluate.py::test_other_labels_are_an_error_naming_them",
+    ),
+    Row(
+        (
+            "python -m qcxr.evaluate <run id> data=mimic_cxr_lt "
+            "data.image_dir=$MIMIC_CXR_LT_IMAGES data.label_dir=$MIMIC_CXR_LT_LABELS"
+        ),
+        skip="quick form in tests/test_evaluate.py::test_own_data_reproduces_the_run_test_metrics",
+    ),
+    Row(
+        (
+            "python -m qcxr.evaluate <run id> data=folder_csv "
+            "data.image_dir=../shared/data/nih-cxr14-64px/images "
+            "data.label_dir=../shared/data/nih-cxr14-64px/labels.csv --split test"
+        ),
+        skip=(
+            "quick form in "
+            "tests/test_evaluate.py::test_real_xrays_give_a_child_run_with_auroc_predictions_and_curves"
+        ),
+    ),
+    Row(
+        (
+            "python -m qcxr.bench batch-norm --npz "
+            "../shared/data/medmnist/pneumoniamnist.npz --epochs 3 --batch 32 --limit 768"
+        ),
+        skip=(
+            "quick form in "
+            "tests/unit/test_bench_train_step_torch.py::test_batch_norm_ab_trains_both_arms"
+        ),
+    ),
+    Row(
+        "python -m qcxr.bench train-step-torch --batch 128 --rounds 5 --steps 2 --warmup 2",
+        skip=(
+            "quick form in "
+            "tests/unit/test_bench_train_step_torch.py::test_train_step_torch_checks_agreement_then_times_both"
+        ),
+    ),
+    Row(
+        (
+            "python train.py experiment=medmnist_pneumonia "
+            "data.npz=../shared/data/medmnist/pneumoniamnist.npz"
+        ),
+        skip=(
+            "quick form in "
+            "tests/unit/test_train_run.py::test_medmnist_preset_end_to_end_on_the_real_npz"
+        ),
+    ),
+    Row(
+        "python train.py head=cdl backbone.init_from=<run id or run folder> backbone.freeze=true",
+        skip=(
+            "quick form in "
+            "tests/unit/test_train_run.py::test_init_from_a_run_id_or_its_folder_starts_from_its_best_backbone"
+        ),
+    ),
 ]
 
 
