@@ -164,12 +164,10 @@ def load_uri(model_uri: str, tracking_uri: str) -> LoadedModel:
         BundleError: the URI names nothing in the store, or not a qcxr model.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-    from qcxr.tracking.mlflow import artifact_bars
+    from qcxr.tracking.mlflow import artifact_bars, global_tracking_uri
 
     try:
-        with _use_tracking_uri(tracking_uri), artifact_bars(sys.stderr.isatty()):
+        with global_tracking_uri(tracking_uri), artifact_bars(sys.stderr.isatty()):
             loaded = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as err:
         raise BundleError(

@@ -390,7 +390,6 @@ class MLflowTracker:
             The model's URI (`models:/<model id>`).
         """
         from mlflow.models import Model
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
         self.flush()
 
@@ -412,7 +411,7 @@ class MLflowTracker:
             level = pyfunc_log.level
             pyfunc_log.setLevel(logging.ERROR)
             try:
-                with _use_tracking_uri(self.tracking_uri), artifact_bars(False):
+                with global_tracking_uri(self.tracking_uri), artifact_bars(False):
                     info = Model.log(
                         artifact_path=None,
                         name=name,
@@ -451,6 +450,32 @@ class MLflowTracker:
         finally:
             RunStatus.from_string(status)  # validates the name
             self._call(lambda: self.client.set_terminated(self.run_id, status=status))
+
+
+@contextlib.contextmanager
+def global_tracking_uri(uri: str):
+    """MLflow's global tracking URI set to `uri` for the block (for the calls that only read
+    the global one: `Model.log`, `register_model`, `pyfunc.load_model`), then restored, and
+    with it $MLFLOW_TRACKING_URI.
+
+    MLflow's own `_use_tracking_uri` restores the global but, when none was set, *unsets*
+    $MLFLOW_TRACKING_URI: the next run in the same process (a joblib worker's second job)
+    then logged to the repo's default store instead of the one the user named.
+    """
+    from mlflow.tracking._tracking_service import utils
+
+    name = "MLFLOW_TRACKING_URI"
+    previous_env = os.environ.get(name)
+    previous = utils._tracking_uri
+    utils.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        utils.set_tracking_uri(previous)
+        if previous_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous_env
 
 
 @contextlib.contextmanager
@@ -516,8 +541,6 @@ def register_run_model(tracking_uri: str, run_id: str, name: str, model_name: st
         ValueError: the run logged no model of that name (it did not finish, or predates model
             logging).
     """
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
     client = _make_client(tracking_uri)
     experiment_id = client.get_run(run_id).info.experiment_id
     models, token = [], None
@@ -536,7 +559,7 @@ def register_run_model(tracking_uri: str, run_id: str, name: str, model_name: st
             f"run {run_id} has no logged model {model_name!r} in {tracking_uri}: only finished "
             "runs log one. Fix: register a finished run (or train it again with this qcxr)"
         )
-    with _use_tracking_uri(tracking_uri), artifact_bars(False):
+    with global_tracking_uri(tracking_uri), artifact_bars(False):
         version = mlflow.register_model(f"models:/{models[0].model_id}", name)
     log.info("registered %s as models:/%s/%s", run_id, name, version.version)
     return str(version.version)
