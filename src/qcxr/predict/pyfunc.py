@@ -164,6 +164,7 @@ def load_uri(model_uri: str, tracking_uri: str) -> LoadedModel:
         BundleError: the URI names nothing in the store, or not a qcxr model.
     """
     from mlflow.exceptions import MlflowException
+
     from qcxr.tracking.mlflow import artifact_bars, global_tracking_uri
 
     try:
